@@ -1,0 +1,98 @@
+"""Command-line front door: readable errors for bad overrides and bad input, then ``run``.
+
+Hydra already lists the valid options of a config group (``head=foo``); for a key that does
+not exist (``head.sm=32``) it only says "not in struct", so the overrides are checked first
+against the composed config and the message names the keys that do exist.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# Hydra flags that take a value: their value is not an override.
+_FLAGS_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--info",
+    "-i",
+    "--experimental-rerun",
+}
+
+
+class UsageError(Exception):
+    """A mistake of the user's (config, data, checkpoint) with a message that says what to fix."""
+
+
+def overrides_of(argv: Sequence[str]) -> list[str]:
+    """The ``key=value`` overrides in a Hydra command line."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in _FLAGS_WITH_VALUE
+        else:
+            out.append(arg)
+    return out
+
+
+def unknown_key_message(cfg: DictConfig, key: str) -> str | None:
+    """Says which keys exist next to ``key`` when ``key`` is not in ``cfg``; None if it is."""
+    parts = key.split(".")
+    node = cfg
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            where = ".".join(parts[:depth]) or "the root config"
+            valid = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "(a value)"
+            return (
+                f"unknown config key '{key}': {where} has {valid}."
+                f" To add a new key on purpose use '+{key}=...'."
+            )
+        node = node[part]
+    return None
+
+
+def check_overrides(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """Compose the config from ``argv`` and turn composition errors into a :class:`UsageError`."""
+    overrides = overrides_of(argv)
+    with initialize_config_dir(str(config_dir), version_base="1.3"):
+        try:
+            return compose("train", overrides=overrides)
+        except HydraException as error:
+            # Re-compose with only the group choices to find the key the user got wrong.
+            choices = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
+            try:
+                base = compose("train", overrides=choices)
+            except HydraException:
+                raise UsageError(str(error)) from None
+            for override in overrides:
+                key = override.split("=", 1)[0]
+                if "=" in override and "." in key and not key.startswith(("+", "~")):
+                    message = unknown_key_message(base, key)
+                    if message:
+                        raise UsageError(message) from None
+            raise UsageError(str(error)) from None
+
+
+def fail(error: BaseException) -> None:
+    """One line for the user instead of a traceback (FACEREC_DEBUG=1 keeps the traceback)."""
+    if os.environ.get("FACEREC_DEBUG"):
+        raise error
+    print(f"facerec: error: {error}", file=sys.stderr)
+    sys.exit(2)

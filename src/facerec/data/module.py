@@ -1,0 +1,192 @@
+"""What a ``data=...`` config instantiates: the training set, its loader and verification sets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from facerec.data.folder import FaceFolder, FolderScan, scan_folder
+from facerec.data.pairs import read_pairs, read_people
+from facerec.data.sampler import ResumableSampler
+from facerec.data.transforms import augmentation, geometry, read_image, to_tensor
+
+log = logging.getLogger(__name__)
+
+
+class ImageList(Dataset):
+    """Images without labels, geometry only: uint8 ``(3, H, W)`` per item (evaluation, caching)."""
+
+    def __init__(self, paths: list[Path], image_size: int, center_crop: int | None) -> None:
+        self.paths = paths
+        self.geometry = geometry(image_size, center_crop)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return to_tensor(self.geometry(image=read_image(self.paths[index]))["image"])
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """A loaded verification list: each distinct image once, pairs as indices into it.
+
+    Attributes:
+        images: distinct image paths (M,).
+        index: ``(N, 2)`` int64 positions in ``images`` of each pair.
+        issame: ``(N,)`` bool, True for same-identity pairs.
+    """
+
+    images: list[Path]
+    index: np.ndarray
+    issame: np.ndarray
+
+
+class PairsSet:
+    """A verification set: an LFW-format pairs file over an image folder.
+
+    Args:
+        pairs_file: ``pairs.txt``-style list (see :func:`facerec.data.pairs.read_pairs`).
+        image_root: folder holding ``<name>/<name>_<NNNN>.jpg``.
+        center_crop: side of the centre crop taken before resizing (None: no crop).
+        image_size: side of the square images given to the model.
+    """
+
+    def __init__(
+        self,
+        pairs_file: str,
+        image_root: str,
+        center_crop: int | None = None,
+        image_size: int = 112,
+    ) -> None:
+        self.pairs_file = Path(pairs_file)
+        self.image_root = Path(image_root)
+        self.center_crop = center_crop
+        self.image_size = image_size
+
+    def load(self) -> Pairs:
+        """Parse the pairs file; every image is listed once however many pairs use it."""
+        pairs, issame = read_pairs(self.pairs_file, self.image_root)
+        position: dict[Path, int] = {}
+        index = np.array(
+            [[position.setdefault(p, len(position)) for p in pair] for pair in pairs],
+            dtype=np.int64,
+        )
+        return Pairs(list(position), index, np.asarray(issame, dtype=bool))
+
+    def dataset(self, images: list[Path]) -> Dataset:
+        return ImageList(images, self.image_size, self.center_crop)
+
+
+class FaceDataModule:
+    """Training data: an identity-folder dataset with its transforms and loader.
+
+    Args:
+        root: dataset folder (``root/<identity>/<image>``), or the folder that holds
+            ``image_dir`` and ``people_file`` (LFW).
+        image_dir: sub-folder of ``root`` with the identity folders (None: ``root`` itself).
+        people_file: file under ``root`` listing the identities to train on (None: all).
+        min_images: identities with fewer images are dropped.
+        image_size: side of the square training images.
+        center_crop: side of the centre crop taken before resizing (None: none).
+        hflip: random horizontal flips.
+        batch_size: images per step on each process.
+        num_workers: DataLoader worker processes per training process.
+        preload: decode and crop every image once into RAM (uint8) before training.
+        val: verification sets by name.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_dir: str | None = None,
+        people_file: str | None = None,
+        min_images: int = 1,
+        image_size: int = 112,
+        center_crop: int | None = None,
+        hflip: bool = True,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        preload: bool = False,
+        val: Mapping[str, PairsSet] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.image_root = self.root / image_dir if image_dir else self.root
+        self.people_file = self.root / people_file if people_file else None
+        self.min_images = min_images
+        self.image_size = image_size
+        self.center_crop = center_crop
+        self.hflip = hflip
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.preload = preload
+        self.val = dict(val or {})
+        self.scan: FolderScan | None = None
+
+    def setup(self) -> FolderScan:
+        """Scan the training folder (fast: no image is decoded) and report what was found."""
+        people = set(read_people(self.people_file)) if self.people_file else None
+        self.scan = scan_folder(self.image_root, people, self.min_images)
+        log.info("training data %s: %s", self.image_root, self.scan.summary())
+        return self.scan
+
+    @property
+    def classes(self) -> list[str]:
+        if self.scan is None:
+            raise RuntimeError("call setup() first")
+        return self.scan.classes
+
+    def _decode_all(self, paths: list[Path], show_progress: bool) -> np.ndarray:
+        """Decode + crop + resize every image once: uint8 ``(N, H, W, 3)``."""
+        cache = np.empty((len(paths), self.image_size, self.image_size, 3), dtype=np.uint8)
+        loader = DataLoader(
+            ImageList(paths, self.image_size, self.center_crop),
+            batch_size=64,
+            num_workers=self.num_workers,
+        )
+        done = 0
+        for batch in tqdm(loader, desc="preload", unit="batch", disable=not show_progress):
+            cache[done : done + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
+            done += len(batch)
+        return cache
+
+    def train_loader(
+        self, rank: int = 0, world_size: int = 1, seed: int = 0, show_progress: bool = True
+    ) -> DataLoader:
+        """Shuffled, sharded loader of ``(images uint8 (B,3,H,W), labels (B,))``, full batches only.
+
+        Its ``sampler`` is a :class:`ResumableSampler`: call ``set_epoch(epoch, start)``.
+        """
+        scan = self.scan or self.setup()
+        if len(scan.paths) < self.batch_size * world_size:
+            raise ValueError(
+                f"{self.image_root}: {len(scan.paths)} images cannot fill one batch of"
+                f" {self.batch_size} on each of {world_size} process(es); lower data.batch_size"
+            )
+        cache = self._decode_all(scan.paths, show_progress) if self.preload else None
+        dataset = FaceFolder(
+            scan.paths,
+            scan.labels,
+            geometry(self.image_size, self.center_crop),
+            augmentation(self.hflip),
+            cache,
+        )
+        sampler = ResumableSampler(len(dataset), world_size, rank, seed)
+        # Decoded images need no worker processes; the augmentation left is a flip.
+        workers = 0 if self.preload else self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=True,  # equal batches on all ranks; BatchNorm needs more than one sample
+            persistent_workers=workers > 0,
+        )

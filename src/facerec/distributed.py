@@ -1,0 +1,91 @@
+"""Process-group set-up for torchrun (and plain single-process runs).
+
+torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them the run is a single
+process. The backend follows the device: NCCL for CUDA, gloo for CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: global rank, local rank, world size and its device."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process logs, evaluates and writes files."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks the machine's accelerator (CUDA, MPS, XPU ...) if any, else the CPU.
+
+    Under torchrun each process takes the accelerator with its local rank.
+    """
+    if name == "auto":
+        accelerator = torch.accelerator.current_accelerator(check_available=True)
+        if accelerator is None:
+            return torch.device("cpu")
+        return torch.device(accelerator.type, local_rank)
+    device = torch.device(name)
+    if device.type != "cpu" and device.index is None:
+        device = torch.device(device.type, local_rank)
+    if device.type != "cpu":
+        module = getattr(torch, device.type, None)
+        available = module is not None and module.is_available()
+        count = module.device_count() if available else 0
+        if device.index >= count:
+            raise ValueError(
+                f"trainer.device={name}: {device} requested but {count} {device.type}"
+                " device(s) are available; use trainer.device=cpu or auto"
+            )
+    return device
+
+
+def init(device_name: str = "auto") -> Dist:
+    """Join the process group if launched by torchrun; returns this process's place."""
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    device = resolve_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type != "cpu":
+            getattr(torch, device.type).set_device(device)
+        backend = dist.Backend.default_device_backend_map.get(device.type, "gloo")
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return Dist(rank, local_rank, world_size, device)
+
+
+def broadcast(value: Any, src: int = 0) -> Any:
+    """Everyone gets ``src``'s (picklable) value; identity in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

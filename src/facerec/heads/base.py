@@ -1,0 +1,228 @@
+"""Shared machinery of the cosine-based classification heads.
+
+Every margin head in this package computes its logits the same way:
+
+    normalise embeddings and class centres -> cosine matrix -> clamp to [-1, 1]
+    -> gather the target-class cosine -> modify it (the margin) -> scale
+    -> scatter the modified target back into the logits
+
+:class:`MarginHead` implements that pipeline once (template method); a concrete head overrides
+one hook, or two where its paper also changes the non-target logits:
+
+* :meth:`MarginHead.target_logit` -- the margin on the target-class cosine (CosFace, ArcFace, ...).
+* :meth:`MarginHead.logits` -- a map applied to every cosine before the target is replaced
+  (AirFace's linear-in-angle logits).
+* :meth:`MarginHead.scale` -- the factor the logits are multiplied by (SphereFace's ``‖x‖``,
+  AdaCos's adaptive ``s``).
+* :meth:`MarginHead.update_state` -- called once per forward in ``train()`` mode only, for heads
+  whose state evolves during training (SphereFace's iteration counter, AdaCos's ``s``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MarginHead", "safe_acos", "sin_from_cos"]
+
+
+def _floor(dtype: torch.dtype) -> float:
+    # Floor under 1 - cos² in the *backward* only. finfo.eps is the resolution of cos just
+    # below 1, so the derivative at cos = ±1 exactly (1/sqrt(eps): 2.9e3 in float32) matches the
+    # one at the neighbouring representable cosine instead of jumping to inf (or to 0, which is
+    # what a clamp inside the forward would give).
+    return torch.finfo(dtype).eps
+
+
+class _SinFromCos(torch.autograd.Function):
+    """``sqrt(1 - c²)`` with its exact value and a derivative that stays finite at ``c = ±1``.
+
+    Clamping ``1 - c²`` to ``eps`` in the forward would move the value by ``sqrt(eps)``
+    (3.5e-4 in float32: cos(θ + m) off by 1.7e-4 at θ = 0), so the floor is applied in the
+    backward only.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, cos: Tensor) -> Tensor:
+        ctx.save_for_backward(cos)
+        return torch.sqrt((1.0 - cos * cos).clamp(min=0.0))
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (cos,) = ctx.saved_tensors
+        return -grad * cos * torch.rsqrt((1.0 - cos * cos).clamp(min=_floor(cos.dtype)))
+
+
+class _Acos(torch.autograd.Function):
+    """``acos`` with its exact value and a derivative that stays finite at ``c = ±1``.
+
+    ``d acos(c)/dc = -1/sqrt(1 - c²)`` is infinite at ``c = ±1``, which is exactly where a
+    well-trained embedding sits (θ = 0). Clamping the *input* to ``[-1 + eps, 1 - eps]`` would
+    move the value by ``sqrt(2·eps)`` (5e-4 rad in float32), so only the backward is floored.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, cos: Tensor) -> Tensor:
+        ctx.save_for_backward(cos)
+        return torch.acos(cos)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (cos,) = ctx.saved_tensors
+        return -grad * torch.rsqrt((1.0 - cos * cos).clamp(min=_floor(cos.dtype)))
+
+
+def sin_from_cos(cos: Tensor) -> Tensor:
+    """``sin θ = sqrt(1 - cos² θ)`` for θ in [0, π], with a finite gradient at ``cos = ±1``.
+
+    Args:
+        cos: Cosines in ``[-1, 1]``, any shape.
+
+    Returns:
+        ``sin θ``, same shape. Exact value; the derivative ``-cos/sqrt(1 - cos²)`` is evaluated
+        with ``1 - cos²`` floored at the dtype's machine epsilon.
+    """
+    return _SinFromCos.apply(cos)
+
+
+def safe_acos(cos: Tensor) -> Tensor:
+    """θ = acos(cos) with a finite gradient everywhere on ``[-1, 1]``.
+
+    Args:
+        cos: Cosines already clamped to ``[-1, 1]``, any shape.
+
+    Returns:
+        Angles in ``[0, π]``, same shape. Exact value; the derivative ``-1/sqrt(1 - cos²)`` is
+        evaluated with ``1 - cos²`` floored at the dtype's machine epsilon.
+    """
+    return _Acos.apply(cos)
+
+
+class MarginHead(nn.Module):
+    """Base class of the cosine heads: normalise, cosine, margin on the target, scale.
+
+    Subclasses override the hooks described in the module docstring; the default hooks give
+    NormFace, ``s · cos θ``.
+
+    All arithmetic runs with autocast disabled, in float32 (float64 if the inputs or the
+    weights are float64): cos θ close to ±1 is exactly where the margins are evaluated and where
+    half precision has no resolution left (bf16 spacing just below 1 is 0.004, i.e. θ ≈ 0.09).
+
+    Args:
+        embedding_size: Dimension ``D`` of the embeddings.
+        num_classes: Number of classes ``C``.
+        s: Scale applied to the (modified) cosines; ``None`` for heads whose scale is not a
+            fixed hyper-parameter (they override :meth:`scale`).
+
+    Attributes:
+        weight: Class centres, shape ``(C, D)``; normalised on the fly, so their norm is free.
+    """
+
+    def __init__(self, embedding_size: int, num_classes: int, s: float | None = 30.0) -> None:
+        super().__init__()
+        self.embedding_size = embedding_size
+        self.num_classes = num_classes
+        if s is not None:
+            self.s = float(s)
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise the class centres (normal, std 0.01, as insightface)."""
+        # Only the direction matters for the logits; a small std keeps weight decay's pull on
+        # the norm (and therefore the effective learning rate of the direction) moderate.
+        nn.init.normal_(self.weight, std=0.01)
+
+    def extra_repr(self) -> str:
+        return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}"
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def logits(self, cos: Tensor) -> Tensor:
+        """Map every cosine to its unscaled logit (identity by default).
+
+        Args:
+            cos: Clamped cosines, shape ``(B, C)``.
+
+        Returns:
+            Unscaled logits, shape ``(B, C)``; the target column is overwritten afterwards.
+        """
+        return cos
+
+    def target_logit(self, cos_target: Tensor) -> Tensor:
+        """Apply the margin to the target-class cosine (identity by default).
+
+        Args:
+            cos_target: Clamped cosine between each embedding and its own class centre,
+                shape ``(B, 1)``.
+
+        Returns:
+            Unscaled target logit, shape ``(B, 1)``.
+        """
+        return cos_target
+
+    def scale(self, embeddings: Tensor) -> Tensor | float:
+        """Factor multiplying the unscaled logits (the constant ``s`` by default).
+
+        Args:
+            embeddings: Un-normalised embeddings in the compute dtype, shape ``(B, D)``.
+
+        Returns:
+            A Python float, a 0-d tensor, or a per-sample tensor of shape ``(B, 1)``.
+        """
+        return self.s
+
+    def update_state(self, cos: Tensor, cos_target: Tensor, index: Tensor) -> None:
+        """Advance training-time state; called under ``no_grad`` in ``train()`` mode only.
+
+        Called once per forward, before the other hooks, so a step's logits use the state
+        of that step (e.g. SphereFace's λ at iteration ``t`` for the ``t``-th step).
+
+        Args:
+            cos: Clamped cosines, shape ``(B, C)``.
+            cos_target: Target-class cosines, shape ``(B, 1)``.
+            index: Labels as a column, shape ``(B, 1)``, int64.
+        """
+
+    # --- template ----------------------------------------------------------------------------
+
+    def cosine(self, embeddings: Tensor) -> Tensor:
+        """Clamped cosine between each embedding and each class centre.
+
+        Args:
+            embeddings: Shape ``(B, D)``, any float dtype.
+
+        Returns:
+            ``cos θ``, shape ``(B, C)``, in the compute dtype (float32 or float64).
+        """
+        dtype = torch.promote_types(
+            torch.promote_types(embeddings.dtype, self.weight.dtype), torch.float32
+        )
+        # F.normalize divides by max(‖v‖, eps): a zero embedding gives a zero cosine row, not NaN.
+        x = F.normalize(embeddings.to(dtype), dim=1)
+        w = F.normalize(self.weight.to(dtype), dim=1)
+        # Rounding can push |cos| a few ulp past 1, outside the domain of acos and sqrt(1 - cos²).
+        return F.linear(x, w).clamp(-1.0, 1.0)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Compute the logits for cross-entropy.
+
+        Args:
+            embeddings: Un-normalised embeddings, shape ``(B, D)``, float.
+            labels: Class indices, shape ``(B,)``, int64.
+
+        Returns:
+            Logits, shape ``(B, C)``, float32 (float64 for float64 inputs/weights).
+        """
+        # The margin must not run in half precision even when the caller trains under autocast.
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            cos = self.cosine(embeddings)
+            index = labels.view(-1, 1)
+            cos_target = cos.gather(1, index)
+            if self.training:
+                with torch.no_grad():
+                    self.update_state(cos, cos_target, index)
+            scale = self.scale(embeddings.to(cos.dtype))
+            target = scale * self.target_logit(cos_target)
+            return (scale * self.logits(cos)).scatter(1, index, target)

@@ -1,0 +1,30 @@
+"""Shared fixtures: the repo's config folder, the real LFW copy, Hydra-composed configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+def lfw_path() -> Path:
+    """FACEREC_LFW_ROOT if set, else the shared copy beside the repository."""
+    return Path(os.environ.get("FACEREC_LFW_ROOT") or ROOT.parent / "shared" / "data" / "lfw")
+
+
+@pytest.fixture(scope="session")
+def lfw_root() -> Path:
+    """The real LFW folder; skipped when absent, a failure when FACEREC_REQUIRE_LFW=1 (CI)."""
+    root = lfw_path()
+    if not (root / "pairsDevTest.txt").is_file():
+        message = f"LFW not found at {root} (set FACEREC_LFW_ROOT to an LFW copy)"
+        if os.environ.get("FACEREC_REQUIRE_LFW") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
