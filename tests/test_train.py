@@ -29,6 +29,7 @@ def small_pairs(lfw_root: Path, out: Path, per_kind: int = 10) -> Path:
 
 
 def smoke_overrides(lfw_root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     pairs = small_pairs(lfw_root, tmp_path / "pairs_small.txt")
     return [
         f"data.root={lfw_root}",

@@ -30,8 +30,7 @@ class _Schedule:
     """LR multiplier as a function of the optimizer step, with a linear warmup.
 
     ``unit`` says whether ``warmup`` (and the subclass's milestones) count epochs or
-    steps; epochs are converted with ``steps_per_epoch``. A picklable object rather than a
-    lambda so that the scheduler's ``state_dict`` round-trips.
+    steps; epochs are converted with ``steps_per_epoch``.
     """
 
     def __init__(self, steps_per_epoch: int, total_steps: int, warmup: float, unit: str) -> None:
@@ -70,6 +69,13 @@ class _Poly(_Schedule):
         return max(0.0, 1.0 - step / max(1, self.total_steps)) ** self.power
 
 
+def _lambda_lr(optimizer: torch.optim.Optimizer, schedule: _Schedule) -> LambdaLR:
+    # A plain function, not the schedule object: LambdaLR would save the object's fields in
+    # its state_dict and a resumed run would keep the old length. The schedule comes from the
+    # config; the checkpoint only holds the step, so a run can be resumed with more steps.
+    return LambdaLR(optimizer, lambda step: schedule(step))
+
+
 def WarmupMultiStep(
     optimizer: torch.optim.Optimizer,
     steps_per_epoch: int,
@@ -88,7 +94,7 @@ def WarmupMultiStep(
         warmup=warmup,
         unit=unit,
     )
-    return LambdaLR(optimizer, schedule)
+    return _lambda_lr(optimizer, schedule)
 
 
 def WarmupPoly(
@@ -103,4 +109,4 @@ def WarmupPoly(
     schedule = _Poly(
         power, steps_per_epoch=steps_per_epoch, total_steps=total_steps, warmup=warmup, unit=unit
     )
-    return LambdaLR(optimizer, schedule)
+    return _lambda_lr(optimizer, schedule)

@@ -370,6 +370,7 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
             if done:
                 break
     bar.close()
+    distributed.broadcast_buffers(recognizer)
 
     metrics = {
         "step": state.step,

@@ -7,7 +7,8 @@ full resolution, then four stages of pre-activation-style blocks, each halving t
 in :class:`facerec.embedding.Embedding`, not here.
 
 Parameter counts (backbone + ``Embedding((512, 7, 7), 512)``): iresnet18 24.0M, iresnet34 34.1M,
-iresnet50 43.6M, iresnet100 65.2M; the 25088 -> 512 linear alone is 12.8M of each.
+iresnet50 43.6M, iresnet100 65.2M (the 25088 -> 512 linear alone is 12.8M of each); forward cost at
+112x112: 2.61, 4.46, 6.31 and 12.09 GMACs.
 """
 
 from collections.abc import Sequence

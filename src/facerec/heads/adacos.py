@@ -56,5 +56,5 @@ class AdaCos(MarginHead):
         others = (self.s.to(cos.dtype) * cos).scatter(1, index, -math.inf)
         log_b_avg = torch.logsumexp(others.flatten(), dim=0) - math.log(cos.shape[0])
         theta_med = torch.acos(cos_target).median()  # lower median for even B, as the paper code
-        s = log_b_avg / torch.cos(theta_med)
+        s = log_b_avg / torch.cos(theta_med.clamp(max=math.pi / 4))
         self.s.copy_(s)

@@ -50,9 +50,7 @@ class ArcFace(MarginHead):
         fallback: ArcFaceFallback = "th_mm",
     ) -> None:
         if fallback not in ("th_mm", "easy_margin", "none"):
-            raise ValueError(
-                f"fallback must be 'th_mm', 'easy_margin' or 'none', got {fallback!r}"
-            )
+            raise ValueError(f"fallback must be 'th_mm', 'easy_margin' or 'none', got {fallback!r}")
         super().__init__(embedding_size, num_classes, s=s)
         self.m = float(m)
         self.fallback = fallback
