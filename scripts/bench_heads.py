@@ -7,7 +7,7 @@ the same shape followed by ``F.cross_entropy``. Steps are interleaved (baseline,
 median is reported. Target: every head within 1.3x of the baseline.
 
 Usage:
-    python scripts/bench_heads.py                          # CPU, B=256, D=512, C=10572
+    python scripts/bench_heads.py                          # CPU (1 thread), B=256, D=512, C=10572
     python scripts/bench_heads.py --device cuda --repeats 50
     python scripts/bench_heads.py --device cuda --autocast bfloat16
 """
@@ -79,10 +79,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--autocast", choices=["bfloat16", "float16"], default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared CPU, OpenMP workers spin-waiting "
+        "on descheduled siblings inflate CPU time, mostly in the heads' elementwise ops)",
+    )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     autocast = getattr(torch, args.autocast) if args.autocast else None

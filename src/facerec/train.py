@@ -112,7 +112,8 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
 
 def resolve_run_dir(cfg: DictConfig, env: distributed.Dist) -> tuple[Path, Path | None]:
     """The run directory (same on every rank) and the checkpoint to resume from, if any."""
-    run_root = Path(cfg.paths.output_dir) / cfg.name
+    name = cfg.name or f"{target_name(cfg.backbone)}-{target_name(cfg.head)}"
+    run_root = Path(cfg.paths.output_dir) / name
     resume = cfg.trainer.resume
     if resume == "auto":
         ckpt = checkpoint.latest(run_root)
@@ -254,7 +255,12 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     writer = None
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        # The resolved config of this invocation; a resumed run keeps the original beside it.
+        config_name = f"config.resume-{state.step}.yaml" if state.step else "config.yaml"
+        (run_dir / config_name).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        file_log = logging.FileHandler(run_dir / "train.log")
+        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(file_log)
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.step or None)
         global_batch = data.batch_size * env.world_size
         log.info(
@@ -351,6 +357,15 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
                 state.images_per_sec = timed_images / timed_seconds
                 tick = now
                 lr = optimizer.param_groups[0]["lr"]
+                if env.is_main and not show:  # no bar (e.g. a batch job's log): one line
+                    log.info(
+                        "step %d/%d loss %.4f lr %.3e %.1f img/s",
+                        state.step,
+                        total_steps,
+                        loss_value,
+                        lr,
+                        state.images_per_sec,
+                    )
                 bar.set_postfix(
                     loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", img_s=f"{state.images_per_sec:.1f}"
                 )
@@ -386,6 +401,8 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     if env.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         writer.close()
+        logging.getLogger().removeHandler(file_log)
+        file_log.close()
         log.info("metrics: %s", run_dir / "metrics.json")
     metrics["run_dir"] = str(run_dir)
     return metrics, recognizer

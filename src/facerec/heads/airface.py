@@ -36,6 +36,7 @@ class AirFace(MarginHead):
         return f"{super().extra_repr()}, s={self.s}, m={self.m}"
 
     def logits(self, cos: Tensor) -> Tensor:
+        # safe_acos clamps cos into [-1, 1] itself (rounding can leave it a few ulp outside).
         return 1.0 - (2.0 / math.pi) * safe_acos(cos)
 
     def target_logit(self, cos_target: Tensor) -> Tensor:

@@ -38,6 +38,8 @@ def _floor(dtype: torch.dtype) -> float:
 class _SinFromCos(torch.autograd.Function):
     """``sqrt(1 - c²)`` with its exact value and a derivative that stays finite at ``c = ±1``.
 
+    ``|c|`` a few ulp above 1 gives 0, not NaN.
+
     Clamping ``1 - c²`` to ``eps`` in the forward would move the value by ``sqrt(eps)``
     (3.5e-4 in float32: cos(θ + m) off by 1.7e-4 at θ = 0), so the floor is applied in the
     backward only.
@@ -65,12 +67,17 @@ class _Acos(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, cos: Tensor) -> Tensor:
         ctx.save_for_backward(cos)
-        return torch.acos(cos)
+        # Clamped here rather than by the caller: outside autograd, so a (B, C) input does not
+        # pay for clamp's masked backward.
+        return torch.acos(cos.clamp(-1.0, 1.0))
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
         (cos,) = ctx.saved_tensors
-        return -grad * torch.rsqrt((1.0 - cos * cos).clamp(min=_floor(cos.dtype)))
+        # -grad / sqrt(max(1 - cos², eps)), in place on one temporary: this runs on all (B, C)
+        # entries for AirFace.
+        factor = cos.square().neg_().add_(1.0).clamp_(min=_floor(cos.dtype)).rsqrt_()
+        return factor.mul_(grad).neg_()
 
 
 def sin_from_cos(cos: Tensor) -> Tensor:
@@ -90,7 +97,7 @@ def safe_acos(cos: Tensor) -> Tensor:
     """θ = acos(cos) with a finite gradient everywhere on ``[-1, 1]``.
 
     Args:
-        cos: Cosines already clamped to ``[-1, 1]``, any shape.
+        cos: Cosines, any shape; values a few ulp outside ``[-1, 1]`` are clamped.
 
     Returns:
         Angles in ``[0, π]``, same shape. Exact value; the derivative ``-1/sqrt(1 - cos²)`` is
@@ -130,8 +137,9 @@ class MarginHead(nn.Module):
 
     def reset_parameters(self) -> None:
         """Initialise the class centres (normal, std 0.01, as insightface)."""
-        # Only the direction matters for the logits; a small std keeps weight decay's pull on
-        # the norm (and therefore the effective learning rate of the direction) moderate.
+        # Only the direction enters the logits, but the norm sets the effective step on it
+        # (the gradient w.r.t. w scales as 1/‖w‖): insightface's init keeps its learning-rate
+        # and weight-decay settings transferable.
         nn.init.normal_(self.weight, std=0.01)
 
     def extra_repr(self) -> str:
@@ -225,7 +233,7 @@ class MarginHead(nn.Module):
         # The margin must not run in half precision even when the caller trains under autocast.
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             cos = self.cosine(embeddings)
-            index = labels.view(-1, 1)
+            index = labels.reshape(-1, 1)
             # Clamped here, on B values, rather than on the whole (B, C) matrix: only the
             # target goes through acos / sqrt(1 - cos²) by default, and a full clamp costs a
             # (B, C) pass forward and a masked one backward.

@@ -49,7 +49,7 @@ class SphereFace(MarginHead):
     ``λ = max(λ_min, base · (1 + γ · iteration)^(-power))``, the iteration counted from 1 at the
     first training forward (λ ≈ 892.86 there with the defaults). The counter is the buffer
     ``iteration`` (in ``state_dict``); it advances only in ``train()`` mode, and ``eval()``
-    forwards use the λ of the last training step.
+    forwards use the λ of the last training step (``base`` before any).
 
     Args:
         embedding_size: Dimension ``D`` of the embeddings.
