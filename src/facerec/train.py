@@ -48,8 +48,22 @@ class Recognizer(nn.Module):
         self.head = head
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """images (B,3,H,W) float, labels (B,) int64 -> logits (B,C)."""
-        return self.head(self.model(images), labels)
+        """The training loss of a batch.
+
+        Args:
+            images: ``(B, 3, H, W)`` float, normalised.
+            labels: ``(B,)`` int64 class indices.
+
+        Returns:
+            Scalar: cross-entropy of the head's logits (in float32), plus the head's
+            ``regularizer(embeddings)`` for heads that have one (MagFace).
+        """
+        embeddings = self.model(images)
+        loss = F.cross_entropy(self.head(embeddings, labels).float(), labels)
+        regularizer = getattr(self.head, "regularizer", None)
+        if regularizer is not None:
+            loss = loss + regularizer(embeddings)
+        return loss
 
 
 @dataclass
@@ -86,9 +100,7 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step on a batch; returns the (detached) loss without a device sync."""
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        logits = module(images, labels)
-    # The softmax over C classes in float32: heads already return float32 logits.
-    loss = F.cross_entropy(logits.float(), labels)
+        loss = module(images, labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip:
