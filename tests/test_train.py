@@ -144,6 +144,7 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(lfw_root, tmp_path):
         ("head=nosuchhead", "Available options in 'head'"),
         ("head.sm=32", "unknown config key 'head.sm'"),
         ("trainer.nosuchkey=1", "unknown config key 'trainer.nosuchkey'"),
+        ("data=folder", "missing required config value(s): data.root"),
     ],
 )
 def test_bad_override_gives_readable_error(override, expected):

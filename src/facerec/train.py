@@ -114,6 +114,12 @@ def train_step(
 
 def check_config(cfg: DictConfig, device: torch.device) -> None:
     """Impossible combinations stop here, before anything is built or written."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(
+            f"missing required config value(s): {', '.join(missing)}"
+            f" (set them on the command line, e.g. {missing[0]}=...)"
+        )
     if cfg.trainer.amp not in AMP_DTYPES:
         raise ValueError(f"trainer.amp={cfg.trainer.amp!r}: choose one of {list(AMP_DTYPES)}")
     if cfg.trainer.amp == "fp16" and device.type == "cpu":
