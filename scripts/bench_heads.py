@@ -6,6 +6,10 @@ the same shape followed by ``F.cross_entropy``. Steps are interleaved (baseline,
 2, ... per repeat) so drifting clocks and noisy neighbours hit all of them alike, and the
 median is reported. Target: every head within 1.3x of the baseline.
 
+A head whose ``weight`` has more rows than classes (sub-centre ArcFace: ``C·k``) does ``k`` times
+the baseline's matmul work, so it is also compared with an ``nn.Linear`` of its own row count
+(``linear+ce[C·k]``, cross-entropy over those ``C·k`` outputs), in the last column.
+
 Usage:
     python scripts/bench_heads.py                          # CPU (1 thread), B=256, D=512, C=10572
     python scripts/bench_heads.py --device cuda --repeats 50
@@ -96,9 +100,15 @@ def main() -> None:
     labels = torch.randint(args.classes, (args.batch,), device=device)
 
     modules: dict[str, nn.Module] = {"linear+ce": LinearBaseline(args.dim, args.classes)}
+    same_size: dict[str, str] = {}  # head -> the baseline with as many rows as its weight
     for path in sorted(HEAD_DIR.glob("*.yaml")):
         cfg = OmegaConf.load(path)
         modules[path.stem] = instantiate(cfg, embedding_size=args.dim, num_classes=args.classes)
+    for name, module in list(modules.items()):
+        rows = module.fc.out_features if name == "linear+ce" else module.weight.shape[0]
+        if rows != args.classes:
+            same_size[name] = f"linear+ce[{rows}]"
+            modules.setdefault(same_size[name], LinearBaseline(args.dim, rows))
     steps = {
         name: make_step(module.to(device).train(), embeddings, labels, autocast)
         for name, module in modules.items()
@@ -116,10 +126,15 @@ def main() -> None:
         f"B={args.batch} D={args.dim} C={args.classes} device={device} "
         f"autocast={args.autocast} repeats={args.repeats} threads={torch.get_num_threads()}"
     )
-    print(f"{'head':<12} {'median ms':>10} {'ratio':>7}")
+    width = max(len(name) for name in times)
+    print(f"{'head':<{width}} {'median ms':>10} {'ratio':>7} {'vs same-size linear':>20}")
     for name, samples in times.items():
         median = statistics.median(samples)
-        print(f"{name:<12} {median * 1e3:>10.2f} {median / baseline:>6.2f}x")
+        line = f"{name:<{width}} {median * 1e3:>10.2f} {median / baseline:>6.2f}x"
+        if name in same_size:
+            own = median / statistics.median(times[same_size[name]])
+            line += f" {own:>19.2f}x"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def test_read_image_converts_grey_and_names_corrupt_files(tmp_path):
     assert read_image(grey).shape == (10, 12, 3)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(OSError, match="bad.jpg"):
+    with pytest.raises(OSError, match=r"bad\.jpg"):
         read_image(bad)
 
 

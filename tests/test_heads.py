@@ -4,12 +4,17 @@ Every head is discovered from ``configs/head/*.yaml`` and built the way the trai
 ``instantiate(cfg, embedding_size=D, num_classes=C)``. The reference for each head is a naive
 per-sample loop over Python floats (``math.acos``/``math.cos``) written here from the paper,
 independent of the helpers in ``facerec.heads``.
+
+Stateful heads (SphereFace's λ, AdaCos's s, CurricularFace's t, AdaFace's norm statistics) are
+checked with their state read from the head's buffers, and their updates against naive
+recursions in dedicated tests.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -28,13 +33,28 @@ D, C = 8, 9
 
 # Extra settings checked besides each YAML's defaults: every ArcFace fallback, SphereFace with
 # λ = 0 (pure A-Softmax, the ψ branches fully visible) and m = 3 (odd), the combined margin
-# with a multiplicative m1 (the acos path) and an additive m3.
+# with a multiplicative m1 (the acos path) and an additive m3, every MagFace fallback (per-sample
+# margin), sub-centre ArcFace with k = 1 (ArcFace itself) and k = 2 with another fallback.
 VARIANTS: dict[str, list[dict]] = {
     "ArcFace": [{"fallback": "th_mm"}, {"fallback": "easy_margin"}, {"fallback": "none"}],
     "SphereFace": [{}, {"base": 0.0, "lambda_min": 0.0}, {"m": 3, "base": 0.0, "lambda_min": 0.0}],
     "CombinedMargin": [{}, {"m1": 1.35, "m2": 0.2, "m3": 0.15}],
     "AdaCos": [{"dynamic": True}, {"dynamic": False}],
+    "MagFace": [{"fallback": "easy_margin"}, {"fallback": "th_mm"}, {"fallback": "none"}],
+    "SubcenterArcFace": [{}, {"k": 1}, {"k": 2, "fallback": "easy_margin"}],
 }
+
+# State set before the naive comparisons, so the margin is not hidden behind an initial value:
+# SphereFace far into its annealing (λ = λ_min instead of ≈ 1000), CurricularFace's t away from
+# its special value 0, AdaFace's statistics such that the norms of the test embeddings
+# (0.5 to 2.5) spread g over [-1, 1] and past both clips (the initial μ = 20, σ = 100 would put
+# every g near -0.06).
+CURRICULAR_T = 0.3
+ADAFACE_MEAN, ADAFACE_STD = 1.5, 0.3
+
+# MagFace's margin depends on ‖x‖ in [l_a, u_a] = [10, 110]: its embeddings are rescaled to these
+# norms (cycled over the rows), below, at and inside the bounds and above; zero rows stay zero.
+MAGFACE_NORMS = [4.0, 10.0, 23.0, 47.5, 60.0, 85.0, 110.0, 140.0]
 
 
 def class_name(cfg: DictConfig) -> str:
@@ -63,10 +83,29 @@ def build(cfg: DictConfig, num_classes: int = C, embedding_size: int = D) -> tor
     return instantiate(cfg, embedding_size=embedding_size, num_classes=num_classes)
 
 
-def set_lambda_min(head: torch.nn.Module) -> None:
-    """Put SphereFace far into its annealing so the margin is not hidden behind λ ≈ 1000."""
-    if hasattr(head, "iteration"):
-        head.iteration.fill_(10**6)
+def set_state(head: torch.nn.Module) -> None:
+    """Set the state of the stateful heads to the values described at CURRICULAR_T above."""
+    with torch.no_grad():
+        if hasattr(head, "iteration"):
+            head.iteration.fill_(10**6)
+        if hasattr(head, "t"):
+            head.t.fill_(CURRICULAR_T)
+        if hasattr(head, "batch_mean"):
+            head.batch_mean.fill_(ADAFACE_MEAN)
+            head.batch_std.fill_(ADAFACE_STD)
+
+
+def sub_centres_per_class(cfg: DictConfig) -> int:
+    return cfg.k if class_name(cfg) == "SubcenterArcFace" else 1
+
+
+def with_norms(cfg: DictConfig, x: torch.Tensor) -> torch.Tensor:
+    """MagFace's embeddings rescaled to MAGFACE_NORMS (directions kept); others unchanged."""
+    if class_name(cfg) != "MagFace":
+        return x
+    norms = torch.tensor(MAGFACE_NORMS, dtype=x.dtype).repeat(len(x) // len(MAGFACE_NORMS) + 1)
+    current = x.norm(dim=1, keepdim=True)
+    return torch.where(current > 0, x / current * norms[: len(x), None], x)
 
 
 # --- naive references ----------------------------------------------------------------------
@@ -93,6 +132,19 @@ def naive_arcface(c: float, s: float, m: float, fallback: str) -> float:
     return s * math.cos(theta + m)
 
 
+def naive_adaface_target(c: float, norm: float, cfg: DictConfig, mean: float, std: float) -> float:
+    eps = 1e-3
+    norm = min(100.0, max(1e-3, norm))
+    g = min(1.0, max(-1.0, cfg.h * (norm - mean) / (std + eps)))
+    angle = min(math.pi - eps, max(eps, math.acos(c) - cfg.m * g))
+    return cfg.s * (math.cos(angle) - (cfg.m + cfg.m * g))
+
+
+def naive_magface_margin(norm: float, cfg: DictConfig) -> float:
+    a = min(cfg.u_a, max(cfg.l_a, norm))
+    return (cfg.u_m - cfg.l_m) / (cfg.u_a - cfg.l_a) * (a - cfg.l_a) + cfg.l_m
+
+
 def naive_logits(
     cfg: DictConfig,
     x: torch.Tensor,
@@ -102,32 +154,39 @@ def naive_logits(
     bias: torch.Tensor | None = None,
     lam: float | None = None,
     s: float | None = None,
+    t: float | None = None,
+    stats: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Logits from the paper's formula, one sample and one class at a time.
 
     Args:
         cfg: Head config (its hyper-parameters are read from here, not from the module).
         x: Embeddings (B, D).
-        weight: Class centres (C, D).
+        weight: Class centres (C, D); (C·k, D) class-major for sub-centre ArcFace.
         labels: (B,).
         bias: Softmax bias (C,).
         lam: SphereFace's λ.
         s: AdaCos's scale.
+        t: CurricularFace's t.
+        stats: AdaFace's running (mean, std) of the feature norm.
 
     Returns:
         (B, C) float64.
     """
     name = class_name(cfg)
     xs, ws, ys = x.double().tolist(), weight.double().tolist(), labels.tolist()
+    k = sub_centres_per_class(cfg)
     out = []
     for xi, yi in zip(xs, ys, strict=True):
         row = []
         norm = math.sqrt(sum(v * v for v in xi))
-        for j, wj in enumerate(ws):
+        # Sub-centre ArcFace: a class's cosine is the largest over its k rows c·k ... c·k + k - 1.
+        cosines = [max(naive_cos(xi, ws[j * k + i]) for i in range(k)) for j in range(len(ws) // k)]
+        for j, wj in enumerate(ws[: len(cosines)]):
             if name == "Softmax":
                 row.append(sum(a * b for a, b in zip(xi, wj, strict=True)) + float(bias[j]))
                 continue
-            c = naive_cos(xi, wj)
+            c = cosines[j]
             theta = math.acos(c)
             target = j == yi
             if name == "NormFace":
@@ -150,6 +209,20 @@ def naive_logits(
                     row.append((lam * norm * c + norm * psi) / (1 + lam))
                 else:
                     row.append(norm * c)
+            elif name == "CurricularFace":
+                if target:
+                    row.append(naive_arcface(c, cfg.s, cfg.m, "th_mm"))
+                elif c > math.cos(math.acos(cosines[yi]) + cfg.m):  # hard negative
+                    row.append(cfg.s * c * (t + c))
+                else:
+                    row.append(cfg.s * c)
+            elif name == "AdaFace":
+                row.append(naive_adaface_target(c, norm, cfg, *stats) if target else cfg.s * c)
+            elif name == "MagFace":
+                margin = naive_magface_margin(norm, cfg)
+                row.append(naive_arcface(c, cfg.s, margin, cfg.fallback) if target else cfg.s * c)
+            elif name == "SubcenterArcFace":
+                row.append(naive_arcface(c, cfg.s, cfg.m, cfg.fallback) if target else cfg.s * c)
             else:
                 raise AssertionError(f"no naive reference for {name}")
         out.append(row)
@@ -160,16 +233,27 @@ def naive_lambda(cfg: DictConfig, iteration: int) -> float:
     return max(cfg.lambda_min, cfg.base * (1 + cfg.gamma * iteration) ** (-cfg.power))
 
 
-def reference_for(cfg: DictConfig, head: torch.nn.Module, x, labels) -> torch.Tensor:
-    """Naive logits with the head's current weights and state (λ recomputed from the
-    iteration counter, AdaCos's initial s checked against √2·ln(C - 1))."""
+def state_kwargs(cfg: DictConfig, head: torch.nn.Module) -> dict:
+    """The naive reference's arguments for the head's current state (λ recomputed from the
+    iteration counter, the other states read from the buffers)."""
     name = class_name(cfg)
     kwargs = {}
     if name == "Softmax":
         kwargs["bias"] = head.bias.detach()
     if name == "SphereFace":
         kwargs["lam"] = naive_lambda(cfg, int(head.iteration))
-    if name == "AdaCos":
+    if name == "CurricularFace":
+        kwargs["t"] = head.t.item()
+    if name == "AdaFace":
+        kwargs["stats"] = (head.batch_mean.item(), head.batch_std.item())
+    return kwargs
+
+
+def reference_for(cfg: DictConfig, head: torch.nn.Module, x, labels) -> torch.Tensor:
+    """Naive logits with the head's current weights and state (AdaCos's initial s checked
+    against √2·ln(C - 1))."""
+    kwargs = state_kwargs(cfg, head)
+    if class_name(cfg) == "AdaCos":
         # The buffer holds √2·ln(C - 1) rounded to float32 at construction (it is created in
         # the default dtype); the logits are checked against the value it actually holds.
         assert head.s.item() == pytest.approx(math.sqrt(2) * math.log(C - 1), rel=1e-7)
@@ -220,9 +304,36 @@ def angle_inputs(delta: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack(rows), weight, torch.tensor(labels)
 
 
+def expand_sub_centres(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """(C, D) centres -> (C·k, D) class-major sub-centres whose first row per class is the
+    given centre. Class 0 and the odd classes get the other rows as exact multiples of it
+    (×2, ×0.5: the same direction, so their max is an exact tie and θ = 0/π exactly and
+    θ near π reach the margin); the even classes get random, seeded ones, where the max picks
+    a different sub-centre for some samples."""
+    gen = torch.Generator().manual_seed(11)
+    rows = []
+    for c, centre in enumerate(weight):
+        rows.append(centre)
+        for i in range(1, k):
+            if c == 0 or c % 2:
+                rows.append(centre * (2.0 if i % 2 else 0.5))
+            else:
+                rows.append(torch.randn(centre.shape, generator=gen).to(weight.dtype))
+    return torch.stack(rows)
+
+
 def load_weight(head: torch.nn.Module, weight: torch.Tensor) -> None:
+    """Copy (C, D) centres into the head, expanded by expand_sub_centres for sub-centre heads."""
+    rows = head.weight.shape[0]
+    if rows != weight.shape[0]:
+        weight = expand_sub_centres(weight, rows // weight.shape[0])
     with torch.no_grad():
         head.weight.copy_(weight)
+
+
+def class_centres(head: torch.nn.Module) -> torch.Tensor:
+    """A (C, D) view of the class centres: ``weight``, or the first sub-centre of each class."""
+    return head.sub_centers()[:, 0] if hasattr(head, "sub_centers") else head.weight
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -230,7 +341,7 @@ def load_weight(head: torch.nn.Module, weight: torch.Tensor) -> None:
 
 def test_every_head_has_a_config() -> None:
     expected = {"softmax", "normface", "sphereface", "cosface", "amsoftmax", "arcface", "adacos"}
-    expected |= {"airface", "combined"}
+    expected |= {"airface", "combined", "curricularface", "adaface", "magface", "subcenter_arcface"}
     assert expected <= {path.stem for path in HEAD_FILES}
 
 
@@ -238,7 +349,7 @@ def test_every_head_has_a_config() -> None:
 def test_shapes_finite_and_every_parameter_gets_a_gradient(cfg: DictConfig) -> None:
     torch.manual_seed(0)
     head = build(cfg)
-    assert head.weight.shape == (C, D)
+    assert head.weight.shape == (C * sub_centres_per_class(cfg), D)
     assert hasattr(head, "bias") == (class_name(cfg) == "Softmax")
     x = torch.randn(5, D, requires_grad=True)
     labels = torch.randint(C, (5,))
@@ -258,9 +369,10 @@ def test_shapes_finite_and_every_parameter_gets_a_gradient(cfg: DictConfig) -> N
 @pytest.mark.parametrize("cfg", CFGS, ids=CASE_IDS)
 def test_matches_naive_loop_float64(cfg: DictConfig) -> None:
     x, weight, labels = angle_inputs(delta=1e-3)
+    x = with_norms(cfg, x)
     head = build(cfg).double().eval()
     load_weight(head, weight)
-    set_lambda_min(head)
+    set_state(head)
     expected = reference_for(cfg, head, x, labels)
     torch.testing.assert_close(head(x, labels), expected, rtol=0, atol=1e-10)
 
@@ -272,10 +384,10 @@ def test_matches_naive_loop_float32(cfg: DictConfig) -> None:
     # at θ = 1e-3 that is up to 1e-4 relative error in the ArcFace/AirFace logits (measured),
     # at θ = 0.05 about 2e-7. A conditioning limit of float32, not of the implementation.
     x, weight, labels = angle_inputs(delta=0.05)
-    x, weight = x.float(), weight.float()
+    x, weight = with_norms(cfg, x).float(), weight.float()
     head = build(cfg).eval()
     load_weight(head, weight)
-    set_lambda_min(head)
+    set_state(head)
     expected = reference_for(cfg, head, x, labels)  # float64 maths on the float32 inputs
     logits = head(x, labels)
     assert logits.dtype == torch.float32
@@ -283,11 +395,20 @@ def test_matches_naive_loop_float32(cfg: DictConfig) -> None:
     torch.testing.assert_close(logits.double(), expected, rtol=1e-5, atol=1e-5 * scale)
 
 
+# Zero margin gives NormFace for these. AdaFace's does too, except that its angle is clipped to
+# [ε, π - ε] (ε = 1e-3): at θ = 0/π exactly its target is ±s·cos ε, within s·(1 - cos ε) of
+# NormFace. CurricularFace's does not: negatives harder than the target are still reweighted by
+# (t + cos θ_j) (test_curricularface_zero_margin_still_reweights_hard_negatives). Sub-centre
+# ArcFace's does only with k = 1 (otherwise the max over sub-centres remains).
 MARGIN_ZERO = {
     "CosFace": [{"m": 0.0}],
     "ArcFace": [{"m": 0.0, "fallback": f} for f in ("th_mm", "easy_margin", "none")],
     "CombinedMargin": [{"m1": 1.0, "m2": 0.0, "m3": 0.0}],
+    "AdaFace": [{"m": 0.0}],
+    "MagFace": [{"l_m": 0.0, "u_m": 0.0, "fallback": f} for f in ("th_mm", "easy_margin", "none")],
+    "SubcenterArcFace": [{"m": 0.0, "k": 1}],
 }
+ZERO_MARGIN_ATOL = {"AdaFace": 64.0 * (1.0 - math.cos(1e-3))}
 ZERO_CASES = [
     (f"{path.stem}-{','.join(f'{k}={v}' for k, v in o.items())}", path, o)
     for path in HEAD_FILES
@@ -303,24 +424,33 @@ def test_zero_margin_is_normface(path: Path, overrides: dict) -> None:
     head = build(cfg).double()
     normface = build(OmegaConf.create({"_target_": "facerec.heads.normface.NormFace", "s": cfg.s}))
     normface = normface.double()
-    normface.load_state_dict(head.state_dict())
+    load_weight(normface, head.weight.detach())
     x, _, labels = angle_inputs(delta=1e-3)
-    torch.testing.assert_close(head(x, labels), normface(x, labels), rtol=0, atol=1e-12)
+    x = with_norms(cfg, x)
+    atol = ZERO_MARGIN_ATOL.get(class_name(cfg), 0.0) + 1e-12
+    torch.testing.assert_close(head(x, labels), normface(x, labels), rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("cfg", CFGS, ids=CASE_IDS)
 def test_gradcheck_float64(cfg: DictConfig) -> None:
     # Generic random inputs: the kinks (ArcFace's fallback switch, SphereFace's k) and the
     # poles cos = ±1 are almost surely not within the finite-difference step.
+    # MagFace's inputs have norms inside [l_a, u_a], so the gradient through the margin m(a) is
+    # checked too. AdaFace detaches the norm by design (a finite difference would see it):
+    # its inputs are mapped onto fixed norms, so only the direction varies.
     torch.manual_seed(1)
     head = build(cfg, num_classes=5, embedding_size=4).double().eval()
-    set_lambda_min(head)
-    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    set_state(head)
+    scale = 20.0 if class_name(cfg) == "MagFace" else 1.0
+    x = (scale * torch.randn(3, 4, dtype=torch.float64)).requires_grad_(True)
     labels = torch.tensor([0, 3, 4])
     names = [name for name, _ in head.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_(True) for _, p in head.named_parameters())
+    norms = x.detach().norm(dim=1, keepdim=True)
 
     def fn(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        if class_name(cfg) == "AdaFace":
+            x = x / x.norm(dim=1, keepdim=True) * norms
         return functional_call(head, dict(zip(names, params, strict=True)), (x, labels))
 
     assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-5)
@@ -357,13 +487,19 @@ def pathological_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("cfg", CFGS, ids=CASE_IDS)
 def test_bf16_autocast_finite_at_poles_duplicates_and_zeros(cfg: DictConfig) -> None:
     x, weight, labels = pathological_inputs()
+    if class_name(cfg) == "MagFace":
+        x = x * 32.0  # norms inside [l_a, u_a], so the gradient goes through m(a); exact in bf16
     head = build(cfg).train()
     load_weight(head, weight)
-    set_lambda_min(head)
+    set_state(head)
     x.requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = head(x, labels)
         loss = F.cross_entropy(logits, labels)
+        if hasattr(head, "regularizer"):
+            regularizer = head.regularizer(x)
+            assert regularizer.dtype == torch.float32 and torch.isfinite(regularizer)
+            loss = loss + regularizer
     assert logits.dtype == torch.float32
     assert torch.isfinite(logits).all()
     loss.backward()
@@ -382,11 +518,12 @@ def test_embeddings_on_their_centres_float32(cfg: DictConfig) -> None:
     gen = torch.Generator().manual_seed(7)
     num_classes, dim = 64, 96
     head = build(cfg, num_classes=num_classes, embedding_size=dim).train()
-    set_lambda_min(head)
+    set_state(head)
+    centres = class_centres(head)  # sub-centre ArcFace: the first sub-centre of each class
     with torch.no_grad():
-        head.weight[1::2] = 3.0 * head.weight[0::2]
+        centres[1::2] = 3.0 * centres[0::2]
     labels = torch.arange(num_classes).repeat(2)
-    x = head.weight.detach()[labels] * (0.1 + 5 * torch.rand(len(labels), 1, generator=gen))
+    x = centres.detach()[labels] * (0.1 + 5 * torch.rand(len(labels), 1, generator=gen))
     x.requires_grad_(True)
     logits = head(x, labels)
     F.cross_entropy(logits, labels).backward()
@@ -394,9 +531,9 @@ def test_embeddings_on_their_centres_float32(cfg: DictConfig) -> None:
     assert torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
     if class_name(cfg) == "AdaCos":
         return  # its s has moved by this train step; covered by the naive checks elsewhere
-    kwargs = {"bias": head.bias.detach()} if class_name(cfg) == "Softmax" else {}
-    if class_name(cfg) == "SphereFace":
-        kwargs["lam"] = naive_lambda(cfg, int(head.iteration))
+    # CurricularFace's t and AdaFace's statistics were updated by this forward before its
+    # logits used them: the buffers now hold the values that step used.
+    kwargs = state_kwargs(cfg, head)
     expected = naive_logits(cfg, x.detach(), head.weight.detach(), labels, **kwargs)
     scale = expected.abs().max().item()
     torch.testing.assert_close(logits.double(), expected, rtol=0, atol=2e-3 * scale)
@@ -579,6 +716,10 @@ def test_state_dict_round_trip_resumes_exactly(cfg: DictConfig) -> None:
         assert int(state["iteration"]) == 3
     if class_name(cfg) == "AdaCos":
         assert "s" in state
+    if class_name(cfg) == "CurricularFace":
+        assert state["t"].item() != 0.0
+    if class_name(cfg) == "AdaFace":
+        assert state["batch_mean"].item() != 20.0 and state["batch_std"].item() != 100.0
 
     torch.manual_seed(5)
     resumed = build(cfg).train()
@@ -612,9 +753,279 @@ def test_yaml_holds_only_target_and_hyperparameters(path: Path) -> None:
         ("facerec.heads.arcface.ArcFace", {"fallback": "clip"}),
         ("facerec.heads.sphereface.SphereFace", {"m": 2.5}),
         ("facerec.heads.adacos.AdaCos", {}),
+        ("facerec.heads.subcenter_arcface.SubcenterArcFace", {"k": 0}),
+        ("facerec.heads.magface.MagFace", {"l_a": 120.0}),
+        ("facerec.heads.magface.MagFace", {"fallback": "clip"}),
+        ("facerec.heads.curricularface.CurricularFace", {"momentum": 1.5}),
+        ("facerec.heads.adaface.AdaFace", {"momentum": -0.1}),
     ],
 )
 def test_invalid_arguments_raise(target: str, kwargs: dict) -> None:
     cfg = OmegaConf.create({"_target_": target, **kwargs})
     with pytest.raises(Exception, match=r"must|needs"):
         build(cfg, num_classes=2)
+
+
+# --- CurricularFace ---------------------------------------------------------------------------
+
+
+def curricularface_cfg(**overrides) -> DictConfig:
+    return OmegaConf.merge(OmegaConf.load(HEAD_DIR / "curricularface.yaml"), overrides)
+
+
+def naive_cosines(x: torch.Tensor, weight: torch.Tensor) -> list[list[float]]:
+    return [[naive_cos(xi, wj) for wj in weight.tolist()] for xi in x.tolist()]
+
+
+def test_curricularface_t_update_before_use_train_only() -> None:
+    cfg = curricularface_cfg()
+    head = build(cfg).double()
+    assert "t" in head.state_dict() and head.t.item() == 0.0
+    x, weight, labels = angle_inputs(delta=1e-3)
+    load_weight(head, weight)
+    gen = torch.Generator().manual_seed(8)
+    x2 = torch.randn(5, D, generator=gen, dtype=torch.float64)
+    labels2 = torch.randint(C, (5,), generator=gen)
+
+    head.eval()
+    head(x, labels)
+    assert head.t.item() == 0.0  # no update in eval mode
+
+    head.train()
+    t = 0.0
+    for xb, yb in [(x, labels), (x2, labels2), (x, labels)]:
+        cos = naive_cosines(xb, weight)
+        mean = statistics.fmean(row[y] for row, y in zip(cos, yb.tolist(), strict=True))
+        t = cfg.momentum * mean + (1 - cfg.momentum) * t
+        logits = head(xb, yb)
+        assert abs(head.t.item() - t) < 1e-12
+        # This step's logits already use the t updated from this batch (as the paper's code).
+        expected = naive_logits(cfg, xb, weight, yb, t=t)
+        torch.testing.assert_close(logits, expected, rtol=0, atol=1e-10)
+    assert not head.t.requires_grad
+
+    head.eval()
+    head(x2, labels2)
+    assert abs(head.t.item() - t) < 1e-12
+
+
+def test_curricularface_hard_negatives_and_their_gradient() -> None:
+    # One sample, θ_y = 1.0, negatives on both sides of cos(θ_y + m) = cos 1.5: the hard one's
+    # logit is s·c(t + c), the easy ones' s·c; d logit / d cos = s·(t + 2c) for the hard one.
+    # No gradient flows into t (a buffer) nor through the hard/easy switch.
+    cfg = curricularface_cfg()
+    head = build(cfg, num_classes=4, embedding_size=2).double().eval()
+    head.t.fill_(0.4)
+    angles = [1.0, 0.8, 1.45, 1.55]  # target, hard (θ < 1.5), hard, easy
+    load_weight(
+        head, torch.tensor([[math.cos(a), math.sin(a)] for a in angles], dtype=torch.float64)
+    )
+    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    logits = head(x, torch.tensor([0]))[0]
+    s, t = cfg.s, 0.4
+    c = [math.cos(a) for a in angles]
+    expected = [naive_arcface(c[0], s, cfg.m, "th_mm"), s * c[1] * (t + c[1])]
+    expected += [s * c[2] * (t + c[2]), s * c[3]]
+    torch.testing.assert_close(logits, torch.tensor(expected, dtype=torch.float64))
+    # d logit_j / d x for unit x at angle 0 along the tangent e_1 is d logit/d cos · sin(α_j).
+    for j, factor in [(1, t + 2 * c[1]), (2, t + 2 * c[2]), (3, 1.0)]:
+        (grad,) = torch.autograd.grad(logits[j], x, retain_graph=True)
+        assert grad[0, 1].item() == pytest.approx(s * factor * math.sin(angles[j]), rel=1e-9)
+
+    # Past θ_y > π - m the target takes the th_mm fallback (cos θ_y - m·sin m = -1.23 at
+    # θ_y = 3), but "hard" still means cos θ_j > cos(θ_y + m) = cos 3.5 = -0.94, as the paper's
+    # code: a negative at 2.9 rad (cos = -0.97) lies between the two and stays easy.
+    angles = [3.0, -2.9, 0.0, 1.0]
+    load_weight(
+        head, torch.tensor([[math.cos(a), math.sin(a)] for a in angles], dtype=torch.float64)
+    )
+    logits = head(x, torch.tensor([0]))[0]
+    assert logits[0].item() == pytest.approx(s * (math.cos(3.0) - cfg.m * math.sin(cfg.m)))
+    assert logits[1].item() == pytest.approx(s * math.cos(2.9))
+    assert logits[2].item() == pytest.approx(s * (t + 1.0))
+
+
+def test_curricularface_zero_margin_still_reweights_hard_negatives() -> None:
+    # m = 0: the target is cos θ_y, as NormFace, but negatives closer than the target
+    # (cos θ_j > cos θ_y) are still multiplied by (t + cos θ_j): CurricularFace does NOT reduce
+    # to NormFace. Rows without such a negative match NormFace exactly.
+    cfg = curricularface_cfg(m=0.0)
+    head = build(cfg).double().eval()
+    set_state(head)
+    normface = build(OmegaConf.create({"_target_": "facerec.heads.normface.NormFace", "s": cfg.s}))
+    normface = normface.double()
+    x, weight, labels = angle_inputs(delta=1e-3)
+    load_weight(head, weight)
+    load_weight(normface, weight)
+    logits, plain = head(x, labels), normface(x, labels)
+    cos = plain / cfg.s
+    hard = cos > cos.gather(1, labels[:, None])
+    assert hard.any() and (~hard.any(dim=1)).any()
+    easy_rows = ~hard.any(dim=1)
+    torch.testing.assert_close(logits[easy_rows], plain[easy_rows], rtol=0, atol=1e-12)
+    torch.testing.assert_close(logits[hard], cfg.s * cos[hard] * (CURRICULAR_T + cos[hard]))
+
+
+# --- AdaFace ----------------------------------------------------------------------------------
+
+
+def adaface_cfg(**overrides) -> DictConfig:
+    return OmegaConf.merge(OmegaConf.load(HEAD_DIR / "adaface.yaml"), overrides)
+
+
+def test_adaface_statistics_update_before_use_train_only() -> None:
+    cfg = adaface_cfg()
+    head = build(cfg).double()
+    state = head.state_dict()
+    assert state["batch_mean"].item() == 20.0 and state["batch_std"].item() == 100.0
+    x, weight, labels = angle_inputs(delta=1e-3)
+    load_weight(head, weight)
+    gen = torch.Generator().manual_seed(9)
+    # Norms spread from 0 (clipped to 0.001) to above 100 (clipped to 100).
+    x2 = torch.randn(6, D, generator=gen, dtype=torch.float64)
+    x2 = x2 * torch.tensor([0.0, 0.5, 3.0, 20.0, 80.0, 400.0], dtype=torch.float64)[:, None]
+    labels2 = torch.randint(C, (6,), generator=gen)
+
+    head.eval()
+    head(x, labels)
+    assert head.batch_mean.item() == 20.0 and head.batch_std.item() == 100.0
+
+    head.train()
+    mean, std = 20.0, 100.0
+    for xb, yb in [(x, labels), (x2, labels2), (x, labels)]:
+        norms = [min(100.0, max(1e-3, math.sqrt(sum(v * v for v in row)))) for row in xb.tolist()]
+        mean = cfg.momentum * statistics.fmean(norms) + (1 - cfg.momentum) * mean
+        std = cfg.momentum * statistics.stdev(norms) + (1 - cfg.momentum) * std  # unbiased
+        logits = head(xb, yb)
+        assert abs(head.batch_mean.item() - mean) < 1e-12
+        assert abs(head.batch_std.item() - std) < 1e-12
+        expected = naive_logits(cfg, xb, weight, yb, stats=(mean, std))
+        torch.testing.assert_close(logits, expected, rtol=0, atol=1e-10)
+
+    # A batch of one sample has no (unbiased) standard deviation: only the mean moves.
+    norm = min(100.0, x[2].norm().item())
+    head(x[2:3], labels[2:3])
+    assert abs(head.batch_mean.item() - (cfg.momentum * norm + (1 - cfg.momentum) * mean)) < 1e-12
+    assert abs(head.batch_std.item() - std) < 1e-12
+
+
+def test_adaface_margin_extremes_and_no_gradient_through_the_norm() -> None:
+    # The three regimes: g = -1 (low norm) cos(θ + m), ArcFace's margin;
+    # g = 0, cos θ - m, CosFace's; g = 1 (high norm) cos(θ - m) - 2m. The norm is detached, so
+    # the gradient w.r.t. x is orthogonal to x (only the direction is trained), as NormFace.
+    cfg = adaface_cfg()
+    head = build(cfg, num_classes=2, embedding_size=2).double().eval()
+    head.batch_mean.fill_(10.0)
+    head.batch_std.fill_(1.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    theta = 1.0
+    norms = [1.0, 10.0, 20.0]  # g = -1 (clipped), 0, +1 (clipped)
+    x = torch.tensor([[n * math.cos(theta), n * math.sin(theta)] for n in norms])
+    x = x.double().requires_grad_(True)
+    logits = head(x, torch.zeros(3, dtype=torch.long))
+    m, s = cfg.m, cfg.s
+    expected = [
+        s * math.cos(theta + m),
+        s * (math.cos(theta) - m),
+        s * (math.cos(theta - m) - 2 * m),
+    ]
+    torch.testing.assert_close(logits[:, 0], torch.tensor(expected, dtype=torch.float64))
+    logits[:, 0].sum().backward()
+    radial = (x.grad * x.detach()).sum(dim=1)
+    torch.testing.assert_close(radial, torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+# --- MagFace ----------------------------------------------------------------------------------
+
+
+def magface_cfg(**overrides) -> DictConfig:
+    return OmegaConf.merge(OmegaConf.load(HEAD_DIR / "magface.yaml"), overrides)
+
+
+def test_magface_regularizer_value_and_gradient() -> None:
+    cfg = magface_cfg()
+    head = build(cfg).double()
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(len(MAGFACE_NORMS) + 1, D, generator=gen, dtype=torch.float64)
+    x = with_norms(cfg, x)
+    x[-1] = 0.0  # zero embedding: a clipped to l_a, finite value and gradient
+    x.requires_grad_(True)
+    regularizer = head.regularizer(x)
+    assert regularizer.shape == () and regularizer.dtype == torch.float64
+
+    norms = [math.sqrt(sum(v * v for v in row)) for row in x.tolist()]
+    clipped = [min(cfg.u_a, max(cfg.l_a, a)) for a in norms]
+    expected = cfg.lambda_g * statistics.fmean(1 / a + a / cfg.u_a**2 for a in clipped)
+    assert abs(regularizer.item() - expected) < 1e-12
+
+    # d/dx of λ·mean(g(a)) = λ/B · g'(a) · x/‖x‖ inside [l_a, u_a], 0 outside (clipped).
+    regularizer.backward()
+    assert torch.isfinite(x.grad).all()
+    for row, grad, a in zip(x.detach(), x.grad, norms, strict=True):
+        inside = cfg.l_a < a < cfg.u_a
+        slope = cfg.lambda_g / len(norms) * (-1 / a**2 + 1 / cfg.u_a**2) if inside else 0.0
+        expected_grad = slope * row / a if a > 0 else torch.zeros_like(row)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-15)
+
+    y = (20.0 * torch.randn(3, 4, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(head.regularizer, (y,), eps=1e-6, atol=1e-8)
+
+    # float32 out of a float32 (or bf16, under autocast) call; the same in eval mode.
+    head = build(cfg).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = head.regularizer(x.detach().float().bfloat16())
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(expected, rel=1e-2)  # bf16 inputs: 3 digits
+
+
+def test_magface_gradient_flows_through_the_magnitude() -> None:
+    # Unlike AdaFace, the margin m(a) is differentiated: a larger norm means a larger margin, a
+    # lower target logit, so the cross-entropy pushes the norm down (the regulariser pushes it
+    # up). With θ and the other logits fixed, d target / d a = -s·sin(θ + m)·m'(a).
+    cfg = magface_cfg()
+    head = build(cfg, num_classes=2, embedding_size=2).double().eval()
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    theta, a = 0.7, 50.0
+    x = torch.tensor([[a * math.cos(theta), a * math.sin(theta)]], dtype=torch.float64)
+    x.requires_grad_(True)
+    target = head(x, torch.tensor([0]))[0, 0]
+    (grad,) = torch.autograd.grad(target, x)
+    radial = (grad[0] * x[0].detach() / a).sum().item()
+    slope = (cfg.u_m - cfg.l_m) / (cfg.u_a - cfg.l_a)
+    m = naive_magface_margin(a, cfg)
+    assert radial == pytest.approx(-cfg.s * math.sin(theta + m) * slope, rel=1e-9)
+
+
+# --- Sub-center ArcFace -----------------------------------------------------------------------
+
+
+def subcenter_cfg(**overrides) -> DictConfig:
+    return OmegaConf.merge(OmegaConf.load(HEAD_DIR / "subcenter_arcface.yaml"), overrides)
+
+
+def test_subcenter_k1_is_arcface_and_layout_is_class_major() -> None:
+    x, weight, labels = angle_inputs(delta=1e-3)
+    arcface = build(OmegaConf.load(HEAD_DIR / "arcface.yaml")).double()
+    single = build(subcenter_cfg(k=1)).double()
+    load_weight(arcface, weight)
+    load_weight(single, weight)
+    torch.testing.assert_close(single(x, labels), arcface(x, labels), rtol=0, atol=0)
+
+    # k = 3: rows c·3 ... c·3 + 2 belong to class c. An embedding 0.1 rad from row 3·5 + 2
+    # (the third sub-centre of class 5), all rows random: class 5's cosine is cos 0.1.
+    head = build(subcenter_cfg()).double()
+    assert head.weight.shape == (C * 3, D)
+    assert head.sub_centers().shape == (C, 3, D)
+    assert head.sub_centers().data_ptr() == head.weight.data_ptr()  # a view, not a copy
+    gen = torch.Generator().manual_seed(12)
+    load_weight(head, torch.randn(3 * C, D, generator=gen, dtype=torch.float64))
+    x = at_angle(head.weight.detach()[3 * 5 + 2], 0.1, gen)[None]
+    logits = head(x, torch.tensor([1]))
+    assert logits[0, 5].item() == pytest.approx(head.s * math.cos(0.1), rel=1e-12)
+    # The max passes the gradient to the winning sub-centre only.
+    logits[0, 5].backward()
+    grad = head.weight.grad.view(C, 3, D)
+    assert grad[5, 2].abs().sum() > 0
+    assert grad[5, :2].abs().sum() == 0

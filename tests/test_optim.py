@@ -59,7 +59,7 @@ def test_poly_decays_to_zero():
 
 
 def test_bad_unit_is_named():
-    with pytest.raises(ValueError, match="sched.unit"):
+    with pytest.raises(ValueError, match=r"sched\.unit"):
         WarmupMultiStep(sgd(), steps_per_epoch=1, total_steps=1, unit="epochs")
 
 

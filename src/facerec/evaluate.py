@@ -3,47 +3,124 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from facerec.data.module import Pairs, PairsSet
+from facerec.data.module import Pairs
 from facerec.data.transforms import normalize
 from facerec.eval.verification import VerificationResult, evaluate_pairs
+
+__all__ = ["VerificationSet", "Verifier", "embed_batches"]
+
+
+class VerificationSet(Protocol):
+    """What :class:`Verifier` needs of a set (:class:`facerec.data.PairsSet`,
+    :class:`facerec.data.binpack.BinSet`)."""
+
+    @property
+    def name(self) -> str:
+        """Short name for progress bars and messages."""
+        ...
+
+    def load(self) -> Pairs:
+        """The distinct images (as keys for :meth:`dataset`), the pairs and their labels."""
+        ...
+
+    def dataset(self, images: Sequence) -> Dataset:
+        """The images with keys ``images``, each uint8 ``(3, H, W)``."""
+        ...
+
+
+@torch.no_grad()
+def embed_batches(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 256,
+    flip: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw embeddings of uint8 images, and of their horizontal mirrors, in eval mode.
+
+    The model's train/eval mode is restored afterwards.
+
+    Args:
+        model: images ``(B, 3, H, W)`` normalised to [-1, 1] -> embeddings ``(B, D)``.
+        images: uint8 ``(M, 3, H, W)`` on any device; moved batch by batch.
+        device: where the model is.
+        batch_size: images per forward pass (each with its mirror, so 2x on the device).
+        flip: also embed the mirrors.
+        amp_dtype: autocast dtype, or None for full precision.
+        channels_last: feed NHWC tensors (as the model was trained with).
+
+    Returns:
+        ``(emb, emb_flip)``: float32 ``(M, D)`` each, not normalised; ``emb_flip`` is None
+        without ``flip``.
+    """
+    was_training = model.training
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
+    plain, mirror = [], []
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = normalize(images[start : start + batch_size].to(device))
+            # The image and its mirror in one forward pass: one batch, twice the width.
+            both = torch.cat([batch, batch.flip(3)]) if flip else batch
+            with autocast:
+                emb = model(both.contiguous(memory_format=memory_format)).float()
+            plain.append(emb[: len(batch)].cpu())
+            if flip:
+                mirror.append(emb[len(batch) :].cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(plain).numpy(), torch.cat(mirror).numpy() if flip else None
 
 
 class Verifier:
     """One verification set, decoded once and kept in RAM as uint8 ``(M, 3, H, W)``.
 
     Args:
-        pairs_set: the set's files.
+        pairs_set: the set (a :class:`facerec.data.PairsSet` or
+            :class:`facerec.data.binpack.BinSet`).
         batch_size: images per forward pass (each with its mirror, so 2x on the device).
         num_workers: decoding processes for the first (and only) read of the images.
     """
 
-    def __init__(self, pairs_set: PairsSet, batch_size: int = 256, num_workers: int = 2) -> None:
+    def __init__(
+        self, pairs_set: VerificationSet, batch_size: int = 256, num_workers: int = 2
+    ) -> None:
         self.pairs: Pairs = pairs_set.load()
         self.pairs_set = pairs_set
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.images: torch.Tensor | None = None
 
-    def _decoded(self, show_progress: bool) -> torch.Tensor:
+    def decode(self, show_progress: bool = False) -> torch.Tensor:
+        """Every distinct image, uint8 ``(M, 3, H, W)``; decoded on the first call only."""
         if self.images is None:
             loader = DataLoader(
                 self.pairs_set.dataset(self.pairs.images),
                 batch_size=64,
                 num_workers=self.num_workers,
             )
-            name = self.pairs_set.pairs_file.name
+            name = self.pairs_set.name
             batches = tqdm(loader, desc=f"decode {name}", unit="batch", disable=not show_progress)
             self.images = torch.cat(list(batches))
         return self.images
 
-    @torch.no_grad()
     def embed(
         self,
         model: nn.Module,
@@ -53,28 +130,11 @@ class Verifier:
         show_progress: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of every image and of its horizontal mirror: two float32 ``(M, D)``."""
-        images = self._decoded(show_progress)
-        was_training = model.training
-        model.eval()
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        autocast = (
-            torch.autocast(device.type, dtype=amp_dtype)
-            if amp_dtype is not None
-            else contextlib.nullcontext()
+        images = self.decode(show_progress)
+        emb, emb_flip = embed_batches(
+            model, images, device, self.batch_size, True, amp_dtype, channels_last
         )
-        plain, mirror = [], []
-        try:
-            for start in range(0, len(images), self.batch_size):
-                batch = normalize(images[start : start + self.batch_size].to(device))
-                # The image and its mirror in one forward pass: one batch, twice the width.
-                both = torch.cat([batch, batch.flip(3)]).contiguous(memory_format=memory_format)
-                with autocast:
-                    emb = model(both).float()
-                plain.append(emb[: len(batch)].cpu())
-                mirror.append(emb[len(batch) :].cpu())
-        finally:
-            model.train(was_training)
-        return torch.cat(plain).numpy(), torch.cat(mirror).numpy()
+        return emb, emb_flip
 
     def evaluate(self, model: nn.Module, device: torch.device, **kwargs) -> VerificationResult:
         """Flip-fused 10-fold verification of ``model`` (backbone + embedding) on this set."""
@@ -83,3 +143,16 @@ class Verifier:
         return evaluate_pairs(
             emb[first], emb[second], self.pairs.issame, emb_flip[first], emb_flip[second]
         )
+
+    def pair_images(self, pairs: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two images of some pairs, e.g. those :func:`facerec.eval.hardest_pairs` picks.
+
+        Args:
+            pairs: ``(K,)`` pair indices.
+
+        Returns:
+            uint8 ``(K, 3, H, W)`` first images and ``(K, 3, H, W)`` second images.
+        """
+        images = self.decode()
+        rows = self.pairs.index[np.asarray(pairs, dtype=np.int64)]
+        return images[torch.from_numpy(rows[:, 0])], images[torch.from_numpy(rows[:, 1])]

@@ -39,12 +39,13 @@ class Pairs:
     """A loaded verification list: each distinct image once, pairs as indices into it.
 
     Attributes:
-        images: distinct image paths (M,).
+        images: the M distinct images, as keys the set's ``dataset()`` takes: file paths for
+            :class:`PairsSet`, positions in the pack for :class:`facerec.data.binpack.BinSet`.
         index: ``(N, 2)`` int64 positions in ``images`` of each pair.
         issame: ``(N,)`` bool, True for same-identity pairs.
     """
 
-    images: list[Path]
+    images: list[Path] | list[int]
     index: np.ndarray
     issame: np.ndarray
 
@@ -70,6 +71,11 @@ class PairsSet:
         self.image_root = Path(image_root)
         self.center_crop = center_crop
         self.image_size = image_size
+
+    @property
+    def name(self) -> str:
+        """The pairs file's name (progress bars, messages)."""
+        return self.pairs_file.name
 
     def load(self) -> Pairs:
         """Parse the pairs file; every image is listed once however many pairs use it."""

@@ -36,6 +36,7 @@ __all__ = [
     "eer",
     "evaluate_pairs",
     "fuse_flip",
+    "hardest_pairs",
     "kfold_accuracy",
     "make_folds",
     "pair_distances",
@@ -98,6 +99,9 @@ class VerificationResult:
         fold_accuracies: ``(n_folds,)`` held-out accuracy of each fold.
         fpr: ``(K,)`` ROC false-positive rates of all pairs, increasing from 0 to 1.
         tpr: ``(K,)`` ROC true-positive rates, matching ``fpr``.
+        distances: ``(N,)`` float64 squared L2 distance of each pair's fused embeddings, in the
+            pairs' order (histograms, :func:`hardest_pairs`); ``None`` when not recorded.
+        issame: ``(N,)`` bool ground truth matching ``distances``; ``None`` when not recorded.
     """
 
     accuracy: float
@@ -113,6 +117,8 @@ class VerificationResult:
     fold_accuracies: np.ndarray = field(repr=False)
     fpr: np.ndarray = field(repr=False)
     tpr: np.ndarray = field(repr=False)
+    distances: np.ndarray | None = field(default=None, repr=False)
+    issame: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, float]:
         """The scalar fields as plain floats (for JSON / ``add_scalar``), ``None`` ones omitted."""
@@ -469,6 +475,48 @@ def eer(fpr: ArrayLike, tpr: ArrayLike) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# error analysis
+
+
+def hardest_pairs(
+    distances: ArrayLike, issame: ArrayLike, threshold: float | None = None, k: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """The worst false accepts and false rejects: the pairs to look at.
+
+    A different-identity pair is worse the smaller its distance, a same-identity pair the
+    larger. With a ``threshold`` only actual errors count (``dist < threshold`` accepts, as in
+    :func:`kfold_accuracy`), so fewer than ``k`` may come back; without one the ``k`` hardest
+    pairs of each kind are returned whether or not they are misclassified. Ties keep the
+    pairs' order.
+
+    Args:
+        distances: ``(N,)`` pair distances (e.g. ``VerificationResult.distances``).
+        issame: ``(N,)`` bool ground truth.
+        threshold: decision threshold (e.g. ``VerificationResult.threshold``), or None.
+        k: at most this many pairs of each kind.
+
+    Returns:
+        ``(false_accepts, false_rejects)``: int64 pair indices, worst first; ``false_accepts``
+        are different pairs by increasing distance, ``false_rejects`` same pairs by decreasing
+        distance.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    same = _as_issame(issame)
+    if d.shape != same.shape:
+        raise ValueError(f"distances {d.shape} and issame {same.shape} must both have shape (N,)")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    diff_idx = np.flatnonzero(~same)
+    same_idx = np.flatnonzero(same)
+    if threshold is not None:
+        diff_idx = diff_idx[d[diff_idx] < threshold]
+        same_idx = same_idx[d[same_idx] >= threshold]
+    false_accepts = diff_idx[np.argsort(d[diff_idx], kind="stable")][:k]
+    false_rejects = same_idx[np.argsort(-d[same_idx], kind="stable")][:k]
+    return false_accepts.astype(np.int64), false_rejects.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
 # everything at once
 
 
@@ -495,7 +543,8 @@ def evaluate_pairs(
         far_target: FAR for :func:`tar_at_far`.
 
     Returns:
-        A :class:`VerificationResult`; ``accuracy_noflip`` is set only when flips are given.
+        A :class:`VerificationResult` (with the per-pair ``distances`` and ``issame``);
+        ``accuracy_noflip`` is set only when flips are given.
     """
     if (emb1_flip is None) != (emb2_flip is None):
         raise ValueError("give both emb1_flip and emb2_flip, or neither")
@@ -525,4 +574,6 @@ def evaluate_pairs(
         fold_accuracies=acc.accuracies,
         fpr=fpr,
         tpr=tpr,
+        distances=dist,
+        issame=same.copy(),  # not the caller's array, which they may change
     )

@@ -15,7 +15,26 @@ one hook, or two where its paper also changes the non-target logits:
 * :meth:`MarginHead.scale` -- the factor the logits are multiplied by (SphereFace's ``‖x‖``,
   AdaCos's adaptive ``s``).
 * :meth:`MarginHead.update_state` -- called once per forward in ``train()`` mode only, for heads
-  whose state evolves during training (SphereFace's iteration counter, AdaCos's ``s``).
+  whose state evolves during training (SphereFace's iteration counter, AdaCos's ``s``,
+  CurricularFace's ``t``).
+* :meth:`MarginHead.apply_margin` -- the wider form of :meth:`MarginHead.target_logit`, for
+  margins that need more than the target cosine: the feature norm (AdaFace, MagFace) or a
+  change of the non-target logits that depends on the target (CurricularFace's hard
+  negatives). Its default calls :meth:`MarginHead.target_logit`.
+
+Optional extra loss term (the ``regularizer`` contract). A head whose paper adds a term to the
+cross-entropy that is not a logit (MagFace's ``λ_g · g(‖x‖)``) defines a method
+``regularizer(self, embeddings: Tensor) -> Tensor``:
+
+* ``embeddings`` is the same un-normalised ``(B, D)`` tensor that was passed to ``forward`` in
+  this step, not detached, so the term's gradient reaches the backbone;
+* it returns a 0-d tensor, float32 (float64 for float64 inputs), computed with autocast
+  disabled: the batch *mean* of the per-sample term, already multiplied by the head's own
+  weight (MagFace's ``lambda_g``), so the trainer adds it unweighted;
+* the training loss is ``F.cross_entropy(head(x, y), y) + head.regularizer(x)``; heads without
+  such a term do not define the method, so the trainer looks it up with
+  ``getattr(head, "regularizer", None)``;
+* it reads and updates no state, and behaves the same in ``train()`` and ``eval()`` mode.
 """
 
 from __future__ import annotations
@@ -194,6 +213,30 @@ class MarginHead(nn.Module):
             index: Labels as a column, shape ``(B, 1)``, int64.
         """
 
+    def apply_margin(
+        self, logits: Tensor, cos_target: Tensor, embeddings: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Apply the margin: modified target logit and, if a paper changes them, other logits.
+
+        The default applies :meth:`target_logit` and leaves the other logits alone. Override
+        this wider hook only when the margin needs more than the target cosine: the feature
+        norm (AdaFace, MagFace) or non-target logits that depend on the target
+        (CurricularFace).
+
+        Args:
+            logits: Unscaled logits from :meth:`logits`, shape ``(B, C)`` (the cosines
+                themselves, not clamped, for heads that keep the default :meth:`logits`).
+                Autograd may have saved it: return a new tensor rather than modifying it.
+            cos_target: Clamped target-class cosines, shape ``(B, 1)``.
+            embeddings: Un-normalised embeddings in the compute dtype, shape ``(B, D)``, with
+                their gradient (detach them where the paper does).
+
+        Returns:
+            ``(logits, target)``: unscaled logits ``(B, C)``, whose target column is then
+            overwritten, and the unscaled target logit ``(B, 1)``.
+        """
+        return logits, self.target_logit(cos_target)
+
     # --- template ----------------------------------------------------------------------------
 
     def cosine(self, embeddings: Tensor) -> Tensor:
@@ -241,8 +284,9 @@ class MarginHead(nn.Module):
             if self.training:
                 with torch.no_grad():
                     self.update_state(cos, cos_target, index)
-            scale = self.scale(embeddings.to(cos.dtype))
-            logits = scale * self.logits(cos)
-            # In place: `logits` is a fresh product autograd has not saved, and an out-of-place
-            # scatter would add one more (B, C) copy.
-            return logits.scatter_(1, index, scale * self.target_logit(cos_target))
+            embeddings = embeddings.to(cos.dtype)
+            scale = self.scale(embeddings)
+            logits, target = self.apply_margin(self.logits(cos), cos_target, embeddings)
+            # In place: `scale * logits` is a fresh product autograd has not saved, and an
+            # out-of-place scatter would add one more (B, C) copy.
+            return (scale * logits).scatter_(1, index, scale * target)
