@@ -20,11 +20,17 @@ from facerec.cli import UsageError, check_overrides, fail
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from facerec.train import run  # after Hydra parsed the CLI: `--help` stays fast
+    # Imported after Hydra parsed the CLI, so `--help` stays fast.
+    from facerec.engine import NonFiniteError
+    from facerec.train import Preempted, run
 
     try:
         run(cfg)
-    except (UsageError, FileNotFoundError, ValueError, InstantiationException) as error:
+    except Preempted as stop:
+        print(f"facerec: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_code)  # a status the scheduler requeues on; resume=auto continues
+    except (UsageError, FileNotFoundError, ValueError, InstantiationException,
+            NonFiniteError) as error:  # fmt: skip
         fail(error)
 
 

@@ -1,7 +1,8 @@
-"""Checkpoint files: atomic writes, clear errors on load, RNG state capture."""
+"""Checkpoint files: atomic writes, the last K kept, corrupt files detected and skipped."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -10,11 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
+
+STEP_GLOB = "step_*.pt"
+
 
 def save(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file, fsynced, then renamed.
 
-    A run killed mid-write leaves the previous checkpoint intact.
+    A run killed mid-write leaves the previous file intact (the rename is atomic).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,6 +29,23 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    return path
+
+
+def save_step(state: dict[str, Any], folder: str | Path, keep: int = 3) -> Path:
+    """Save ``state`` as ``folder/step_<step>.pt``, link ``last.pt`` to it, keep the newest ``keep``.
+
+    ``last.pt`` is a relative symbolic link swapped in atomically, so it always names a
+    complete file.
+    """
+    folder = Path(folder)
+    path = save(state, folder / f"step_{state['step']:09d}.pt")
+    link = folder / "last.pt.tmp"
+    link.unlink(missing_ok=True)
+    link.symlink_to(path.name)
+    os.replace(link, folder / "last.pt")
+    for old in sorted(folder.glob(STEP_GLOB))[:-keep] if keep > 0 else []:
+        old.unlink()
     return path
 
 
@@ -48,6 +70,25 @@ def load(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def load_latest(run_root: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable ``<run>/checkpoints/step_*.pt`` under ``run_root``.
+
+    Corrupt or truncated files (a node that died mid-write on a filesystem without atomic
+    rename, a full disk) are reported and the previous good checkpoint is used.
+    """
+    candidates = sorted(
+        Path(run_root).glob(f"*/checkpoints/{STEP_GLOB}"),
+        key=lambda p: (p.stat().st_mtime, p.name),
+        reverse=True,
+    )
+    for path in candidates:
+        try:
+            return path, load(path)
+        except ValueError as error:
+            log.warning("skipping unreadable checkpoint: %s", error)
+    return None
+
+
 def rng_state() -> dict[str, Any]:
     """Every random generator a training step touches."""
     state = {
@@ -66,9 +107,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def latest(run_root: str | Path, filename: str = "last.pt") -> Path | None:
-    """The most recently written ``<run>/checkpoints/<filename>`` under ``run_root``, if any."""
-    candidates = Path(run_root).glob(f"*/checkpoints/{filename}")
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)

@@ -1,7 +1,8 @@
-"""Process-group set-up for torchrun (and plain single-process runs).
+"""Process-group set-up for torchrun, SLURM's srun, and plain single-process runs.
 
-torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them the run is a single
-process. The backend follows the device: NCCL for CUDA, gloo for CPU.
+torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` (srun's ``SLURM_*`` variables are
+translated into them); without them the run is a single process. The backend follows the
+device: NCCL for CUDA, gloo for CPU.
 """
 
 from __future__ import annotations
@@ -58,8 +59,29 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def _from_slurm() -> None:
+    """Under ``srun`` (one task per GPU) translate SLURM's variables into torchrun's.
+
+    torchrun's own variables win when both are present (torchrun inside an sbatch job).
+    ``MASTER_ADDR`` must name the first node (scripts/slurm_train.sh sets it).
+    """
+    env = os.environ
+    if "RANK" in env or int(env.get("SLURM_NTASKS", 1)) <= 1:
+        return
+    env["RANK"] = env["SLURM_PROCID"]
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+    env.setdefault("MASTER_PORT", "29500")
+    if "MASTER_ADDR" not in env:
+        raise RuntimeError(
+            "SLURM job with several tasks but no MASTER_ADDR: export MASTER_ADDR=$(scontrol"
+            " show hostnames $SLURM_JOB_NODELIST | head -n 1) (scripts/slurm_train.sh does)"
+        )
+
+
 def init(device_name: str = "auto") -> Dist:
-    """Join the process group if launched by torchrun; returns this process's place."""
+    """Join the process group if launched by torchrun or srun; returns this process's place."""
+    _from_slurm()
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))

@@ -113,6 +113,10 @@ class FaceFolder(Dataset):
         self.geometry = geometry
         self.augment = augment
         self.cache = cache
+        # Side of the images geometry() makes (its last step is the resize).
+        self.geometry_size = (
+            int(geometry.transforms[-1].height) if len(geometry.transforms) else 112
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -128,5 +132,18 @@ class FaceFolder(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         if seed is not None:
             self.augment.set_random_seed(seed)
-        image = self.augment(image=self.load(index))["image"]
-        return to_tensor(image), int(self.labels[index])
+        label = int(self.labels[index])
+        try:
+            image = self.load(index)
+        except OSError as error:
+            # One broken file must not kill a multi-day run: the sample comes back with label
+            # -1, the trainer drops it and counts it, and the path is in the log.
+            log.warning("skipping sample: %s", error)
+            image, label = self._blank(), -1
+        if label < 0:  # also marked unreadable when it was preloaded
+            return to_tensor(self._blank()), -1
+        return to_tensor(self.augment(image=image)["image"]), label
+
+    def _blank(self) -> np.ndarray:
+        size = self.cache.shape[1] if self.cache is not None else self.geometry_size
+        return np.zeros((size, size, 3), dtype=np.uint8)

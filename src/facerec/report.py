@@ -1,0 +1,122 @@
+"""What a run shows: the tqdm bar, log lines, TensorBoard scalars and figures (rank 0 only)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from facerec.eval.plots import distance_histogram_image, pair_grid_image, roc_image
+from facerec.eval.verification import hardest_pairs
+from facerec.evaluate import Verifier
+
+log = logging.getLogger("facerec")
+
+
+def hardest_pairs_grid(verifier: Verifier, result: Any, k: int = 8) -> np.ndarray:
+    """The ``k`` worst false accepts, then the ``k`` worst false rejects, as one image."""
+    accepts, rejects = hardest_pairs(result.distances, result.issame, result.threshold, k)
+    order = np.concatenate([accepts, rejects])
+    first, second = verifier.pair_images(order)
+    captions = [f"FA d={result.distances[i]:.2f}" for i in accepts]
+    captions += [f"FR d={result.distances[i]:.2f}" for i in rejects]
+    title = f"false accepts / false rejects at threshold {result.threshold:.2f}"
+    return pair_grid_image(first, second, captions, title=title)
+
+
+class Reporter:
+    """Progress and metrics of the main process; every method is a no-op on other ranks.
+
+    Args:
+        run_dir: where ``tb/`` and ``train.log`` go.
+        enabled: False on every rank but 0.
+        total_steps: length of the run, for the bar.
+        start_step: where a resumed run starts.
+        progress: show a tqdm bar; without one, ``log_every`` steps print a log line instead.
+    """
+
+    def __init__(
+        self, run_dir: Path, enabled: bool, total_steps: int, start_step: int, progress: bool
+    ) -> None:
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.progress = progress and enabled
+        self.writer: SummaryWriter | None = None
+        self.file_log: logging.Handler | None = None
+        self.images = 0
+        self.seconds = 0.0
+        self.tick = time.perf_counter()
+        if enabled:
+            self.file_log = logging.FileHandler(run_dir / "train.log")
+            self.file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logging.getLogger().addHandler(self.file_log)
+            # purge_step: a resumed run overwrites the curves logged after its checkpoint.
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        self.bar = tqdm(
+            total=total_steps, initial=start_step, desc="train", unit="step",
+            disable=not self.progress, dynamic_ncols=True,
+        )  # fmt: skip
+
+    @property
+    def images_per_sec(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def count(self, images: int) -> None:
+        """Images trained since the last call; feeds the images/s figure."""
+        self.images += images
+        self.bar.update()
+
+    def pause(self) -> None:
+        """Stop the throughput clock (evaluation and checkpoints are not training time)."""
+        self.seconds += time.perf_counter() - self.tick
+
+    def resume(self) -> None:
+        self.tick = time.perf_counter()
+
+    def train_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        self.pause()
+        self.resume()
+        scalars = {**scalars, "images_per_sec": self.images_per_sec}
+        if not self.enabled:
+            return
+        self.bar.set_postfix(
+            loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}",
+            img_s=f"{scalars['images_per_sec']:.1f}",
+        )  # fmt: skip
+        if not self.progress:
+            text = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+            log.info("step %d/%d %s", step, self.total_steps, text)
+        for key, value in scalars.items():
+            self.writer.add_scalar(f"train/{key}", value, step)
+
+    def verification(self, name: str, result: Any, step: int, verifier: Verifier) -> None:
+        """Scalars, ROC curve, distance histograms and the hardest pairs of one set."""
+        if not self.enabled:
+            return
+        log.info(
+            "step %d %s: accuracy %.4f ± %.4f (threshold %.3f, TAR@FAR=1e-3 %.4f, no flip %.4f)",
+            step, name, result.accuracy, result.accuracy_std, result.threshold,
+            result.tar_at_far, result.accuracy_noflip or float("nan"),
+        )  # fmt: skip
+        for key, value in result.summary().items():
+            self.writer.add_scalar(f"val/{name}_{key}", value, step)
+        self.writer.add_image(f"val/{name}_roc", roc_image(result.fpr, result.tpr), step,
+                              dataformats="HWC")  # fmt: skip
+        histogram = distance_histogram_image(result.distances, result.issame,
+                                             threshold=result.threshold)  # fmt: skip
+        self.writer.add_image(f"val/{name}_distances", histogram, step, dataformats="HWC")
+        grid = hardest_pairs_grid(verifier, result)
+        self.writer.add_image(f"val/{name}_hardest_pairs", grid, step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.file_log is not None:
+            logging.getLogger().removeHandler(self.file_log)
+            self.file_log.close()
