@@ -1,0 +1,213 @@
+"""Cluster-grade behaviour: exact resume after SIGKILL, SIGTERM preemption, corrupt checkpoints,
+non-finite steps, broken images and configurations that cannot work."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facerec import checkpoint
+from facerec.engine import NonFiniteError, NonFiniteGuard, train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 6
+
+
+def tiny_folder(root: Path, corrupt: int = 0) -> Path:
+    """4 identities x 6 random 112x112 images; ``corrupt`` of them replaced by broken files."""
+    rng = np.random.default_rng(0)
+    for person in range(4):
+        folder = root / f"id{person}"
+        folder.mkdir(parents=True)
+        for i in range(6):
+            image = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+            cv2.imwrite(str(folder / f"{i}.jpg"), image)
+    for i in range(corrupt):
+        (root / f"id{i}" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    return root
+
+
+def overrides(data_root: Path, out: Path, *extra: str) -> list[str]:
+    """A deterministic CPU run on a synthetic folder, verified on nothing (fast)."""
+    return [
+        "data=folder", f"data.root={data_root}", "data.batch_size=4", "data.num_workers=0",
+        "~data.val", "backbone=mobilefacenet", "embedding.embedding_size=32",
+        f"paths.output_dir={out}", "name=resilience", "trainer.device=cpu",
+        "trainer.progress=false", "trainer.deterministic=true", f"trainer.max_steps={STEPS}",
+        "trainer.log_every=1",
+        "trainer.checkpoint_every=1", "trainer.keep_checkpoints=2", "trainer.eval_every=0",
+        "sched=multistep", "sched.unit=step", "sched.milestones=[3]", "sched.warmup=2",
+        *extra,
+    ]  # fmt: skip
+
+
+def env() -> dict[str, str]:
+    # One thread: identical arithmetic in every process, so weights can be compared bit for bit.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+
+
+def train(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], env=env(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for_step(out: Path, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    pattern = f"resilience/*/checkpoints/step_{step:09d}.pt"
+    while not list(out.glob(pattern)):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, f"step {step} never reached"
+        time.sleep(0.05)
+
+
+def final_state(out: Path) -> dict:
+    (run_dir,) = (out / "resilience").iterdir()
+    return checkpoint.load(run_dir / "checkpoints" / "last.pt")
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"] == STEPS
+    for part in ("model", "head"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), f"{part}.{key}"
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    for x, y in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(x["momentum_buffer"], y["momentum_buffer"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run every interrupted one is compared with."""
+    tmp = tmp_path_factory.mktemp("reference")
+    data = tiny_folder(tmp / "data")
+    result = train(overrides(data, tmp / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return data, final_state(tmp / "out")
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bit_identical(reference, tmp_path):
+    data, expected = reference
+    kill_at = random.Random(os.getpid()).randint(1, STEPS - 1)
+    process = start(overrides(data, tmp_path))
+    wait_for_step(tmp_path, kill_at, process)
+    process.kill()  # SIGKILL: no handler runs, whatever was written is all there is
+    process.wait()
+    resumed = train(overrides(data, tmp_path, "trainer.resume=auto"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert_identical(expected, final_state(tmp_path))
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_for_requeue(reference, tmp_path):
+    data, expected = reference
+    process = start(overrides(data, tmp_path, "trainer.checkpoint_every=1000"))
+    deadline = time.monotonic() + 120
+    # checkpoint_every is large: the only checkpoint is the one the signal asks for.
+    while (
+        not list(tmp_path.glob("resilience/*/train.log"))
+        or "step 1/" not in next(tmp_path.glob("resilience/*/train.log")).read_text()
+    ):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "preempted: checkpoint written at step" in stderr
+    saved = final_state(tmp_path)["step"]
+    assert 1 <= saved < STEPS
+    resumed = train(
+        overrides(data, tmp_path, "trainer.resume=auto", "trainer.checkpoint_every=1000")
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_identical(expected, final_state(tmp_path))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path, caplog):
+    data, _ = reference
+    first = train(overrides(data, tmp_path, "trainer.max_steps=3"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = (tmp_path / "resilience").iterdir()
+    newest = run_dir / "checkpoints" / "step_000000003.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a node dying mid-copy
+    path, state = checkpoint.load_latest(tmp_path / "resilience")
+    assert path.name == "step_000000002.pt" and state["step"] == 2
+    assert "skipping unreadable checkpoint" in caplog.text and "step_000000003.pt" in caplog.text
+
+
+def test_checkpoint_from_another_backbone_is_refused_with_a_clear_message(reference, tmp_path):
+    data, _ = reference
+    first = train(overrides(data, tmp_path, "trainer.max_steps=1"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = train(overrides(data, tmp_path, "trainer.resume=auto", "embedding.embedding_size=16"))
+    assert other.returncode == 2
+    assert "does not fit this" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_broken_images_are_skipped_counted_and_reported(tmp_path):
+    data = tiny_folder(tmp_path / "data", corrupt=2)
+    result = train(overrides(data, tmp_path / "out", "trainer.max_steps=6"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "out" / "resilience").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["skipped_samples"] >= 1  # 6 steps x 4 = 24 samples: each file seen once
+    assert "id0/0.jpg" in result.stdout + result.stderr
+
+
+def test_fp16_on_cpu_stops_before_anything_is_written(tmp_path):
+    result = train(overrides(tiny_folder(tmp_path / "data"), tmp_path / "out", "trainer.amp=fp16"))
+    assert result.returncode == 2 and "fp16 needs a GPU" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+class Exploding(nn.Module):
+    """Loss is NaN when ``labels`` hold a 0: a bad batch on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(3))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = (self.weight * images.mean()).sum()
+        return loss * torch.where(
+            (labels == 0).any(), torch.tensor(float("nan")), torch.tensor(1.0)
+        )
+
+
+def test_non_finite_steps_are_skipped_then_the_run_stops():
+    module = Exploding()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    guard = NonFiniteGuard(max_consecutive=3)
+    good = [(torch.ones(2, 3), torch.tensor([1, 2]))]
+    bad = [(torch.ones(2, 3), torch.tensor([0, 2]))]
+    _, _, finite = train_step(module, good, optimizer, scheduler, scaler, None)
+    assert finite
+    before = module.weight.detach().clone()
+    for step in (2, 3):
+        _, _, finite = train_step(module, bad, optimizer, scheduler, scaler, None)
+        assert not finite and torch.equal(module.weight, before)  # skipped: weights untouched
+        guard.update(finite, step, 0.1, scaler)
+    assert guard.skipped == 2
+    with pytest.raises(NonFiniteError, match="3 consecutive"):
+        train_step(module, bad, optimizer, scheduler, scaler, None)
+        guard.update(False, 4, 0.1, scaler)
