@@ -9,7 +9,7 @@ ARGS   ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 export FACEREC_LFW_ROOT := $(abspath $(LFW))
 
-.PHONY: install demo train test test-all lint format bench lfw clean
+.PHONY: install demo train test test-all lint format bench lfw clean evaluate export lfw-bin
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,17 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+CKPT ?= $(lastword $(sort $(wildcard runs/*/*/checkpoints/best.pt)))
+
+evaluate: install  ## evaluate CKPT=<checkpoint> on its verification sets (ARGS="--sets name=pairs:root")
+	$(PY) scripts/evaluate.py $(CKPT) $(ARGS)
+
+export: install  ## export CKPT to ONNX and check it against PyTorch on real LFW images
+	$(PY) scripts/export_onnx.py $(CKPT) --out $(or $(OUT),model.onnx) --check-lfw $(LFW)
+
+lfw-bin: install  ## write LFW's pairs.txt as an insightface-style lfw.bin pack
+	$(PY) scripts/make_bin.py $(LFW)/pairs.txt $(LFW)/lfw-deepfunneled --out $(or $(OUT),data/lfw.bin) --center-crop 150 --size 112
 
 bench: install  ## speed benchmarks (ratios against plain baselines in the same process)
 	$(PY) scripts/bench_heads.py

@@ -33,7 +33,7 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def save_step(state: dict[str, Any], folder: str | Path, keep: int = 3) -> Path:
-    """Save ``state`` as ``folder/step_<step>.pt``, link ``last.pt`` to it, keep the newest ``keep``.
+    """Save ``state`` as ``folder/step_<step>.pt``, link ``last.pt`` to it, keep ``keep`` files.
 
     ``last.pt`` is a relative symbolic link swapped in atomically, so it always names a
     complete file.

@@ -30,6 +30,7 @@ from facerec import checkpoint, distributed
 from facerec.data.transforms import normalize
 from facerec.engine import NonFiniteGuard, Preemption, train_step
 from facerec.evaluate import Verifier
+from facerec.inference import build_face_model
 from facerec.model import FaceModel
 from facerec.optim import param_groups
 from facerec.report import Reporter
@@ -144,12 +145,10 @@ def resolve_run_dir(
 
 def build(cfg: DictConfig, num_classes: int) -> Recognizer:
     """Backbone -> embedding -> head, each from its own config group."""
-    backbone = instantiate(cfg.backbone)
-    embedding = instantiate(cfg.embedding, in_shape=backbone.feature_shape)
     head = instantiate(
         cfg.head, embedding_size=int(cfg.embedding.embedding_size), num_classes=num_classes
     )
-    return Recognizer(FaceModel(backbone, embedding), head)
+    return Recognizer(build_face_model(cfg), head)
 
 
 def restore(

@@ -1,15 +1,24 @@
-"""Face data: folder datasets, transforms, samplers and verification pair sets."""
+"""Face data: folder, packed and RecordIO datasets, transforms, samplers and verification pairs."""
 
 from facerec.data.folder import FaceFolder, scan_folder
-from facerec.data.module import FaceDataModule, PairsSet
+from facerec.data.module import DataModule, FaceDataModule, PairsSet
+from facerec.data.packed import PackedDataModule, PackedDataset, pack_folder, pack_images
+from facerec.data.recordio import RecordIODataModule, RecordIODataset
 from facerec.data.sampler import ResumableSampler
 from facerec.data.transforms import normalize
 
 __all__ = [
+    "DataModule",
     "FaceDataModule",
     "FaceFolder",
+    "PackedDataModule",
+    "PackedDataset",
     "PairsSet",
+    "RecordIODataModule",
+    "RecordIODataset",
     "ResumableSampler",
     "normalize",
+    "pack_folder",
+    "pack_images",
     "scan_folder",
 ]

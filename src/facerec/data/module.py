@@ -91,7 +91,80 @@ class PairsSet:
         return ImageList(images, self.image_size, self.center_crop)
 
 
-class FaceDataModule:
+class DataModule:
+    """What the trainer uses of a ``data=...`` config; subclasses say where the samples come from.
+
+    The trainer calls ``setup()`` (returns a scan with ``classes``, ``paths`` (one entry per
+    sample) and ``summary()``), ``train_loader(...)`` and reads ``batch_size``, ``num_workers``
+    and ``val``. A subclass implements ``setup()`` and ``train_dataset()``; the loader
+    construction (sharding, resumable sampler, full batches) is shared here.
+
+    Args:
+        batch_size: images per step on each process.
+        num_workers: DataLoader worker processes per training process.
+        val: verification sets by name.
+    """
+
+    def __init__(
+        self, batch_size: int, num_workers: int, val: Mapping[str, PairsSet] | None
+    ) -> None:
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val = dict(val or {})
+        self.scan = None
+
+    @property
+    def source(self) -> Path:
+        """Where the training samples are read from (named in messages)."""
+        raise NotImplementedError
+
+    @property
+    def loader_workers(self) -> int:
+        """Worker processes the training loader uses (``num_workers`` unless nothing to do)."""
+        return self.num_workers
+
+    def setup(self):
+        """Index the training samples (fast: no image is decoded) and report what was found."""
+        raise NotImplementedError
+
+    def train_dataset(self, scan, show_progress: bool) -> Dataset:
+        """The training set for ``scan``: items ``(index, seed) -> (uint8 (3,H,W), label)``."""
+        raise NotImplementedError
+
+    @property
+    def classes(self) -> list[str]:
+        if self.scan is None:
+            raise RuntimeError("call setup() first")
+        return self.scan.classes
+
+    def train_loader(
+        self, rank: int = 0, world_size: int = 1, seed: int = 0, show_progress: bool = True
+    ) -> DataLoader:
+        """Shuffled, sharded loader of ``(images uint8 (B,3,H,W), labels (B,))``, full batches only.
+
+        Its ``sampler`` is a :class:`ResumableSampler`: call ``set_epoch(epoch, start)``.
+        """
+        scan = self.scan or self.setup()
+        if len(scan.paths) < self.batch_size * world_size:
+            raise ValueError(
+                f"{self.source}: {len(scan.paths)} images cannot fill one batch of"
+                f" {self.batch_size} on each of {world_size} process(es); lower data.batch_size"
+            )
+        dataset = self.train_dataset(scan, show_progress)
+        sampler = ResumableSampler(len(dataset), world_size, rank, seed)
+        workers = self.loader_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=True,  # equal batches on all ranks; BatchNorm needs more than one sample
+            persistent_workers=workers > 0,
+        )
+
+
+class FaceDataModule(DataModule):
     """Training data: an identity-folder dataset with its transforms and loader.
 
     Args:
@@ -123,6 +196,7 @@ class FaceDataModule:
         preload: bool = False,
         val: Mapping[str, PairsSet] | None = None,
     ) -> None:
+        super().__init__(batch_size, num_workers, val)
         self.root = Path(root)
         self.image_root = self.root / image_dir if image_dir else self.root
         self.people_file = self.root / people_file if people_file else None
@@ -130,11 +204,17 @@ class FaceDataModule:
         self.image_size = image_size
         self.center_crop = center_crop
         self.hflip = hflip
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.preload = preload
-        self.val = dict(val or {})
         self.scan: FolderScan | None = None
+
+    @property
+    def source(self) -> Path:
+        return self.image_root
+
+    @property
+    def loader_workers(self) -> int:
+        # Decoded images need no worker processes; the augmentation left is a flip.
+        return 0 if self.preload else self.num_workers
 
     def setup(self) -> FolderScan:
         """Scan the training folder (fast: no image is decoded) and report what was found."""
@@ -142,12 +222,6 @@ class FaceDataModule:
         self.scan = scan_folder(self.image_root, people, self.min_images)
         log.info("training data %s: %s", self.image_root, self.scan.summary())
         return self.scan
-
-    @property
-    def classes(self) -> list[str]:
-        if self.scan is None:
-            raise RuntimeError("call setup() first")
-        return self.scan.classes
 
     def _decode_all(self, paths: list[Path], show_progress: bool) -> np.ndarray:
         """Decode + crop + resize every image once: uint8 ``(N, H, W, 3)``."""
@@ -163,36 +237,12 @@ class FaceDataModule:
             done += len(batch)
         return cache
 
-    def train_loader(
-        self, rank: int = 0, world_size: int = 1, seed: int = 0, show_progress: bool = True
-    ) -> DataLoader:
-        """Shuffled, sharded loader of ``(images uint8 (B,3,H,W), labels (B,))``, full batches only.
-
-        Its ``sampler`` is a :class:`ResumableSampler`: call ``set_epoch(epoch, start)``.
-        """
-        scan = self.scan or self.setup()
-        if len(scan.paths) < self.batch_size * world_size:
-            raise ValueError(
-                f"{self.image_root}: {len(scan.paths)} images cannot fill one batch of"
-                f" {self.batch_size} on each of {world_size} process(es); lower data.batch_size"
-            )
+    def train_dataset(self, scan: FolderScan, show_progress: bool) -> FaceFolder:
         cache = self._decode_all(scan.paths, show_progress) if self.preload else None
-        dataset = FaceFolder(
+        return FaceFolder(
             scan.paths,
             scan.labels,
             geometry(self.image_size, self.center_crop),
             augmentation(self.hflip),
             cache,
-        )
-        sampler = ResumableSampler(len(dataset), world_size, rank, seed)
-        # Decoded images need no worker processes; the augmentation left is a flip.
-        workers = 0 if self.preload else self.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=True,  # equal batches on all ranks; BatchNorm needs more than one sample
-            persistent_workers=workers > 0,
         )

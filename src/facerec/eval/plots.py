@@ -315,7 +315,8 @@ def pair_grid_image(
     if columns < 1:
         raise ValueError(f"columns must be >= 1, got {columns}")
     s = thumb / 112
-    pad = max(2, round(6 * s))
+    pad = max(4, round(14 * s))  # between pairs: wide, so that pairs read as units
+    gap = max(1, round(2 * s))  # between the two faces of a pair
     caption_h = round(20 * s)
     title_h = round(24 * s) if title else 0
     fs = 0.45 * s
@@ -325,7 +326,7 @@ def pair_grid_image(
     else:
         cols = min(columns, len(a))
         rows = math.ceil(len(a) / cols)
-        tile_w, tile_h = 2 * thumb + pad, thumb + caption_h
+        tile_w, tile_h = 2 * thumb + gap, thumb + caption_h
         img = np.full(
             (title_h + rows * (tile_h + pad) + pad, cols * (tile_w + pad) + pad, 3),
             255,
@@ -336,7 +337,7 @@ def pair_grid_image(
             x = pad + c * (tile_w + pad)
             y = title_h + pad + r * (tile_h + pad)
             img[y : y + thumb, x : x + thumb] = a[i]
-            img[y : y + thumb, x + thumb + pad : x + tile_w] = b[i]
+            img[y : y + thumb, x + thumb + gap : x + tile_w] = b[i]
             _text(img, caption, (x + tile_w // 2, y + thumb + caption_h // 2), fs, anchor="center")
     if title:
         _text(img, title, (img.shape[1] // 2, round(6 * s)), fs, anchor="top")

@@ -1,0 +1,378 @@
+"""insightface verification packs (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``) without mxnet.
+
+A pack is one pickle of ``(bins, issame_list)``:
+
+* ``bins``: ``2 * N`` encoded images (JPEG or PNG file contents), the two images of pair ``i``
+  at positions ``2i`` and ``2i + 1``; insightface's own packs hold aligned 112x112 faces.
+* ``issame_list``: ``N`` booleans, True for same-identity pairs, in the protocol's order (so
+  :func:`facerec.eval.make_folds` recovers the folds).
+
+insightface reads them with ``pickle.load(f, encoding="bytes")`` (the released packs were
+written by Python 2, whose ``str`` becomes ``bytes`` that way), then ``mx.image.imdecode`` on each
+entry. :func:`read_bin` does the same with OpenCV, through an unpickler that only rebuilds plain
+containers, bytes and numpy arrays: a pickle can run arbitrary code, a ``.bin`` from the internet
+should not be able to. :func:`write_bin` writes the same format (as insightface's
+``lfw2pack.py``), :func:`pack_pairs` turns an LFW-format pairs list into a pack and
+:class:`BinSet` is a verification set next to :class:`facerec.data.module.PairsSet`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch.utils.data import Dataset
+
+from facerec.data.module import Pairs
+from facerec.data.pairs import read_pairs
+from facerec.data.transforms import geometry, read_image, to_tensor
+
+__all__ = [
+    "BinPack",
+    "BinSet",
+    "decode_image",
+    "encode_image",
+    "pack_pairs",
+    "read_bin",
+    "write_bin",
+]
+
+# What a pack's pickle may reference: containers and bytes are opcodes, not globals, so only
+# the helpers that numpy arrays/scalars (a numpy ``issame`` array) and protocol-2 bytes need.
+_ALLOWED_GLOBALS = {
+    ("_codecs", "encode"),
+    ("builtins", "bytearray"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5 arrays
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _PackUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise _Refused(
+                f"refusing to load {module}.{name}: a verification pack holds only images and "
+                f"booleans (a pickle naming other objects could run code)"
+            )
+        return super().find_class(module, name)
+
+
+@dataclass(frozen=True)
+class BinPack:
+    """The contents of a verification pack.
+
+    Attributes:
+        images: ``2N`` encoded images (bytes), pair ``i`` at ``2i`` and ``2i + 1``.
+        issame: ``(N,)`` bool, True for same-identity pairs.
+    """
+
+    images: list[bytes]
+    issame: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.issame.size)
+
+
+def _as_bytes(item: object) -> bytes | None:
+    """An image entry as bytes: ``bytes``/``bytearray``, a 1-D uint8 array, or a ``str``.
+
+    A ``str`` appears when a Python-2 pack is read without ``encoding="bytes"`` (or re-pickled
+    after such a read); ``latin-1`` maps its code points 0..255 back to the original bytes.
+    """
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    if isinstance(item, str):
+        try:
+            return item.encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 1:
+        return item.tobytes()
+    return None
+
+
+def _as_bool(value: object) -> bool | None:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    return None
+
+
+def decode_image(data: bytes, what: str = "image") -> np.ndarray:
+    """Decode encoded image bytes to RGB uint8 ``(H, W, 3)``.
+
+    Args:
+        data: JPEG/PNG/... file contents.
+        what: how to name the image in the error, e.g. ``"lfw.bin: image 17"``.
+
+    Raises:
+        OSError: the bytes are not a decodable image.
+    """
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise OSError(f"{what}: cannot decode ({len(data)} bytes; corrupt or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def encode_image(image: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes:
+    """Encode an RGB uint8 ``(H, W, 3)`` image as a file's bytes.
+
+    Args:
+        image: RGB uint8 ``(H, W, 3)``.
+        ext: ``.jpg`` (lossy, what insightface's packs hold) or ``.png`` (lossless, bigger).
+        quality: JPEG quality, 0..100.
+    """
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode an image as {ext!r}")
+    return buf.tobytes()
+
+
+def read_bin(path: str | Path, check_images: bool = True) -> BinPack:
+    """Read an insightface verification pack.
+
+    Args:
+        path: the ``.bin`` file.
+        check_images: decode every image once at reduced size (an 8x smaller JPEG decode
+            still parses the whole stream), so a broken image is reported here, naming its
+            position, rather than midway through an evaluation.
+
+    Returns:
+        A :class:`BinPack` with ``2N`` encoded images and ``(N,)`` bool ``issame``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file: not a pickle (or one referencing other objects), not a
+            ``(bins, issame_list)`` pair, an odd number of images, images and labels that do
+            not match (``2N`` images for ``N`` labels), an entry that is not image bytes or a
+            label that is not a boolean.
+        OSError: naming the file, the image's position and its pair: an image that does not
+            decode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"verification pack not found: {path}")
+    try:
+        with path.open("rb") as f:
+            obj = _PackUnpickler(f, encoding="bytes").load()
+    except _Refused as error:
+        raise ValueError(f"{path}: not a verification pack ({error})") from None
+    except Exception as error:  # EOFError, garbage opcodes, ...: all mean "not a pickle"
+        raise ValueError(
+            f"{path}: not a verification pack (not a readable pickle: "
+            f"{type(error).__name__}: {error})"
+        ) from None
+
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+        raise ValueError(
+            f"{path}: expected a pickled (bins, issame_list) pair, got {type(obj).__name__}"
+            + (f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else "")
+        )
+    bins, labels = obj
+    if not isinstance(bins, (list, tuple)):
+        raise ValueError(f"{path}: bins must be a list of encoded images, got {type(bins)}")
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist()
+    if not isinstance(labels, (list, tuple)):
+        raise ValueError(f"{path}: issame_list must be a list of booleans, got {type(labels)}")
+    if len(bins) % 2:
+        raise ValueError(f"{path}: holds {len(bins)} images, an odd number (two per pair)")
+    if len(bins) != 2 * len(labels):
+        raise ValueError(
+            f"{path}: holds {len(bins)} images ({len(bins) // 2} pairs) but {len(labels)} "
+            f"issame labels"
+        )
+    if not labels:
+        raise ValueError(f"{path}: holds no pairs")
+
+    issame = np.empty(len(labels), dtype=bool)
+    for i, value in enumerate(labels):
+        flag = _as_bool(value)
+        if flag is None:
+            raise ValueError(f"{path}: issame label {i} is {value!r}, not a boolean")
+        issame[i] = flag
+    images: list[bytes] = []
+    for k, item in enumerate(bins):
+        data = _as_bytes(item)
+        if data is None:
+            raise ValueError(
+                f"{path}: image {k} (pair {k // 2}) is a {type(item).__name__}, not encoded "
+                f"image bytes"
+            )
+        if check_images:
+            small = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+            if small is None:
+                raise OSError(
+                    f"{path}: image {k} (pair {k // 2}) cannot be decoded ({len(data)} bytes; "
+                    f"corrupt or not an image)"
+                )
+        images.append(data)
+    return BinPack(images, issame)
+
+
+def write_bin(path: str | Path, images: Sequence[bytes], issame: ArrayLike) -> Path:
+    """Write a verification pack that insightface (and :func:`read_bin`) can read.
+
+    The file is written to a temporary name and renamed, so a killed run leaves no half pack.
+
+    Args:
+        path: the ``.bin`` file to write.
+        images: ``2N`` encoded images, pair ``i`` at ``2i`` and ``2i + 1``.
+        issame: ``(N,)`` booleans.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    labels = [bool(v) for v in np.asarray(issame, dtype=bool).ravel()]
+    if len(images) != 2 * len(labels):
+        raise ValueError(f"{len(images)} images for {len(labels)} pairs: need exactly 2 per pair")
+    bins = []
+    for k, item in enumerate(images):
+        if not isinstance(item, (bytes, bytearray)):
+            raise TypeError(f"image {k} is a {type(item).__name__}, expected encoded bytes")
+        bins.append(bytes(item))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        # As insightface's lfw2pack.py: a (list of bytes, list of bool) tuple.
+        pickle.dump((bins, labels), f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return path
+
+
+def pack_pairs(
+    pairs_file: str | Path,
+    image_root: str | Path,
+    out: str | Path,
+    center_crop: int | None = None,
+    size: int | None = 112,
+    ext: str = ".jpg",
+    quality: int = 95,
+) -> BinPack:
+    """Turn an LFW-format pairs list over an image folder into a verification pack.
+
+    Args:
+        pairs_file: ``pairs.txt``-style list (see :func:`facerec.data.pairs.read_pairs`).
+        image_root: folder holding ``<name>/<name>_<NNNN>.jpg``.
+        out: the ``.bin`` file to write.
+        center_crop: side of the centre crop taken before resizing (None: no crop).
+        size: side of the stored square images (insightface's packs: 112). ``None`` together
+            with no crop stores every file's bytes unchanged (as ``lfw2pack.py`` does).
+        ext: encoding of re-encoded images, ``.jpg`` or ``.png``.
+        quality: JPEG quality.
+
+    Returns:
+        The :class:`BinPack` written (each distinct image encoded once, shared by its pairs).
+    """
+    if center_crop and not size:
+        raise ValueError("a centre crop needs a size to resize to")
+    pairs, issame = read_pairs(pairs_file, image_root)
+    transform = geometry(size, center_crop) if size else None
+    encoded: dict[Path, bytes] = {}
+    images: list[bytes] = []
+    for pair in pairs:
+        for p in pair:
+            if p not in encoded:
+                if transform is None:
+                    encoded[p] = p.read_bytes()
+                else:
+                    encoded[p] = encode_image(transform(image=read_image(p))["image"], ext, quality)
+            images.append(encoded[p])
+    write_bin(out, images, issame)
+    return BinPack(images, issame)
+
+
+class _PackImages(Dataset):
+    """Some images of a pack, geometry only: uint8 ``(3, H, W)`` per item."""
+
+    def __init__(
+        self, source: Path, images: list[bytes], positions: Sequence[int], transform
+    ) -> None:
+        self.source = source
+        self.images = images
+        self.positions = list(positions)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        k = self.positions[index]
+        image = decode_image(self.images[k], f"{self.source}: image {k} (pair {k // 2})")
+        return to_tensor(self.transform(image=image)["image"])
+
+
+class BinSet:
+    """A verification set read from an insightface pack; used like :class:`PairsSet`.
+
+    ``load()`` gives :class:`Pairs` whose ``images`` are positions in the pack (identical
+    entries, e.g. an LFW image used by several pairs, are listed once), and ``dataset(images)``
+    decodes them to uint8 ``(3, H, W)``.
+
+    Args:
+        bin_file: the ``.bin`` file.
+        center_crop: side of the centre crop taken before resizing (None: none; insightface's
+            packs are already aligned 112x112 crops).
+        image_size: side of the square images given to the model.
+    """
+
+    def __init__(
+        self, bin_file: str, center_crop: int | None = None, image_size: int = 112
+    ) -> None:
+        self.bin_file = Path(bin_file)
+        self.center_crop = center_crop
+        self.image_size = image_size
+        self._pack: BinPack | None = None
+
+    @property
+    def name(self) -> str:
+        return self.bin_file.name
+
+    def pack(self) -> BinPack:
+        """The pack's contents, read (and checked) on first use."""
+        if self._pack is None:
+            self._pack = read_bin(self.bin_file)
+        return self._pack
+
+    def load(self) -> Pairs:
+        """Read the pack; every distinct image is listed once however many pairs use it."""
+        pack = self.pack()
+        position: dict[bytes, int] = {}
+        first: list[int] = []
+        slots = np.empty(len(pack.images), dtype=np.int64)
+        for k, data in enumerate(pack.images):
+            slot = position.setdefault(data, len(position))
+            if slot == len(first):
+                first.append(k)
+            slots[k] = slot
+        return Pairs(first, slots.reshape(-1, 2), pack.issame.copy())
+
+    def dataset(self, images: Sequence[int]) -> Dataset:
+        """The pack's images at positions ``images``, as uint8 ``(3, H, W)``."""
+        transform = geometry(self.image_size, self.center_crop)
+        return _PackImages(self.bin_file, self.pack().images, images, transform)
+
+    def __repr__(self) -> str:
+        return f"BinSet({str(self.bin_file)!r}, center_crop={self.center_crop})"

@@ -1,0 +1,327 @@
+"""A trained model outside the trainer: load a checkpoint, embed images, keep a threshold.
+
+The shared library of the standalone tools in ``scripts/`` (``evaluate.py``, ``extract.py``,
+``verify.py``, ``export_onnx.py``)::
+
+    model, cfg, meta = load_model("runs/demo/<stamp>/checkpoints/best.pt", "auto")
+    images = load_images([path1, path2], image_size(cfg), center_crop(cfg))  # uint8 (2,3,H,W)
+    emb = embed_images(model, images, device)       # float32 (2, D), flip-fused, unit length
+    dist = ((emb[0] - emb[1]) ** 2).sum()           # "same" when dist < threshold
+
+Embeddings follow the verification protocol (:mod:`facerec.eval.verification`): the raw
+embeddings of an image and of its mirror are summed, then L2-normalised; pairs are compared by
+squared Euclidean distance (``2 - 2 cos``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from facerec import checkpoint
+from facerec.data.transforms import geometry, read_image, to_tensor
+from facerec.distributed import resolve_device
+from facerec.eval.verification import fuse_flip
+from facerec.evaluate import embed_batches
+from facerec.model import FaceModel
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "PREPROCESSING",
+    "batch_size_for",
+    "build_face_model",
+    "center_crop",
+    "embed_images",
+    "image_size",
+    "list_images",
+    "load_images",
+    "load_model",
+    "load_threshold",
+    "run_tool",
+    "save_threshold",
+    "threshold_path",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+PREPROCESSING = (
+    "RGB float32 (B, 3, H, W) = (uint8 - 127.5) / 127.5 of an aligned face, H = W = the "
+    "training image size (112), after the training centre crop if any"
+)
+
+
+def build_face_model(cfg: Mapping[str, Any]) -> FaceModel:
+    """Backbone -> embedding from a config's ``backbone`` and ``embedding`` sections.
+
+    Args:
+        cfg: a composed training config (DictConfig) or a checkpoint's ``config`` dict.
+
+    Returns:
+        A freshly initialised :class:`facerec.model.FaceModel` (no head).
+    """
+    backbone = instantiate(cfg["backbone"])
+    embedding = instantiate(cfg["embedding"], in_shape=backbone.feature_shape)
+    return FaceModel(backbone, embedding)
+
+
+def load_model(
+    checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[FaceModel, dict[str, Any], dict[str, Any]]:
+    """Rebuild backbone + embedding from a training checkpoint and load its weights.
+
+    Args:
+        checkpoint_path: a ``.pt`` file written by the trainer (``best.pt``, ``last.pt``).
+        device: ``"auto"``, ``"cpu"``, an accelerator name, or a ``torch.device``.
+
+    Returns:
+        ``(model, cfg, meta)``: the model in eval mode on ``device``; the resolved training
+        config as a plain dict; ``meta`` with ``path``, ``step``, ``epoch``, ``best``,
+        ``best_step``, ``results`` (last verification summaries), ``num_classes``, ``backbone``
+        (its ``_target_``) and ``device``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file: not a facerec checkpoint (not a torch file, no weights or
+            no saved config), or weights that do not fit the saved architecture.
+    """
+    path = Path(checkpoint_path)
+    if not isinstance(device, torch.device):
+        device = resolve_device(device)
+    try:
+        state = checkpoint.load(path)
+    except ValueError as error:
+        if isinstance(error.__cause__, Exception):  # torch.load itself failed
+            raise ValueError(
+                f"{path} is not a facerec checkpoint, or is truncated (torch.load: "
+                f"{str(error.__cause__).splitlines()[0]})"
+            ) from None
+        raise
+    cfg = state.get("config")
+    if not isinstance(cfg, Mapping) or not all(
+        isinstance(cfg.get(k), Mapping) and "_target_" in cfg[k] for k in ("backbone", "embedding")
+    ):
+        raise ValueError(
+            f"{path} is not a facerec training checkpoint: it holds no config with backbone and "
+            f"embedding sections, so the model cannot be rebuilt"
+        )
+    cfg = OmegaConf.to_container(OmegaConf.create(dict(cfg)), resolve=True)
+    try:
+        model = build_face_model(cfg)
+    except Exception as error:
+        raise ValueError(
+            f"{path}: cannot rebuild the model from its saved config "
+            f"(backbone {cfg['backbone']['_target_']}): {str(error).splitlines()[0]}"
+        ) from None
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{path}: the weights do not fit the saved architecture "
+            f"({cfg['backbone']['_target_']}): {str(error).splitlines()[0]}"
+        ) from None
+    model.to(device).eval()
+    meta = {
+        "path": str(path),
+        "step": state.get("step"),
+        "epoch": state.get("epoch"),
+        "best": state.get("best"),
+        "best_step": state.get("best_step"),
+        "results": state.get("results", {}),
+        "num_classes": len(state.get("classes") or []),
+        "backbone": cfg["backbone"]["_target_"],
+        "device": str(device),
+    }
+    return model, cfg, meta
+
+
+def batch_size_for(device: torch.device, requested: int | None = None) -> int:
+    """Images per forward pass: ``requested``, else 32 on a CPU and 256 on an accelerator.
+
+    On a CPU, big batches buy no throughput: their activations (hundreds of MB at 256 images
+    with mirrors) are fresh allocations each time, and the page faults showed up as more
+    system than user time in measurements.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {requested}")
+        return requested
+    return 32 if device.type == "cpu" else 256
+
+
+def image_size(cfg: Mapping[str, Any]) -> int:
+    """The side of the square images the model was trained on (``data.image_size``)."""
+    return int((cfg.get("data") or {}).get("image_size") or 112)
+
+
+def center_crop(cfg: Mapping[str, Any], override: int | None = None) -> int | None:
+    """The centre crop to use: ``override`` if given (0 = none), else the training one."""
+    if override is not None:
+        return override or None
+    return (cfg.get("data") or {}).get("center_crop") or None
+
+
+def load_images(
+    paths: Sequence[str | Path], size: int = 112, crop: int | None = None
+) -> torch.Tensor:
+    """Decode, centre-crop and resize image files as verification does.
+
+    Args:
+        paths: image files.
+        size: side of the square output images.
+        crop: side of the centre crop taken before resizing (None: none).
+
+    Returns:
+        uint8 ``(N, 3, size, size)``.
+
+    Raises:
+        OSError: naming a file that is missing or not an image.
+    """
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"image not found: {p}")
+    transform = geometry(size, crop)
+    return torch.stack([to_tensor(transform(image=read_image(p))["image"]) for p in paths])
+
+
+def embed_images(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    flip: bool = True,
+    batch_size: int = 256,
+    channels_last: bool = True,
+) -> np.ndarray:
+    """Unit-length embeddings as the verification protocol computes them.
+
+    Args:
+        model: backbone + embedding (e.g. from :func:`load_model`).
+        images: uint8 ``(N, 3, H, W)``.
+        device: where the model is.
+        flip: add the embedding of the mirrored image before normalising (the protocol's
+            default); False embeds the image alone (half the compute).
+        batch_size: images per forward pass.
+        channels_last: feed NHWC tensors (as the trainer does by default: faster convolutions
+            on CPUs and tensor cores; the numbers agree to float rounding).
+
+    Returns:
+        float32 ``(N, D)`` L2-normalised embeddings; compare two with ``2 - 2 * a @ b``
+        (squared distance) or ``a @ b`` (cosine).
+    """
+    emb, emb_flip = embed_batches(
+        model, images, device, batch_size, flip, channels_last=channels_last
+    )
+    return fuse_flip(emb, emb_flip).astype(np.float32)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder`` (recursively), sorted by path.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+        ValueError: it holds no image (extensions :data:`IMAGE_EXTENSIONS`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found (or not a folder): {folder}")
+    paths = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+    if not paths:
+        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found under it")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# the threshold chosen by the last evaluation, kept beside the checkpoint
+
+
+def threshold_path(checkpoint_path: str | Path) -> Path:
+    """``<checkpoint>.threshold.json``: where ``scripts/evaluate.py`` leaves its threshold."""
+    path = Path(checkpoint_path)
+    return path.with_name(path.name + ".threshold.json")
+
+
+def save_threshold(
+    checkpoint_path: str | Path, set_name: str, summary: Mapping[str, float], step: int | None
+) -> Path:
+    """Record a verification set's chosen threshold next to the checkpoint.
+
+    Args:
+        checkpoint_path: the evaluated checkpoint.
+        set_name: the set the threshold was chosen on.
+        summary: ``VerificationResult.summary()`` of that set.
+        step: the checkpoint's training step (a later ``last.pt`` is a different model).
+
+    Returns:
+        The JSON file written.
+    """
+    path = threshold_path(checkpoint_path)
+    record = {
+        "threshold": float(summary["threshold"]),
+        "set": set_name,
+        "accuracy": float(summary["accuracy"]),
+        "step": step,
+        "metric": "squared L2 distance of flip-fused, L2-normalised embeddings; same if < "
+        "threshold",
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def load_threshold(checkpoint_path: str | Path) -> dict[str, Any] | None:
+    """The record :func:`save_threshold` wrote for this checkpoint, or None if there is none.
+
+    Raises:
+        ValueError: the file exists but is not such a record.
+    """
+    path = threshold_path(checkpoint_path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        float(record["threshold"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a threshold record ({error}); re-run evaluate.py") from None
+    record["file"] = str(path)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# command-line tools
+
+
+def _user_message(error: BaseException) -> str:
+    """The error's message; from a DataLoader worker, just the original last line."""
+    message = str(error)
+    if "Original Traceback" in message:  # torch re-raises worker errors with their traceback
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return message
+
+
+def run_tool(main: Callable[[], int | None], prog: str) -> int:
+    """Run a script's body; a user's mistake ends with one line on stderr, not a traceback.
+
+    Missing files, malformed inputs and non-checkpoints (``OSError``, ``ValueError``) print
+    ``<prog>: error: <message>`` and return 2. ``FACEREC_DEBUG=1`` re-raises instead.
+
+    Returns:
+        The exit status: ``main``'s return value (None: 0), 2 on a user error.
+    """
+    try:
+        return int(main() or 0)
+    except (OSError, ValueError) as error:
+        if os.environ.get("FACEREC_DEBUG"):
+            raise
+        print(f"{prog}: error: {_user_message(error)}", file=sys.stderr)
+        return 2
