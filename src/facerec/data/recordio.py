@@ -1,0 +1,296 @@
+"""insightface training sets (MXNet RecordIO ``train.rec`` + ``train.idx``) without mxnet.
+
+The format, as dmlc-core's ``recordio.h`` writes it and insightface's ``MXFaceDataset`` reads it:
+
+* ``train.idx``: text lines ``key<TAB>offset``, the byte offset in ``train.rec`` of record
+  ``key``'s first part.
+* ``train.rec``: records of parts; each part is a little-endian uint32 magic ``0xced7230a``, a
+  uint32 ``lrec`` (top 3 bits: continuation flag, low 29 bits: part length) and the part's
+  bytes, padded with zeros to a multiple of 4. Flag 0 is a whole record; 1, 2, 3 are the first,
+  middle and last parts of a record that contained the magic word at a 4-byte-aligned position:
+  the writer cut it out there, so a reader puts it back between the parts.
+* A record's payload: ``IRHeader`` = struct ``IfQQ`` (flag uint32, label float32, id uint64,
+  id2 uint64); when ``flag > 0``, ``flag`` float32 labels follow and replace ``label``; then the
+  encoded image.
+* Record 0 is a header whose labels ``(a, b)`` (``flag == 2``) say that images are records
+  ``1 .. a-1`` and records ``a .. b-1`` are per-identity ranges: ``b - a`` identities. Without
+  it (``flag == 0``) every key in the index is an image and the classes are counted from the
+  labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+
+from facerec.data.module import DataModule, PairsSet
+from facerec.data.packed import DatasetInfo, EncodedImages
+from facerec.data.transforms import augmentation
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RecordIODataModule", "RecordIODataset", "read_idx", "read_record", "unpack"]
+
+MAGIC = 0xCED7230A
+_MAGIC_BYTES = struct.pack("<I", MAGIC)
+_PART = struct.Struct("<II")  # magic, lrec
+IR_HEADER = struct.Struct("<IfQQ")  # flag, label, id, id2 (24 bytes, as mxnet's 'IfQQ')
+_LENGTH_MASK = (1 << 29) - 1
+
+
+def read_idx(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a ``.idx`` file.
+
+    Returns:
+        ``(keys, offsets)``: int64 ``(N,)`` each, in file order.
+
+    Raises:
+        FileNotFoundError: naming the file.
+        ValueError: naming the file and line: a line that is not ``key<TAB>offset``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"RecordIO index not found: {path}")
+    keys, offsets = [], []
+    with path.open("rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            try:
+                key, offset = (int(t) for t in tokens)
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{line_no}: expected 'key<TAB>offset', got {line[:80]!r}"
+                ) from None
+            keys.append(key)
+            offsets.append(offset)
+    if not keys:
+        raise ValueError(f"{path}: empty RecordIO index")
+    return np.asarray(keys, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+
+
+def read_record(rec: np.ndarray, offset: int, where: str = "record") -> bytes | np.ndarray:
+    """The payload of the record starting at ``offset`` (its parts joined).
+
+    Args:
+        rec: the whole ``.rec`` file, uint8 ``(S,)`` (a memory map).
+        offset: byte offset of the record's first part.
+        where: how to name the record in errors.
+
+    Returns:
+        uint8 ``(L,)`` view of the file for a one-part record (no copy), bytes otherwise.
+
+    Raises:
+        OSError: naming ``where``: no magic word at a part, a part running past the end of the
+            file, or an out-of-order continuation flag.
+    """
+    parts: list[np.ndarray] = []
+    pos = offset
+    while True:
+        if pos < 0 or pos + 8 > rec.size:
+            raise OSError(f"{where}: offset {pos} is past the end of the file ({rec.size} bytes)")
+        magic, lrec = _PART.unpack(rec[pos : pos + 8])
+        if magic != MAGIC:
+            raise OSError(f"{where}: no RecordIO magic at offset {pos} (corrupt file or index)")
+        flag, length = lrec >> 29, lrec & _LENGTH_MASK
+        if pos + 8 + length > rec.size:
+            raise OSError(f"{where}: part at {pos} runs past the end of the file (truncated)")
+        if flag not in ((2, 3) if parts else (0, 1)):
+            raise OSError(f"{where}: continuation flag {flag} out of order at offset {pos}")
+        parts.append(rec[pos + 8 : pos + 8 + length])
+        pos += 8 + ((length + 3) & ~3)
+        if flag in (0, 3):
+            break
+    if len(parts) == 1:
+        return parts[0]
+    # The writer cut the record at each aligned occurrence of the magic word.
+    return _MAGIC_BYTES.join(p.tobytes() for p in parts)
+
+
+def unpack(payload: bytes | np.ndarray) -> tuple[int, np.ndarray, int, int, memoryview]:
+    """Split a record's payload as mxnet's ``recordio.unpack`` does.
+
+    Returns:
+        ``(flag, labels float32 (max(flag, 1),), id, id2, image bytes)``.
+
+    Raises:
+        OSError: the payload is shorter than its header says.
+    """
+    view = memoryview(payload).cast("B")
+    if len(view) < IR_HEADER.size:
+        raise OSError(f"record of {len(view)} bytes is shorter than its IRHeader")
+    flag, label, id1, id2 = IR_HEADER.unpack(view[: IR_HEADER.size])
+    rest = view[IR_HEADER.size :]
+    if flag > 0:
+        if len(rest) < 4 * flag:
+            raise OSError(f"record header says {flag} labels, only {len(rest)} bytes follow")
+        return flag, np.frombuffer(rest[: 4 * flag], dtype="<f4"), id1, id2, rest[4 * flag :]
+    return flag, np.array([label], dtype=np.float32), id1, id2, rest
+
+
+class RecordIODataset(EncodedImages):
+    """An insightface ``train.rec``/``train.idx`` pair, with :class:`FaceFolder`'s item contract.
+
+    Items are ``(image uint8 (3, S, S), label int)`` (``(index, seed)`` items seed the
+    augmentation); a corrupt record or one whose label is out of range is logged and comes back
+    with label -1. Class names are the label numbers (RecordIO stores none).
+
+    Args:
+        root: folder holding ``<name>.rec`` and ``<name>.idx``.
+        augment: random part, applied per sample (None: none).
+        image_size: side ``S`` of the returned images (insightface's sets: 112, as stored).
+        center_crop: centre crop before resizing (None: none; the stored faces are aligned).
+        name: file stem (``train``).
+
+    Raises:
+        FileNotFoundError: naming the missing ``.rec`` or ``.idx``.
+        ValueError: naming the file: a malformed index, offsets past the end of the ``.rec``,
+            an unreadable header record, or image keys missing from the index.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        augment: A.Compose | None = None,
+        image_size: int = 112,
+        center_crop: int | None = None,
+        name: str = "train",
+    ) -> None:
+        super().__init__(augment, image_size, center_crop)
+        self.root = Path(root)
+        self.rec_path = self.root / f"{name}.rec"
+        self.idx_path = self.root / f"{name}.idx"
+        if not self.rec_path.is_file():
+            raise FileNotFoundError(f"RecordIO file not found: {self.rec_path}")
+        keys, offsets = read_idx(self.idx_path)
+        size = self.rec_path.stat().st_size
+        if offsets.min() < 0 or offsets.max() + 8 > size:
+            raise ValueError(
+                f"{self.idx_path}: offsets past the end of {self.rec_path} ({size} bytes): "
+                f"the index belongs to another file, or the .rec is truncated"
+            )
+        order = np.argsort(keys, kind="stable")
+        sorted_keys, sorted_offsets = keys[order], offsets[order]
+
+        def lookup(wanted: np.ndarray) -> np.ndarray:
+            """Offsets of ``wanted`` keys, -1 where the index has no such key."""
+            at = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
+            return np.where(sorted_keys[at] == wanted, sorted_offsets[at], -1)
+
+        rec = self._map()
+        header_offset = int(lookup(np.array([0]))[0])
+        if header_offset < 0:
+            raise ValueError(f"{self.idx_path}: no record 0 (the header record)")
+        try:
+            flag, labels, *_ = unpack(read_record(rec, header_offset, "header record 0"))
+        except OSError as error:
+            raise ValueError(f"{self.rec_path}: unreadable header record: {error}") from None
+        if flag > 0:
+            # insightface's layout: images 1..a-1, then b-a identity records.
+            first_identity, end = int(labels[0]), int(labels[1])
+            image_keys = np.arange(1, first_identity, dtype=np.int64)
+            self.offsets = lookup(image_keys)
+            num_classes = end - first_identity
+            missing = image_keys[self.offsets < 0]
+            if missing.size:
+                raise ValueError(
+                    f"{self.idx_path}: the header record says images are keys 1.."
+                    f"{first_identity - 1} but {missing.size} are not in the index, e.g. "
+                    f"{missing[:3].tolist()}"
+                )
+        else:
+            # No header: every record is an image and the labels give the classes (one pass).
+            image_keys, self.offsets = keys, offsets
+            num_classes = 1 + max(
+                self._label(rec, o, k) for k, o in zip(keys.tolist(), offsets.tolist(), strict=True)
+            )
+        self.keys = image_keys
+        self.classes = [str(c) for c in range(num_classes)]
+
+    def _map(self) -> np.memmap:
+        return np.memmap(self.rec_path, dtype=np.uint8, mode="r")
+
+    def _open(self) -> np.memmap:
+        return self._map()
+
+    def _label(self, rec: np.ndarray, offset: int, key: int) -> int:
+        _, labels, *_ = unpack(read_record(rec, offset, f"{self.rec_path}: record {key}"))
+        return int(labels[0])
+
+    @property
+    def info(self) -> DatasetInfo:
+        details = f"{self.rec_path.stat().st_size / 1e6:.1f} MB {self.rec_path.name}"
+        return DatasetInfo(self.rec_path, "RecordIO file", self.classes, len(self), details)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def where(self, index: int) -> str:
+        return f"{self.rec_path}: record {int(self.keys[index])}"
+
+    def record(self, index: int) -> tuple[np.ndarray, int]:
+        payload = read_record(self.maps, int(self.offsets[index]), self.where(index))
+        try:
+            _, labels, _, _, image = unpack(payload)
+        except OSError as error:
+            raise OSError(f"{self.where(index)}: {error}") from None
+        label = int(labels[0])  # insightface: label[0] when a record carries several
+        if not 0 <= label < len(self.classes):
+            raise OSError(f"{self.where(index)}: label {label} outside 0..{len(self.classes) - 1}")
+        return np.frombuffer(image, dtype=np.uint8), label
+
+
+class RecordIODataModule(DataModule):
+    """Training data from an insightface ``train.rec``/``train.idx`` (MS1M, Glint360K, ...).
+
+    Args:
+        root: folder holding ``train.rec`` and ``train.idx``.
+        image_size: side of the training images.
+        center_crop: centre crop before resizing (None: none).
+        hflip: random horizontal flips.
+        batch_size: images per step on each process.
+        num_workers: DataLoader worker processes per training process.
+        val: verification sets by name.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 112,
+        center_crop: int | None = None,
+        hflip: bool = True,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        val: Mapping[str, PairsSet] | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, val)
+        self.root = Path(root)
+        self.image_size = image_size
+        self.center_crop = center_crop
+        self.hflip = hflip
+        self.scan: DatasetInfo | None = None
+        self._dataset: RecordIODataset | None = None
+
+    @property
+    def source(self) -> Path:
+        return self.root
+
+    def _make(self) -> RecordIODataset:
+        return RecordIODataset(
+            self.root, augmentation(self.hflip), self.image_size, self.center_crop
+        )
+
+    def setup(self) -> DatasetInfo:
+        self._dataset = self._make()
+        self.scan = self._dataset.info
+        log.info("training data %s: %s", self.root, self.scan.summary())
+        return self.scan
+
+    def train_dataset(self, scan: DatasetInfo, show_progress: bool) -> RecordIODataset:
+        return self._dataset or self._make()
