@@ -55,6 +55,7 @@ lfw-bin: install  ## write LFW's pairs.txt as an insightface-style lfw.bin pack
 
 bench: install  ## speed benchmarks (ratios against plain baselines in the same process)
 	$(PY) scripts/bench_heads.py
+	$(PY) scripts/bench_data.py --lfw $(LFW)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -13,17 +13,9 @@ changed files. Exit status 1 when unreadable images were found.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
-
-
-def default_cache(root: Path) -> Path:
-    if os.access(root, os.W_OK):
-        return root / ".facerec_scan.json"
-    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
-    return Path.home() / ".cache" / "facerec" / f"scan-{digest}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=20, help="paths listed per problem kind")
     args = parser.parse_args(argv)
 
-    from facerec.data.scan import scan_dataset  # after argparse: --help stays fast
+    from facerec.data.scan import default_cache, scan_dataset  # after argparse: fast --help
 
     try:
         report = scan_dataset(args.root, args.min_images, args.workers,

@@ -162,14 +162,26 @@ def test_checkpoint_from_another_backbone_is_refused_with_a_clear_message(refere
     assert "does not fit this" in other.stderr and "Traceback" not in other.stderr
 
 
-def test_broken_images_are_skipped_counted_and_reported(tmp_path):
+@pytest.mark.parametrize(
+    ("mode", "skipped"),
+    [
+        (["data.verify_images=false"], 2),  # streamed: found when loaded, skipped, counted
+        (["data.verify_images=false", "data.preload=true"], 2),  # found while caching
+        (["data.verify_images=true"], 0),  # scanned at start-up: never reaches a batch
+    ],
+)
+def test_broken_images_are_skipped_counted_and_reported(tmp_path, mode, skipped):
     data = tiny_folder(tmp_path / "data", corrupt=2)
-    result = train(overrides(data, tmp_path / "out", "trainer.max_steps=6"))
+    # 6 steps x 4 images = one epoch of the 24 files: each broken file is met exactly once.
+    result = train(overrides(data, tmp_path / "out", "trainer.max_steps=6", *mode))
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "out" / "resilience").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["skipped_samples"] >= 1  # 6 steps x 4 = 24 samples: each file seen once
-    assert "id0/0.jpg" in result.stdout + result.stderr
+    assert metrics["skipped_samples"] == skipped
+    assert (
+        "id0/0.jpg" in result.stdout + result.stderr
+        and "id1/0.jpg" in result.stdout + result.stderr
+    )
 
 
 def test_fp16_on_cpu_stops_before_anything_is_written(tmp_path):

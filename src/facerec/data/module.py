@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from tqdm import tqdm
 from facerec.data.folder import FaceFolder, FolderScan, scan_folder
 from facerec.data.pairs import read_pairs, read_people
 from facerec.data.sampler import ResumableSampler
+from facerec.data.scan import default_cache, scan_dataset
 from facerec.data.transforms import augmentation, geometry, read_image, to_tensor
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,24 @@ class ImageList(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return to_tensor(self.geometry(image=read_image(self.paths[index]))["image"])
+
+
+class _Tolerant(Dataset):
+    """``(image, True)``, or a blank image and False for an unreadable file (logged)."""
+
+    def __init__(self, images: ImageList) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool]:
+        try:
+            return self.images[index], True
+        except OSError as error:
+            log.warning("skipping sample: %s", error)
+            size = self.images.geometry.transforms[-1].height
+            return torch.zeros(3, size, size, dtype=torch.uint8), False
 
 
 @dataclass(frozen=True)
@@ -179,6 +198,8 @@ class FaceDataModule(DataModule):
         batch_size: images per step on each process.
         num_workers: DataLoader worker processes per training process.
         preload: decode and crop every image once into RAM (uint8) before training.
+        verify_images: decode every image at start-up (cached by size and mtime, see
+            :mod:`facerec.data.scan`), report problems by path and leave unreadable files out.
         val: verification sets by name.
     """
 
@@ -194,9 +215,11 @@ class FaceDataModule(DataModule):
         batch_size: int = 128,
         num_workers: int = 2,
         preload: bool = False,
+        verify_images: bool = False,
         val: Mapping[str, PairsSet] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, val)
+        self.verify_images = verify_images
         self.root = Path(root)
         self.image_root = self.root / image_dir if image_dir else self.root
         self.people_file = self.root / people_file if people_file else None
@@ -219,29 +242,52 @@ class FaceDataModule(DataModule):
     def setup(self) -> FolderScan:
         """Scan the training folder (fast: no image is decoded) and report what was found."""
         people = set(read_people(self.people_file)) if self.people_file else None
-        self.scan = scan_folder(self.image_root, people, self.min_images)
+        scan = scan_folder(self.image_root, people, self.min_images)
+        if self.verify_images:
+            report = scan_dataset(self.image_root, self.min_images, max(1, self.num_workers),
+                                  default_cache(self.image_root))  # fmt: skip
+            for line in report.lines():
+                log.info("scan: %s", line)
+            bad = {Path(p) for p in report.unreadable}
+            keep = np.array([p not in bad for p in scan.paths], dtype=bool)
+            scan = replace(scan, paths=[p for p, k in zip(scan.paths, keep, strict=True) if k],
+                           labels=scan.labels[keep])  # fmt: skip
+        self.scan = scan
         log.info("training data %s: %s", self.image_root, self.scan.summary())
         return self.scan
 
-    def _decode_all(self, paths: list[Path], show_progress: bool) -> np.ndarray:
-        """Decode + crop + resize every image once: uint8 ``(N, H, W, 3)``."""
+    def _decode_all(self, paths: list[Path], show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Decode + crop + resize every image once.
+
+        Returns:
+            uint8 ``(N, H, W, 3)`` images and a bool ``(N,)`` mask of the readable ones
+            (unreadable files are logged by path and later skipped like in streaming mode).
+        """
         cache = np.empty((len(paths), self.image_size, self.image_size, 3), dtype=np.uint8)
+        readable = np.ones(len(paths), dtype=bool)
         loader = DataLoader(
-            ImageList(paths, self.image_size, self.center_crop),
+            _Tolerant(ImageList(paths, self.image_size, self.center_crop)),
             batch_size=64,
             num_workers=self.num_workers,
         )
         done = 0
-        for batch in tqdm(loader, desc="preload", unit="batch", disable=not show_progress):
+        for batch, ok in tqdm(loader, desc="preload", unit="batch", disable=not show_progress):
             cache[done : done + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
+            readable[done : done + len(batch)] = ok.numpy()
             done += len(batch)
-        return cache
+        if not readable.all():
+            bad = [str(p) for p, ok in zip(paths, readable, strict=True) if not ok]
+            log.warning("preload: %d unreadable images will be skipped: %s", len(bad), bad[:10])
+        return cache, readable
 
     def train_dataset(self, scan: FolderScan, show_progress: bool) -> FaceFolder:
-        cache = self._decode_all(scan.paths, show_progress) if self.preload else None
+        cache, labels = None, scan.labels
+        if self.preload:
+            cache, readable = self._decode_all(scan.paths, show_progress)
+            labels = np.where(readable, scan.labels, -1)  # -1: skipped and counted by the trainer
         return FaceFolder(
             scan.paths,
-            scan.labels,
+            labels,
             geometry(self.image_size, self.center_crop),
             augmentation(self.hflip),
             cache,

@@ -7,8 +7,10 @@ are cached by (path, size, mtime), so a second scan of an unchanged dataset deco
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +78,14 @@ class ScanReport:
         if kinds:
             out.append("converted: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
         return out
+
+
+def default_cache(root: Path) -> Path:
+    """Where a scan of ``root`` is cached: beside it if writable, else in ~/.cache/facerec."""
+    if os.access(root, os.W_OK):
+        return root / ".facerec_scan.json"
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "facerec" / f"scan-{digest}.json"
 
 
 def _stamp(path: Path) -> str:
