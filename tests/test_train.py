@@ -70,6 +70,17 @@ def test_smoke_run_writes_checkpoint_metrics_and_config(lfw_root, tmp_path):
         assert key in ckpt
     assert (run_dir / "checkpoints" / "best.pt").is_file()
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "tb" / "projector_config.pbtxt").is_file()  # embedding projector
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    images = set(events.Tags()["images"])
+    for figure in ("roc", "distances", "hardest_pairs"):
+        assert f"val/lfw_devtest_{figure}" in images
+    assert {"train/loss", "train/lr", "train/images_per_sec", "val/lfw_devtest_accuracy"} <= set(
+        events.Tags()["scalars"]
+    )
 
 
 def state_of(run_dir: Path) -> dict:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from facerec.data.module import Pairs
 from facerec.data.transforms import normalize
-from facerec.eval.verification import VerificationResult, evaluate_pairs
+from facerec.eval.verification import VerificationResult, evaluate_pairs, fuse_flip
 
 __all__ = ["VerificationSet", "Verifier", "embed_batches"]
 
@@ -107,6 +107,7 @@ class Verifier:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.images: torch.Tensor | None = None
+        self.embeddings: np.ndarray | None = None
 
     def decode(self, show_progress: bool = False) -> torch.Tensor:
         """Every distinct image, uint8 ``(M, 3, H, W)``; decoded on the first call only."""
@@ -139,6 +140,8 @@ class Verifier:
     def evaluate(self, model: nn.Module, device: torch.device, **kwargs) -> VerificationResult:
         """Flip-fused 10-fold verification of ``model`` (backbone + embedding) on this set."""
         emb, emb_flip = self.embed(model, device, **kwargs)
+        # Kept for the TensorBoard projector: one flip-fused unit vector per image (M, D).
+        self.embeddings = fuse_flip(emb, emb_flip)
         first, second = self.pairs.index[:, 0], self.pairs.index[:, 1]
         return evaluate_pairs(
             emb[first], emb[second], self.pairs.issame, emb_flip[first], emb_flip[second]

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -112,6 +114,18 @@ class Reporter:
         self.writer.add_image(f"val/{name}_distances", histogram, step, dataformats="HWC")
         grid = hardest_pairs_grid(verifier, result)
         self.writer.add_image(f"val/{name}_hardest_pairs", grid, step, dataformats="HWC")
+        self.projector(name, verifier, step)
+
+    def projector(self, name: str, verifier: Verifier, step: int, limit: int = 500) -> None:
+        """The embedding projector over (up to ``limit``) evaluation images, with thumbnails."""
+        if verifier.embeddings is None:
+            return
+        images = verifier.decode()[:limit]
+        thumbs = F.interpolate(images.float() / 255.0, size=(32, 32), mode="area")
+        keys = verifier.pairs.images[:limit]
+        labels = [key.parent.name if isinstance(key, Path) else str(key) for key in keys]
+        self.writer.add_embedding(torch.from_numpy(verifier.embeddings[:limit]), metadata=labels,
+                                  label_img=thumbs, global_step=step, tag=name)  # fmt: skip
 
     def close(self) -> None:
         self.bar.close()
