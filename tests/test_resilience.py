@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -223,3 +224,40 @@ def test_non_finite_steps_are_skipped_then_the_run_stops():
     with pytest.raises(NonFiniteError, match="3 consecutive"):
         train_step(module, bad, optimizer, scheduler, scaler, None)
         guard.update(False, 4, 0.1, scaler)
+
+
+def torchrun(args: list[str]) -> list[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+            f"--master_port={port}", str(ROOT / "train.py"), *args]  # fmt: skip
+
+
+def test_two_process_gloo_preempted_and_resumed_is_bit_identical(reference, tmp_path):
+    """SIGTERM to torchrun mid-run: both ranks stop at the same step boundary, rank 0 writes the
+    checkpoint, and the resumed 2-process run ends exactly where an uninterrupted one does."""
+    data, _ = reference
+    straight = subprocess.run(torchrun(overrides(data, tmp_path / "a")), env=env(), cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    args = overrides(data, tmp_path / "b", "trainer.checkpoint_every=1000")
+    process = subprocess.Popen(torchrun(args), env=env(), cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    log = tmp_path / "b" / "resilience"
+    while (
+        not list(log.glob("*/train.log"))
+        or "step 1/" not in next(log.glob("*/train.log")).read_text()
+    ):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode != 0
+    assert "preempted: checkpoint written at step" in stderr
+    assert 1 <= final_state(tmp_path / "b")["step"] < STEPS
+    resumed = subprocess.run(torchrun([*args, "trainer.resume=auto"]), env=env(), cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_identical(final_state(tmp_path / "a"), final_state(tmp_path / "b"))

@@ -35,9 +35,17 @@ cross-entropy that is not a logit (MagFace's ``λ_g · g(‖x‖)``) defines a m
   such a term do not define the method, so the trainer looks it up with
   ``getattr(head, "regularizer", None)``;
 * it reads and updates no state, and behaves the same in ``train()`` and ``eval()`` mode.
+
+Sharded centres (:class:`facerec.partial_fc.PartialFC`). A head may hold only a shard of the
+classes; then ``forward(embeddings, labels, share_target=...)`` takes ``-1`` for the samples
+whose class lives on another shard: their row gets no margin (the owner of the class applies
+it), and ``share_target`` supplies their target cosine, without gradient, for the state updates
+and margins that read every row's target (CurricularFace's ``t`` and hard negatives).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -210,7 +218,10 @@ class MarginHead(nn.Module):
         Args:
             cos: Cosines, shape ``(B, C)``, not clamped.
             cos_target: Target-class cosines, clamped, shape ``(B, 1)``.
-            index: Labels as a column, shape ``(B, 1)``, int64.
+            index: Labels as a column, shape ``(B, 1)``, int64. On a shard (``share_target``
+                given to :meth:`forward`) the rows of other shards' classes hold 0 here, not
+                their class: a head whose state needs every row's target *column* (AdaCos)
+                cannot be sharded.
         """
 
     def apply_margin(
@@ -263,12 +274,24 @@ class MarginHead(nn.Module):
         weight_norm = torch.linalg.vector_norm(weight, dim=1).clamp(min=1e-12)
         return F.linear(x, weight) / weight_norm
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        share_target: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """Compute the logits for cross-entropy.
 
         Args:
             embeddings: Un-normalised embeddings, shape ``(B, D)``, float.
-            labels: Class indices, shape ``(B,)``, int64.
+            labels: Class indices, shape ``(B,)``, int64. With ``share_target``, ``-1`` marks a
+                sample whose class is not among this head's centres (another rank's shard under
+                Partial FC): its row keeps plain non-target logits, no margin.
+            share_target: Only for a head holding a shard of the classes. Called once with the
+                clamped target cosines this shard knows, shape ``(B, 1)``, detached, 0 on the
+                ``-1`` rows; returns every row's target cosine, same shape (Partial FC: a sum
+                over the ranks, each row being known to exactly one). The ``-1`` rows use it
+                wherever :meth:`update_state` and :meth:`apply_margin` read the target cosine.
 
         Returns:
             Logits, shape ``(B, C)``, float32 (float64 for float64 inputs/weights).
@@ -277,16 +300,26 @@ class MarginHead(nn.Module):
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             cos = self.cosine(embeddings)
             index = labels.reshape(-1, 1)
+            if share_target is not None:
+                known = index >= 0
+                index = index.clamp(min=0)  # any column: the -1 rows' values are replaced
             # Clamped here, on B values, rather than on the whole (B, C) matrix: only the
             # target goes through acos / sqrt(1 - cos²) by default, and a full clamp costs a
             # (B, C) pass forward and a masked one backward.
             cos_target = cos.gather(1, index).clamp(-1.0, 1.0)
+            if share_target is not None:
+                shared = share_target(torch.where(known, cos_target.detach(), 0.0))
+                cos_target = torch.where(known, cos_target, shared)
             if self.training:
                 with torch.no_grad():
                     self.update_state(cos, cos_target, index)
             embeddings = embeddings.to(cos.dtype)
             scale = self.scale(embeddings)
             logits, target = self.apply_margin(self.logits(cos), cos_target, embeddings)
+            if share_target is not None:
+                # A -1 row has no target column on this shard: the scatter below writes its
+                # own (unscaled) logit back into the column it points at.
+                target = torch.where(known, target, logits.gather(1, index))
             # In place: `scale * logits` is a fresh product autograd has not saved, and an
             # out-of-place scatter would add one more (B, C) copy.
             return (scale * logits).scatter_(1, index, scale * target)

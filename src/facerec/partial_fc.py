@@ -1,0 +1,494 @@
+"""Partial FC: the class centres sharded across the ranks (An et al., arXiv 2203.15565).
+
+With millions of identities the ``(C, D)`` centres, their gradient and their momentum no
+longer fit one device (2M x 512 in float32: 4 GB each). :class:`PartialFC` keeps on rank ``r``
+only a contiguous block of classes (:func:`class_shard`) and computes the loss of the *global*
+batch without ever materialising the ``(B, C)`` logits in one place:
+
+1. every rank all-gathers the embeddings (with gradient) and labels of all ranks;
+2. it computes its shard's logits with the wrapped margin head, optionally on a sample of its
+   centres (all positives of the global batch plus a random fraction of the negatives);
+3. a distributed softmax cross-entropy combines the shards: each rank's log-sum-exp and the
+   target logit from the rank that owns it, so the loss (the mean over the global batch) is
+   the same number on every rank.
+
+With ``sample_rate = 1`` this is exact model parallelism: loss and gradients equal those of the
+unsharded head on the concatenated batch (tests/test_partial_fc.py checks it to 1e-6 on two
+gloo ranks, in float64, for every head that can be sharded).
+
+Any head of :mod:`facerec.heads` can be wrapped (the margin stays the head's own code):
+
+* built for its shard, ``instantiate(cfg.head, embedding_size=D, num_classes=local)`` with
+  ``local`` from :func:`class_shard` (or :meth:`PartialFC.build` with a factory);
+* called with labels remapped to its shard, ``-1`` for classes of other ranks, and a
+  ``share_target`` callback that all-reduces the target cosines (see
+  :meth:`facerec.heads.base.MarginHead.forward`), so the margin is applied once, by the rank
+  that owns the class, and heads that read every sample's target cosine see the same values
+  on every rank.
+
+Heads with state, under Partial FC:
+
+* SphereFace (iteration counter): advances once per training forward on every rank: in step.
+* CurricularFace (``t``, the mean target cosine; hard negatives against each sample's target):
+  the target cosines are all-reduced first, so every rank updates ``t`` from the whole global
+  batch, exactly as the unsharded head would.
+* AdaFace (running mean/std of the feature norms): computed from the gathered global batch,
+  identical on every rank.
+* MagFace's regulariser is added on this rank's *local* embeddings (so under DDP its gradient
+  is averaged over the ranks like any per-rank loss term); the cross-entropy part is global.
+* AdaCos is **not supported** with ``world_size > 1`` or ``sample_rate < 1`` (a clear
+  ``ValueError``): its fixed scale depends on ``C`` and its dynamic update on the
+  ``exp(s·cos)`` of every class, neither of which a shard has.
+
+Sampling (``sample_rate < 1``, training mode only). Each step rank ``r`` keeps every class of
+its shard that occurs in the global batch and fills up to ``int(sample_rate · local)`` centres
+with random negatives, drawn by a ``torch.Generator`` seeded from ``(seed, step, rank)``: the
+positives are the same on every rank by construction (they come from the gathered labels), the
+draw is reproducible and a resumed run repeats it (``step`` is in ``state_dict``). The full
+local centres stay the ``Parameter``; the sampled rows are indexed from it inside ``forward``,
+so autograd writes exact gradients into those rows and zeros elsewhere. The optimizer therefore
+treats all rows alike: with momentum and weight decay, rows not sampled this step still move by
+their momentum and decay. insightface's ``partial_fc_v2`` does the same; its first version kept
+a sampled copy and swapped the momentum rows in and out of the optimizer state instead, so
+unsampled rows stayed frozen. Sampling does not save weight, gradient or momentum memory (they
+are full-size per shard), only the ``(B, C_local)`` logits and the matmul time.
+
+Gradient scale. The loss is the mean over the *global* batch and is identical on every rank.
+The gradient that reaches a rank's local embeddings is ``world_size × ∂L/∂x_local``: DDP
+averages the backbone gradients over the ranks, and that average must be ``∂L/∂θ``, the
+gradient of the single-process loss on the concatenated batch (insightface's ``AllGather``
+does the same). The centres' gradients are exact (``∂L/∂W_shard``) and must not be averaged:
+the shard is this rank's alone, so DDP must wrap the backbone + embedding only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from facerec.heads.adacos import AdaCos
+from facerec.heads.base import MarginHead
+from facerec.heads.softmax import Softmax
+
+__all__ = ["PartialFC", "class_shard", "clip_grad_norm_"]
+
+
+def class_shard(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The contiguous block of classes a rank owns: ``(start, count)``.
+
+    ``C // W`` classes each, the first ``C % W`` ranks one more (insightface's split), so any
+    ``C >= W`` works.
+
+    Args:
+        num_classes: Total number of classes ``C``.
+        rank: This rank, ``0 <= rank < world_size``.
+        world_size: Number of ranks ``W``.
+
+    Returns:
+        ``(start, count)``: the rank owns classes ``start … start + count - 1``.
+
+    Raises:
+        ValueError: If ``num_classes < world_size`` or ``rank`` is out of range.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    if num_classes < world_size:
+        raise ValueError(
+            f"Partial FC needs num_classes >= world_size, got {num_classes} < {world_size}"
+        )
+    base, extra = divmod(num_classes, world_size)
+    return base * rank + min(rank, extra), base + int(rank < extra)
+
+
+class _AllGather(torch.autograd.Function):
+    """All-gather rows of possibly different counts per rank, with a gradient.
+
+    Backward: every rank holds the gradient of its own loss term w.r.t. the *whole* gathered
+    batch (its shard's contribution); their sum over the ranks is the full gradient. It is
+    all-reduced (a reduce-scatter would move half the bytes, but gloo has none and the tensor
+    is only ``(B_global, D)``), this rank's rows are kept and multiplied by ``world_size`` so
+    that DDP's average of the backbone gradients over the ranks is the exact gradient.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        local: Tensor,
+        sizes: list[int],
+        rank: int,
+        group: dist.ProcessGroup | None,
+    ) -> Tensor:
+        ctx.sizes, ctx.rank, ctx.group = sizes, rank, group
+        return _gather_rows(local, sizes, group)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, None, None, None]:
+        total = grad.contiguous().clone()  # autograd may hand the same tensor to others
+        dist.all_reduce(total, group=ctx.group)
+        start = sum(ctx.sizes[: ctx.rank])
+        mine = total[start : start + ctx.sizes[ctx.rank]]
+        return mine * len(ctx.sizes), None, None, None
+
+
+def _gather_rows(local: Tensor, sizes: list[int], group: dist.ProcessGroup | None) -> Tensor:
+    """Concatenate every rank's ``(sizes[r], …)`` rows (padded to the largest for the call)."""
+    longest = max(sizes)
+    padded = F.pad(local, (0, 0) * (local.dim() - 1) + (0, longest - local.shape[0]))
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous(), group=group)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+
+class _ShardedCrossEntropy(torch.autograd.Function):
+    """Softmax cross-entropy over classes split across the ranks, averaged over the batch.
+
+    Forward: each rank's log-sum-exp over its columns and its target logits (0 where it does
+    not own the class) are all-gathered in one call; ``lse = logsumexp_r lse_r`` and the
+    target is their sum (exactly one rank owns each row). Backward needs no communication:
+    ``∂L/∂z_ij = (softmax_ij - [j = y_i]) / B`` on this rank's columns, with the global ``lse``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: Tensor,
+        labels: Tensor,
+        world_size: int,
+        group: dist.ProcessGroup | None,
+    ) -> Tensor:
+        known = labels >= 0
+        index = labels.clamp(min=0).unsqueeze(1)
+        lse = torch.logsumexp(logits, dim=1)
+        target = torch.where(known, logits.gather(1, index).squeeze(1), 0.0)
+        if world_size > 1:
+            stats = torch.stack([lse, target])  # (2, B): one collective instead of two
+            parts = [torch.empty_like(stats) for _ in range(world_size)]
+            dist.all_gather(parts, stats, group=group)
+            every = torch.stack(parts)  # (W, 2, B)
+            lse = torch.logsumexp(every[:, 0], dim=0)
+            target = every[:, 1].sum(dim=0)
+        ctx.save_for_backward(logits, lse, index, known)
+        return (lse - target).mean()
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, None, None, None]:
+        logits, lse, index, known = ctx.saved_tensors
+        probs = torch.exp(logits - lse.unsqueeze(1))
+        probs.scatter_add_(1, index, -known.unsqueeze(1).to(probs.dtype))
+        return probs.mul_(grad / logits.shape[0]), None, None, None
+
+
+def _class_rows(index: Tensor, k: int) -> Tensor:
+    """Rows of the classes ``index`` ``(n,)`` in a class-major ``(C·k, …)`` parameter."""
+    if k == 1:
+        return index
+    return (index.unsqueeze(1) * k + torch.arange(k, device=index.device)).flatten()
+
+
+@contextlib.contextmanager
+def _class_count(head: nn.Module, count: int) -> Iterator[None]:
+    """Let ``head.num_classes`` say ``count`` while it runs on a sample of its centres.
+
+    Sub-centre ArcFace reshapes its ``(B, C·k)`` cosines with ``num_classes``; the other heads
+    read it only at construction.
+    """
+    saved = getattr(head, "num_classes", None)
+    if saved is None:
+        yield
+        return
+    head.num_classes = count
+    try:
+        yield
+    finally:
+        head.num_classes = saved
+
+
+class PartialFC(nn.Module):
+    """A margin head whose class centres are sharded over the ranks; returns the loss.
+
+    Args:
+        head: The margin head built for this rank's shard: ``num_classes`` =
+            ``class_shard(num_classes, rank, world_size)[1]``, ``embedding_size`` = ``D``. Any
+            :class:`~facerec.heads.base.MarginHead` or :class:`~facerec.heads.softmax.Softmax`;
+            AdaCos only with ``world_size = 1`` and ``sample_rate = 1``.
+        num_classes: Total number of classes ``C`` over all ranks.
+        embedding_size: Embedding dimension ``D``.
+        sample_rate: Fraction of this shard's centres used per training step (positives of the
+            global batch always included), ``0 < sample_rate <= 1``; evaluation uses all.
+        rank: This process's rank in ``group``.
+        world_size: Number of ranks in ``group``; 1 runs without any communication (plain
+            cross-entropy over the head, with sampling if asked).
+        seed: Seed of the negative sampling (combined with the step and the rank).
+        group: Process group; ``None`` is the default group.
+
+    Raises:
+        TypeError: If ``head`` is neither a MarginHead nor Softmax.
+        ValueError: On a shard size, embedding size or sample rate that does not fit, or
+            AdaCos with ``world_size > 1`` or ``sample_rate < 1``.
+
+    Attributes:
+        head: The wrapped head; ``head.weight`` ``(C_local, D)`` (``(C_local·k, D)`` for
+            sub-centre ArcFace) is this rank's shard, class ``class_start + i`` in row ``i``.
+        class_start: First class of this rank's shard.
+        num_local: Number of classes of this rank's shard.
+        num_sample: Centres per training step when sampling (``int(sample_rate · num_local)``,
+            at least 1; more when the batch has more positives).
+        step: Training forwards so far (seeds the sampling; in ``state_dict``).
+        last_index: Local class indices used by the last forward, sorted, ``(n,)``; ``None``
+            when all centres were used.
+    """
+
+    def __init__(
+        self,
+        head: nn.Module,
+        num_classes: int,
+        embedding_size: int,
+        sample_rate: float = 1.0,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        group: dist.ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(head, (MarginHead, Softmax)):
+            raise TypeError(
+                f"PartialFC wraps a MarginHead or Softmax, got {type(head).__name__}: a head "
+                "must take labels -1 (another rank's class) and share_target to be sharded"
+            )
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        if isinstance(head, AdaCos) and (world_size > 1 or sample_rate < 1.0):
+            raise ValueError(
+                "AdaCos cannot run under Partial FC with world_size > 1 or sample_rate < 1: its "
+                "scale depends on C and on exp(s·cos) over every class, which no shard has; use "
+                "another head or a plain (unsharded) head"
+            )
+        self.class_start, self.num_local = class_shard(num_classes, rank, world_size)
+        if getattr(head, "num_classes", self.num_local) != self.num_local:
+            raise ValueError(
+                f"head built for {head.num_classes} classes, but rank {rank} of {world_size} owns "
+                f"{self.num_local} of {num_classes}: build it with num_classes={self.num_local}"
+            )
+        rows = head.weight.shape[0]
+        if head.weight.shape[1] != embedding_size or rows % self.num_local:
+            raise ValueError(
+                f"head.weight has shape {tuple(head.weight.shape)}, expected "
+                f"({self.num_local}·k, {embedding_size})"
+            )
+        self.head = head
+        self.num_classes = num_classes
+        self.embedding_size = embedding_size
+        self.sample_rate = float(sample_rate)
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = int(seed)
+        self.group = group
+        self.num_sample = max(1, int(self.sample_rate * self.num_local))
+        self.step = 0
+        self.last_index: Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        make_head: Callable[[int], nn.Module],
+        num_classes: int,
+        embedding_size: int,
+        sample_rate: float = 1.0,
+        **kwargs: object,
+    ) -> PartialFC:
+        """Build the shard's head with ``make_head(local_classes)`` and wrap it.
+
+        Example: ``PartialFC.build(lambda n: instantiate(cfg.head, embedding_size=512,
+        num_classes=n), C, 512, 0.2, rank=env.rank, world_size=env.world_size)``.
+
+        Args:
+            make_head: Returns a head for the given number of classes.
+            num_classes: Total number of classes ``C``.
+            embedding_size: Embedding dimension ``D``.
+            sample_rate: As in the constructor.
+            **kwargs: ``rank``, ``world_size``, ``seed``, ``group``.
+
+        Returns:
+            The wrapped head.
+        """
+        rank, world_size = int(kwargs.get("rank", 0)), int(kwargs.get("world_size", 1))
+        _, local = class_shard(num_classes, rank, world_size)
+        return cls(make_head(local), num_classes, embedding_size, sample_rate, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, classes {self.class_start}…"
+            f"{self.class_start + self.num_local - 1} on rank {self.rank} of {self.world_size}, "
+            f"sample_rate={self.sample_rate}"
+        )
+
+    # The sampling position is not a tensor: kept as extra state so a resumed run draws the
+    # same negatives at the same step.
+    def get_extra_state(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+    # --- pieces --------------------------------------------------------------------------
+
+    def gather(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The global batch, in rank order.
+
+        Args:
+            embeddings: This rank's embeddings, ``(B_local, D)``.
+            labels: This rank's labels, ``(B_local,)``, int64, in ``[0, C)``.
+
+        Returns:
+            ``(B_global, D)`` embeddings (differentiable, see the module docstring for the
+            gradient's scale) and ``(B_global,)`` labels. The ranks may have different
+            ``B_local`` (the trainer drops unreadable images).
+        """
+        if self.world_size == 1:
+            return embeddings, labels
+        # One tiny collective and a host sync for the sizes: all_gather needs equal shapes.
+        size = torch.tensor([embeddings.shape[0]], device=embeddings.device)
+        sizes = [torch.empty_like(size) for _ in range(self.world_size)]
+        dist.all_gather(sizes, size, group=self.group)
+        counts = [int(n) for n in torch.cat(sizes).tolist()]
+        everything = _AllGather.apply(embeddings, counts, self.rank, self.group)
+        return everything, _gather_rows(labels, counts, self.group)
+
+    def sample(self, labels: Tensor) -> Tensor:
+        """The local classes used this step: every positive, then random negatives.
+
+        Args:
+            labels: Global batch's labels on this shard, ``(B_global,)``, ``-1`` elsewhere.
+
+        Returns:
+            Sorted local class indices, ``(max(num_sample, positives),)``, int64.
+        """
+        positives = torch.unique(labels[labels >= 0])
+        count = max(self.num_sample, positives.numel())
+        digest = hashlib.blake2b(f"{self.seed}/{self.step}/{self.rank}".encode(), digest_size=8)
+        generator = torch.Generator(device=labels.device)
+        generator.manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
+        score = torch.rand(self.num_local, generator=generator, device=labels.device)
+        score[positives] = 2.0  # above any uniform draw: positives always win the top-k
+        return torch.topk(score, count, sorted=False).indices.sort().values
+
+    def _share_target(self, known: Tensor) -> Tensor:
+        # Each row's target cosine is known on exactly one rank and is 0 on the others.
+        total = known.clone()
+        dist.all_reduce(total, group=self.group)
+        return total
+
+    def logits(self, embeddings: Tensor, labels: Tensor, index: Tensor | None = None) -> Tensor:
+        """This shard's logits of the global batch, the margin applied by the owning rank.
+
+        Args:
+            embeddings: Global batch, ``(B_global, D)``.
+            labels: Local class of each sample, ``(B_global,)``, ``-1`` for other shards;
+                positions in ``index`` when it is given.
+            index: Sampled local classes, sorted, ``(n,)``; ``None`` for all of them.
+
+        Returns:
+            ``(B_global, n)`` logits (``n = num_local`` without ``index``), float32 or
+            float64.
+        """
+        kwargs = {}
+        if self.world_size > 1 and isinstance(self.head, MarginHead):
+            kwargs["share_target"] = self._share_target
+        if index is None:
+            return self.head(embeddings, labels, **kwargs)
+        params = {}
+        for name in ("weight", "bias"):  # the head contract: weight (C·k, D), bias (C,)
+            param = getattr(self.head, name, None)
+            if isinstance(param, nn.Parameter):
+                rows = _class_rows(index, param.shape[0] // self.num_local)
+                params[name] = param[rows]  # autograd scatters the gradient into these rows
+        with _class_count(self.head, index.numel()):
+            return functional_call(self.head, params, (embeddings, labels), kwargs, strict=False)
+
+    # --- forward -------------------------------------------------------------------------
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The loss of the global batch (the same value on every rank).
+
+        Args:
+            embeddings: This rank's un-normalised embeddings, ``(B_local, D)``.
+            labels: This rank's class indices, ``(B_local,)``, int64, in ``[0, C)``.
+
+        Returns:
+            0-d tensor: the mean cross-entropy over the global batch, plus the head's
+            ``regularizer`` of the local embeddings if it has one. float32 (float64 for
+            float64 embeddings or centres).
+        """
+        everything, every_label = self.gather(embeddings, labels)
+        local = every_label.long() - self.class_start
+        mine = (local >= 0) & (local < self.num_local)
+        local = torch.where(mine, local, -1)
+        index = None
+        if self.training and self.num_sample < self.num_local:
+            index = self.sample(local)
+            # searchsorted finds each positive's position in the sorted sample.
+            position = torch.searchsorted(index, local.clamp(min=0))
+            local = torch.where(mine, position, -1)
+        self.last_index = index
+        # The whole head in float32 at least, as the margin heads compute anyway: gathered
+        # under autocast the embeddings may be bf16 (half the bytes to send), which Softmax's
+        # plain matmul with its float32 weight would refuse outside autocast.
+        dtype = torch.promote_types(everything.dtype, self.head.weight.dtype)
+        everything = everything.to(torch.promote_types(dtype, torch.float32))
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            logits = self.logits(everything, local, index)
+            loss = _ShardedCrossEntropy.apply(logits, local, self.world_size, self.group)
+        if self.training:
+            self.step += 1
+        regularizer = getattr(self.head, "regularizer", None)
+        if regularizer is not None:
+            loss = loss + regularizer(embeddings)
+        return loss
+
+
+def clip_grad_norm_(
+    replicated: Iterable[nn.Parameter],
+    sharded: Iterable[nn.Parameter],
+    max_norm: float | None = None,
+    group: dist.ProcessGroup | None = None,
+) -> Tensor:
+    """Norm of the whole gradient when part of the parameters is sharded; clip by it.
+
+    ``torch.nn.utils.clip_grad_norm_`` on one rank would see only its own shard of the
+    centres: the norm, the clipping factor and the skip-on-non-finite decision would then
+    differ between ranks. Here the squared norm of the shards is summed over the ranks (one
+    all-reduce of a scalar), so every rank gets the same norm.
+
+    Args:
+        replicated: Parameters whose gradients are identical on every rank (the DDP model).
+        sharded: This rank's :class:`PartialFC` parameters.
+        max_norm: Clip to this global norm; ``None`` only computes it.
+        group: Process group of the shards; ignored when not distributed.
+
+    Returns:
+        The global gradient norm, 0-d float32, identical on every rank.
+    """
+    replicated, sharded = list(replicated), list(sharded)
+    grads = [p.grad for p in replicated if p.grad is not None]
+    shard_grads = [p.grad for p in sharded if p.grad is not None]
+    device = (grads + shard_grads)[0].device if grads or shard_grads else torch.device("cpu")
+    squared = torch.nn.utils.get_total_norm(shard_grads).to(device, torch.float32).square()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(squared, group=group)
+    squared = squared + torch.nn.utils.get_total_norm(grads).to(device, torch.float32).square()
+    total = squared.sqrt()
+    if max_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(replicated + sharded, max_norm, total)
+    return total
