@@ -156,6 +156,9 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(lfw_root, tmp_path):
         ("head.sm=32", "unknown config key 'head.sm'"),
         ("trainer.nosuchkey=1", "unknown config key 'trainer.nosuchkey'"),
         ("data=folder", "missing required config value(s): data.root"),
+        ("trainer.epochs=many", "trainer.epochs='many' must be int"),
+        ("trainer.device=gpu", "trainer.device='gpu' is not a device"),
+        ("trainer.device=cuda:3", "device(s) are available"),
     ],
 )
 def test_bad_override_gives_readable_error(override, expected):

@@ -44,7 +44,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if accelerator is None:
             return torch.device("cpu")
         return torch.device(accelerator.type, local_rank)
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"trainer.device={name!r} is not a device: use auto, cpu, cuda, cuda:1, mps ..."
+        ) from None
     if device.type != "cpu" and device.index is None:
         device = torch.device(device.type, local_rank)
     if device.type != "cpu":

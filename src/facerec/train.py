@@ -98,6 +98,26 @@ def target_name(node: DictConfig) -> str:
     return str(node.get("_target_", "x")).rsplit(".", 1)[-1].lower()
 
 
+# Values the loop does arithmetic with: a wrong type stops the run at start-up, naming the key.
+NUMBERS = (int, float)
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "seed": (int,),
+    "optim.lr": NUMBERS,
+    "data.batch_size": (int,),
+    "data.num_workers": (int,),
+    "trainer.epochs": (int,),
+    "trainer.max_steps": (int, type(None)),
+    "trainer.log_every": (int,),
+    "trainer.eval_every": (int,),
+    "trainer.checkpoint_every": (int,),
+    "trainer.accumulate": (int,),
+    "trainer.keep_checkpoints": (int,),
+    "trainer.max_nonfinite_steps": (int,),
+    "trainer.grad_clip": (*NUMBERS, type(None)),
+    "trainer.lr_reference_batch": (int, type(None)),
+}
+
+
 def check_config(cfg: DictConfig, device: torch.device) -> None:
     """Impossible combinations stop here, before anything is built or written."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -106,6 +126,11 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
             f"missing required config value(s): {', '.join(missing)}"
             f" (set them on the command line, e.g. {missing[0]}=...)"
         )
+    for key, types in CONFIG_TYPES.items():
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"{key}={value!r} must be {names}")
     tcfg = cfg.trainer
     if tcfg.amp not in AMP_DTYPES:
         raise ValueError(f"trainer.amp={tcfg.amp!r}: choose one of {list(AMP_DTYPES)}")
