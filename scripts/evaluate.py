@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="images per forward pass (default: 32 on a CPU, 256 on an accelerator)",
     )
     parser.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    parser.add_argument(
+        "--fusion",
+        choices=("sum", "concat"),
+        default="sum",
+        help="image + mirror: sum then normalise (insightface, default) or concatenate (CosFace)",
+    )
     return parser.parse_args(argv)
 
 
@@ -131,7 +137,7 @@ def evaluate(args: argparse.Namespace) -> int:
     for name, (pairs_set, origin) in build_sets(args, cfg).items():
         try:
             batch_size = inference.batch_size_for(device, args.batch_size)
-            verifier = Verifier(pairs_set, batch_size, args.workers)
+            verifier = Verifier(pairs_set, batch_size, args.workers, args.fusion)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"set {name!r} ({origin}): {error}") from None
         tick = time.perf_counter()

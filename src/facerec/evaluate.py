@@ -97,11 +97,21 @@ class Verifier:
             :class:`facerec.data.binpack.BinSet`).
         batch_size: images per forward pass (each with its mirror, so 2x on the device).
         num_workers: decoding processes for the first (and only) read of the images.
+        fusion: how an image and its mirror combine: ``sum`` (insightface: add, then
+            L2-normalise) or ``concat`` (the CosFace paper: concatenate, then normalise; the
+            squared distance is then 2 - 2 cos of the concatenated features).
     """
 
     def __init__(
-        self, pairs_set: VerificationSet, batch_size: int = 256, num_workers: int = 2
+        self,
+        pairs_set: VerificationSet,
+        batch_size: int = 256,
+        num_workers: int = 2,
+        fusion: str = "sum",
     ) -> None:
+        if fusion not in ("sum", "concat"):
+            raise ValueError(f"fusion={fusion!r}: choose 'sum' (insightface) or 'concat' (CosFace)")
+        self.fusion = fusion
         self.pairs: Pairs = pairs_set.load()
         self.pairs_set = pairs_set
         self.batch_size = batch_size
@@ -141,11 +151,12 @@ class Verifier:
         """Flip-fused 10-fold verification of ``model`` (backbone + embedding) on this set."""
         emb, emb_flip = self.embed(model, device, **kwargs)
         # Kept for the TensorBoard projector: one flip-fused unit vector per image (M, D).
-        self.embeddings = fuse_flip(emb, emb_flip)
+        self.embeddings = fuse_flip(emb, emb_flip, self.fusion)
         first, second = self.pairs.index[:, 0], self.pairs.index[:, 1]
         return evaluate_pairs(
-            emb[first], emb[second], self.pairs.issame, emb_flip[first], emb_flip[second]
-        )
+            emb[first], emb[second], self.pairs.issame, emb_flip[first], emb_flip[second],
+            method=self.fusion,
+        )  # fmt: skip
 
     def pair_images(self, pairs: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
         """The two images of some pairs, e.g. those :func:`facerec.eval.hardest_pairs` picks.

@@ -229,7 +229,8 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     data = instantiate(cfg.data)
     scan = data.setup()
     verifiers = {
-        name: Verifier(s, tcfg.eval_batch_size, data.num_workers) for name, s in data.val.items()
+        name: Verifier(s, tcfg.eval_batch_size, data.num_workers, tcfg.eval_fusion)
+        for name, s in data.val.items()
     }
     best_metric = tcfg.best_metric or next(iter(verifiers), None)
     if best_metric is not None and best_metric not in verifiers:
