@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.func import functional_call
 
-from facerec.heads.base import safe_acos, sin_from_cos
+from facerec.heads.base import normalized_linear, safe_acos, sin_from_cos
 
 HEAD_DIR = Path(__file__).resolve().parents[1] / "configs" / "head"
 HEAD_FILES = sorted(HEAD_DIR.glob("*.yaml"))
@@ -567,6 +567,56 @@ def test_sin_and_acos_helpers_exact_with_finite_gradient_at_poles(dtype: torch.d
     expected_theta = torch.tensor([-1 / math.sqrt(1 - v * v) for v in values[1:4]], dtype=dtype)
     torch.testing.assert_close(grad_sin[interior], expected_sin)
     torch.testing.assert_close(grad_theta[interior], expected_theta)
+
+
+def test_normalized_linear_gradcheck_and_zero_rows() -> None:
+    # The heads' cosine goes through a hand-written backward; check it alone. At a zero (or
+    # below-eps) centre the map is not differentiable in w (a step of h moves x·w/‖w‖ by O(1)),
+    # so there it is compared with autograd's backward of the same expression, the eps guard of
+    # F.normalize, instead of with finite differences.
+    torch.manual_seed(5)
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(normalized_linear, (x, w), eps=1e-6, atol=1e-8, rtol=1e-7)
+    x_hat = F.normalize(x.detach(), dim=1).requires_grad_(True)
+    assert torch.autograd.gradcheck(normalized_linear, (x_hat, w), eps=1e-6, atol=1e-8)
+
+    degenerate = w.detach().clone()
+    degenerate[2] = 0.0
+    degenerate[5] *= 1e-14  # below eps: the clamp is active, the row is not zero
+    rows = [0, 1, 3, 4, 6]
+
+    def fn(x: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        return normalized_linear(x, degenerate.index_copy(0, torch.tensor(rows), free))
+
+    free = degenerate[rows].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(fn, (x, free), eps=1e-6, atol=1e-8, rtol=1e-7)
+
+    grad = torch.randn(6, 7, dtype=torch.float64)
+    w_mine, w_ref = degenerate.clone().requires_grad_(True), degenerate.clone().requires_grad_(True)
+    x_mine, x_ref = x.detach().clone().requires_grad_(True), x.detach().clone().requires_grad_(True)
+    mine = normalized_linear(x_mine, w_mine)
+    ref = F.linear(x_ref, w_ref) / torch.linalg.vector_norm(w_ref, dim=1).clamp(min=1e-12)
+    assert torch.equal(mine, ref)
+    assert (mine[:, 2] == 0).all()
+    mine.backward(grad)
+    ref.backward(grad)
+    assert torch.isfinite(w_mine.grad).all() and torch.isfinite(x_mine.grad).all()
+    torch.testing.assert_close(x_mine.grad, x_ref.grad, rtol=1e-12, atol=0)
+    torch.testing.assert_close(w_mine.grad, w_ref.grad, rtol=1e-12, atol=0)
+    # Clamp active: no gradient through the norm, so the zero row gets (g / eps)ᵀ x.
+    torch.testing.assert_close(w_mine.grad[2], grad[:, 2] @ x.detach() / 1e-12, rtol=1e-12, atol=0)
+
+    # float32 values are those of the expression it replaces.
+    x32, w32 = x.detach().float(), w.detach().float()
+    ref32 = F.linear(x32, w32) / torch.linalg.vector_norm(w32, dim=1).clamp(min=1e-12)
+    assert torch.equal(normalized_linear(x32, w32), ref32)
+
+    # Differentiable once: a double backward raises instead of returning a wrong result.
+    loss = normalized_linear(x, w).square().sum()  # its gradient depends on x
+    (grad_x,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_x.sum().backward()
 
 
 def test_margin_runs_in_float32_under_autocast() -> None:

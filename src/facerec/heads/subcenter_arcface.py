@@ -26,8 +26,9 @@ class SubcenterArcFace(ArcFace):
     non-dominant sub-centres and the samples far from the dominant one, then retrain) needs
     the training data and is left to a script.
 
-    The gradient of the max goes to the sub-centre(s) attaining it (split evenly on exact
-    ties); the others get a zero gradient for that sample.
+    The gradient of the max goes to the sub-centre attaining it (on an exact tie, to one of
+    them, as ``torch.max`` picks); the others get a zero gradient for that sample. One index
+    instead of ``amax``'s even split: its (B, C, k) mask backward cost more than the margin.
 
     Args:
         embedding_size: Dimension ``D`` of the embeddings.
@@ -84,4 +85,4 @@ class SubcenterArcFace(ArcFace):
         cos = super().cosine(embeddings)  # (B, C·k)
         if self.k == 1:
             return cos
-        return cos.view(cos.shape[0], self.num_classes, self.k).amax(dim=2)
+        return cos.view(cos.shape[0], self.num_classes, self.k).max(dim=2).values
