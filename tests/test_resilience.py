@@ -261,3 +261,30 @@ def test_two_process_gloo_preempted_and_resumed_is_bit_identical(reference, tmp_
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_identical(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+
+
+class Quadratic(nn.Module):
+    """A BatchNorm-free model: the mean loss over micro-batches equals the big batch's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.arange(3.0))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return ((images @ self.weight - labels.float()) ** 2).mean()
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    torch.manual_seed(0)
+    images, labels = torch.randn(8, 3), torch.randint(0, 5, (8,))
+    results = []
+    for batches in ([(images, labels)], [(images[:4], labels[:4]), (images[4:], labels[4:])]):
+        module = Quadratic()
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        loss, _, finite = train_step(module, batches, optimizer, scheduler, scaler, None)
+        assert finite
+        results.append((loss, module.weight.detach().clone()))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])

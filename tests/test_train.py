@@ -159,6 +159,7 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(lfw_root, tmp_path):
         ("trainer.epochs=many", "trainer.epochs='many' must be int"),
         ("trainer.device=gpu", "trainer.device='gpu' is not a device"),
         ("trainer.device=cuda:3", "device(s) are available"),
+        ("trainer.sync_bn=true", "SyncBatchNorm has no CPU path"),
     ],
 )
 def test_bad_override_gives_readable_error(override, expected):

@@ -138,6 +138,8 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
         raise ValueError("trainer.amp=fp16 needs a GPU; on the CPU use trainer.amp=bf16 or none")
     if tcfg.max_steps is None and int(tcfg.epochs) < 1:
         raise ValueError("set trainer.epochs >= 1 or trainer.max_steps")
+    if tcfg.sync_bn and device.type == "cpu":
+        raise ValueError("trainer.sync_bn=true needs GPUs: PyTorch's SyncBatchNorm has no CPU path")
     if int(tcfg.accumulate) < 1:
         raise ValueError(f"trainer.accumulate={tcfg.accumulate} must be >= 1")
 
