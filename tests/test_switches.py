@@ -1,0 +1,53 @@
+"""Speed switches change speed, not results: each gives the plain path's loss and gradients."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from facerec.train import build
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def recognizer():
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=["backbone=mobilefacenet", "head=arcface"])
+    torch.manual_seed(0)
+    return build(cfg, num_classes=10).train()
+
+
+def loss_and_grads(model, images, labels, channels_last=False, amp=None):
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+        loss = model(images, labels)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("switch", "kwargs", "rtol"),
+    [
+        ("channels_last", {"channels_last": True}, 1e-4),  # same math, another memory order
+        ("bf16 autocast", {"amp": torch.bfloat16}, 5e-2),  # 8-bit mantissa: a loose match
+    ],
+)
+def test_switch_gives_the_plain_loss(switch, kwargs, rtol):
+    base = recognizer()
+    torch.manual_seed(1)
+    images, labels = torch.randn(8, 3, 112, 112), torch.randint(0, 10, (8,))
+    plain_loss, plain_grads = loss_and_grads(copy.deepcopy(base), images, labels)
+    loss, grads = loss_and_grads(copy.deepcopy(base), images, labels, **kwargs)
+    torch.testing.assert_close(loss, plain_loss, rtol=rtol, atol=0)
+    if switch == "channels_last":
+        # Another summation order: compare the whole gradient, not entries that should be 0
+        # (BatchNorm biases followed by BatchNorm get ~1e-7 of rounding noise).
+        flat = torch.cat([g.flatten() for g in plain_grads.values()])
+        other = torch.cat([grads[name].flatten() for name in plain_grads])
+        assert (other - flat).norm() / flat.norm() < 1e-3
