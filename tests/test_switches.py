@@ -34,7 +34,7 @@ def loss_and_grads(model, images, labels, channels_last=False, amp=None):
 @pytest.mark.parametrize(
     ("switch", "kwargs", "rtol"),
     [
-        ("channels_last", {"channels_last": True}, 1e-4),  # same math, another memory order
+        ("channels_last", {"channels_last": True}, 1e-10),  # same math, another memory order
         ("bf16 autocast", {"amp": torch.bfloat16}, 5e-2),  # 8-bit mantissa: a loose match
     ],
 )
@@ -42,12 +42,16 @@ def test_switch_gives_the_plain_loss(switch, kwargs, rtol):
     base = recognizer()
     torch.manual_seed(1)
     images, labels = torch.randn(8, 3, 112, 112), torch.randint(0, 10, (8,))
+    if switch == "channels_last":
+        # float64: the memory order must not change the math, only the summation order, whose
+        # rounding float32 amplifies through BatchNorm at batch 8 (1e-3 of the gradient).
+        base, images = base.double(), images.double()
     plain_loss, plain_grads = loss_and_grads(copy.deepcopy(base), images, labels)
     loss, grads = loss_and_grads(copy.deepcopy(base), images, labels, **kwargs)
     torch.testing.assert_close(loss, plain_loss, rtol=rtol, atol=0)
     if switch == "channels_last":
-        # Another summation order: compare the whole gradient, not entries that should be 0
-        # (BatchNorm biases followed by BatchNorm get ~1e-7 of rounding noise).
+        # The whole gradient, not entries that should be 0 (BatchNorm biases followed by
+        # BatchNorm get pure rounding noise).
         flat = torch.cat([g.flatten() for g in plain_grads.values()])
         other = torch.cat([grads[name].flatten() for name in plain_grads])
-        assert (other - flat).norm() / flat.norm() < 1e-3
+        assert (other - flat).norm() / flat.norm() < 1e-9
