@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from facerec.tool_args import add_runtime_arguments
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -40,14 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="centre crop before resizing, 0 = none (default: the training crop)",
     )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 | mps ...")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="images per forward pass (default: 32 on a CPU, 256 on an accelerator)",
-    )
-    parser.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    add_runtime_arguments(parser)
     return parser.parse_args(argv)
 
 

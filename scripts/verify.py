@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from facerec.tool_args import add_runtime_arguments
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -43,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="centre crop before resizing, 0 = none (default: the training crop)",
     )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 | mps ...")
+    add_runtime_arguments(parser, batches=False)
     return parser.parse_args(argv)
 
 

@@ -1,0 +1,18 @@
+"""Command-line options shared by the scripts/ tools (no heavy imports: `--help` stays instant)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, batches: bool = True) -> None:
+    """``--device``, and with ``batches`` also ``--batch-size`` and ``--workers``."""
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 | mps ...")
+    if batches:
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=None,
+            help="images per forward pass (default: 32 on a CPU, 256 on an accelerator)",
+        )
+        parser.add_argument("--workers", type=int, default=2, help="image decoding processes")
