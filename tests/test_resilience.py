@@ -288,3 +288,32 @@ def test_gradient_accumulation_equals_one_big_batch():
         results.append((loss, module.weight.detach().clone()))
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
+
+
+def test_partial_fc_two_ranks_checkpoints_shards_and_resumes_exactly(reference, tmp_path):
+    """Partial FC: each rank holds half the centres; its shard (centres + optimizer state) is
+    checkpointed beside the main file, and 3 steps + resume to 5 equals 5 steps straight."""
+    data, _ = reference
+    pfc = ["trainer.head_parallel.partial_fc=true", "trainer.keep_checkpoints=10"]
+
+    def launch(out: Path, *extra: str) -> None:
+        args = overrides(data, out, *pfc, *extra)
+        result = subprocess.run(torchrun(args), env=env(), cwd=ROOT, capture_output=True,
+                                text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    launch(tmp_path / "a", "trainer.max_steps=5")
+    launch(tmp_path / "b", "trainer.max_steps=3")
+    launch(tmp_path / "b", "trainer.max_steps=5", "trainer.resume=auto")
+    runs = [next((tmp_path / x / "resilience").iterdir()) for x in ("a", "b")]
+    mains = [checkpoint.load(run / "checkpoints" / "last.pt") for run in runs]
+    assert mains[0]["step"] == mains[1]["step"] == 5
+    for key, value in mains[0]["model"].items():
+        assert torch.equal(value, mains[1]["model"][key]), key
+    for rank in (0, 1):
+        shards = [torch.load(run / "checkpoints" / "shards" / f"rank{rank:05d}-step_000000005.pt",
+                             weights_only=False) for run in runs]  # fmt: skip
+        assert shards[0]["head"]["head.weight"].shape[0] == 2  # 4 classes over 2 ranks
+        for key, value in shards[0]["head"].items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, shards[1]["head"][key]), (rank, key)

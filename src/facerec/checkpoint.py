@@ -49,8 +49,8 @@ def save_step(state: dict[str, Any], folder: str | Path, keep: int = 3) -> Path:
     return path
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint on the CPU.
+def load(path: str | Path, required: tuple[str, ...] = ("model", "step")) -> dict[str, Any]:
+    """Read a checkpoint (or, with other ``required`` keys, a per-rank shard file) on the CPU.
 
     Raises:
         FileNotFoundError: no such file.
@@ -65,8 +65,8 @@ def load(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
         raise ValueError(f"checkpoint {path} is truncated or corrupt ({error})") from error
-    if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise ValueError(f"{path} is not a facerec checkpoint (no 'model'/'step' entries)")
+    if not isinstance(state, dict) or any(key not in state for key in required):
+        raise ValueError(f"{path} is not a facerec checkpoint (no {'/'.join(required)} entries)")
     return state
 
 

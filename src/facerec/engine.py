@@ -9,7 +9,7 @@ import contextlib
 import logging
 import math
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -27,6 +27,7 @@ def train_step(
     scaler: torch.amp.GradScaler,
     amp_dtype: torch.dtype | None,
     grad_clip: float | None = None,
+    grad_norm: Callable[[float | None], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One optimizer step over ``batches`` (gradient accumulation when there are several).
 
@@ -37,6 +38,8 @@ def train_step(
         amp_dtype: autocast dtype, None for float32.
         grad_clip: max global gradient norm; None clips nothing (the norm is still computed:
             it is how a non-finite gradient is detected).
+        grad_norm: computes (and clips to its argument) the global gradient norm when the
+            parameters are not all replicated (Partial FC); default: over ``module``.
 
     Returns:
         The mean loss (detached), the gradient norm, and whether the optimizer stepped
@@ -53,7 +56,10 @@ def train_step(
             scaler.scale(loss).backward()
         total += loss.detach()
     scaler.unscale_(optimizer)  # no-op without fp16: gradients are then already unscaled
-    norm = nn.utils.clip_grad_norm_(module.parameters(), grad_clip or math.inf)
+    if grad_norm is None:
+        norm = nn.utils.clip_grad_norm_(module.parameters(), grad_clip or math.inf)
+    else:
+        norm = grad_norm(grad_clip)
     # One host sync per step: the skip decision must precede optimizer.step(). DDP has already
     # all-reduced the gradients, so every rank takes the same decision.
     finite = bool(torch.isfinite(norm) & torch.isfinite(total))

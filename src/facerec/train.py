@@ -10,6 +10,7 @@ Launch (see README.md):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -33,6 +34,8 @@ from facerec.evaluate import Verifier
 from facerec.inference import build_face_model
 from facerec.model import FaceModel
 from facerec.optim import param_groups
+from facerec.partial_fc import PartialFC
+from facerec.partial_fc import clip_grad_norm_ as pfc_clip_grad_norm_
 from facerec.report import Reporter
 
 log = logging.getLogger("facerec")
@@ -60,11 +63,18 @@ class Recognizer(nn.Module):
             ``regularizer(embeddings)`` for heads that have one (MagFace).
         """
         embeddings = self.model(images)
+        if isinstance(self.head, PartialFC):  # sharded centres: the head computes the loss
+            return self.head(embeddings, labels)
         loss = F.cross_entropy(self.head(embeddings, labels).float(), labels)
         regularizer = getattr(self.head, "regularizer", None)
         if regularizer is not None:
             loss = loss + regularizer(embeddings)
         return loss
+
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        """DDP's no_sync of the model when only the model is DDP-wrapped (Partial FC)."""
+        no_sync = getattr(self.model, "no_sync", None)
+        return no_sync() if no_sync is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -170,11 +180,25 @@ def resolve_run_dir(
     return Path(distributed.broadcast(str(run_dir))), None
 
 
-def build(cfg: DictConfig, num_classes: int) -> Recognizer:
-    """Backbone -> embedding -> head, each from its own config group."""
-    head = instantiate(
-        cfg.head, embedding_size=int(cfg.embedding.embedding_size), num_classes=num_classes
-    )
+def build(cfg: DictConfig, num_classes: int, env: distributed.Dist | None = None) -> Recognizer:
+    """Backbone -> embedding -> head, each from its own config group.
+
+    With ``trainer.head_parallel.partial_fc`` the head holds only this rank's shard of the
+    class centres (:class:`facerec.partial_fc.PartialFC`).
+    """
+    size = int(cfg.embedding.embedding_size)
+
+    def make_head(classes: int) -> nn.Module:
+        return instantiate(cfg.head, embedding_size=size, num_classes=classes)
+
+    parallel = OmegaConf.select(cfg, "trainer.head_parallel") or {}
+    if parallel.get("partial_fc"):
+        rank, world = (env.rank, env.world_size) if env else (0, 1)
+        rate = float(parallel.get("sample_rate", 1.0))
+        head = PartialFC.build(make_head, num_classes, size, rate, rank=rank, world_size=world,
+                               seed=int(cfg.seed))  # fmt: skip
+    else:
+        head = make_head(num_classes)
     return Recognizer(build_face_model(cfg), head)
 
 
@@ -188,7 +212,10 @@ def restore(
             f"checkpoint {path} was trained on {saved} identities, this data has {len(classes)}"
             " (or their names differ): resume with the same data"
         )
+    sharded = isinstance(recognizer.head, PartialFC)
     for name, module in (("model", recognizer.model), ("head", recognizer.head)):
+        if name == "head" and sharded:
+            continue  # each rank's shard comes from its own file (restore_shard)
         try:
             module.load_state_dict(ckpt[name])
         except RuntimeError as error:
@@ -201,6 +228,30 @@ def restore(
         obj.load_state_dict(ckpt[name])
     checkpoint.set_rng_state(ckpt["rng"])
     return TrainState(**ckpt["state"])
+
+
+def shard_path(folder: Path, rank: int, tag: str) -> Path:
+    """This rank's Partial FC shard (head centres + optimizer state) of checkpoint ``tag``."""
+    return folder / "shards" / f"rank{rank:05d}-{tag}.pt"
+
+
+def restore_shard(path: Path, step: int, env: distributed.Dist, head: nn.Module,
+                  optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+    """Load this rank's head shard and optimizer state saved beside checkpoint ``path``."""
+    shard = shard_path(path.parent, env.rank, path.stem)
+    if not shard.is_file():
+        raise ValueError(
+            f"checkpoint {path} has no Partial FC shard for rank {env.rank} ({shard}): resume"
+            " with the number of processes that wrote it"
+        )
+    state = checkpoint.load(shard, required=("head", "optimizer", "world_size"))
+    if state["world_size"] != env.world_size or state["step"] != step:
+        raise ValueError(
+            f"{shard} was written at step {state['step']} by {state['world_size']} processes;"
+            f" this run resumes step {step} on {env.world_size}"
+        )
+    head.load_state_dict(state["head"])
+    optimizer.load_state_dict(state["optimizer"])
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -240,14 +291,25 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
             f"trainer.best_metric={best_metric!r} is not in data.val {list(verifiers)}"
         )
     run_dir, resume_from = resolve_run_dir(cfg, env)
-    recognizer = build(cfg, len(scan.classes))
+    recognizer = build(cfg, len(scan.classes), env)
+    sharded = isinstance(recognizer.head, PartialFC)
     if tcfg.sync_bn and env.enabled:
         recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
     recognizer.to(env.device, memory_format=memory_format)
     module: nn.Module = recognizer
+    grad_norm = None
     if env.enabled:
         ids = None if env.device.type == "cpu" else [env.device]
-        module = DistributedDataParallel(recognizer, device_ids=ids)
+        if sharded:  # each rank's centres are its own: only the model is replicated
+            module = Recognizer(DistributedDataParallel(recognizer.model, device_ids=ids),
+                                recognizer.head)  # fmt: skip
+        else:
+            module = DistributedDataParallel(recognizer, device_ids=ids)
+    if sharded:
+
+        def grad_norm(max_norm: float | None) -> torch.Tensor:
+            return pfc_clip_grad_norm_(recognizer.model.parameters(),
+                                       recognizer.head.parameters(), max_norm)  # fmt: skip
 
     loader = data.train_loader(env.rank, env.world_size, cfg.seed, show_progress=env.is_main)
     steps_per_epoch = len(loader) // accumulate
@@ -266,8 +328,12 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     state = TrainState()
     if resume_from is not None:
         path, ckpt = resume_from
-        state = restore(ckpt, path, recognizer, scan.classes, optimizer=optimizer,
-                        scheduler=scheduler, scaler=scaler, guard=guard)  # fmt: skip
+        stateful = {"scheduler": scheduler, "scaler": scaler, "guard": guard}
+        if not sharded:
+            stateful["optimizer"] = optimizer
+        state = restore(ckpt, path, recognizer, scan.classes, **stateful)
+        if sharded:
+            restore_shard(path.resolve(), state.step, env, recognizer.head, optimizer)
         log.info("resumed from %s at step %d", path, state.step)
 
     if env.is_main:
@@ -288,9 +354,21 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
         )  # fmt: skip
 
     def save(tag: str) -> None:
-        if not env.is_main:
-            return
         report.pause()
+        folder = run_dir / "checkpoints"
+        name = "best" if tag == "best" else f"step_{state.step:09d}"
+        if sharded:  # every rank writes its centres and optimizer state first
+            shard = {"head": recognizer.head.state_dict(), "optimizer": optimizer.state_dict(),
+                     "step": state.step, "world_size": env.world_size}  # fmt: skip
+            checkpoint.save(shard, shard_path(folder, env.rank, name))
+            if tag != "best":
+                steps = sorted(folder.glob(f"shards/rank{env.rank:05d}-step_*.pt"))
+                for old in steps[: -tcfg.keep_checkpoints] if tcfg.keep_checkpoints > 0 else []:
+                    old.unlink()
+            distributed.barrier()
+        if not env.is_main:
+            report.resume()
+            return
         ckpt = {
             "model": recognizer.model.state_dict(),
             "head": recognizer.head.state_dict(),
@@ -305,7 +383,6 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
             "classes": scan.classes,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
-        folder = run_dir / "checkpoints"
         if tag == "best":
             checkpoint.save(ckpt, folder / "best.pt")
         else:
@@ -315,6 +392,7 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     def evaluate() -> None:
         """Rank 0 verifies on every set; the others wait at the barrier."""
         report.pause()
+        improved = False
         if env.is_main:
             for name, verifier in verifiers.items():
                 result = verifier.evaluate(recognizer.model, env.device, amp_dtype=amp_dtype,
@@ -324,7 +402,9 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
                 report.verification(name, result, state.step, verifier)
                 if name == best_metric and result.accuracy > state.best:
                     state.best, state.best_step = result.accuracy, state.step
-                    save("best")
+                    improved = True
+        if distributed.broadcast(improved):  # every rank: Partial FC shards are per rank
+            save("best")
         distributed.barrier()
         report.resume()
 
@@ -347,7 +427,7 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
                     micro.append((images.contiguous(memory_format=memory_format), labels))
                 lr_now = optimizer.param_groups[0]["lr"]
                 loss, norm, finite = train_step(module, micro, optimizer, scheduler, scaler,
-                                                amp_dtype, tcfg.grad_clip)  # fmt: skip
+                                                amp_dtype, tcfg.grad_clip, grad_norm)  # fmt: skip
                 state.step += 1
                 report.count(global_batch)
                 guard.update(finite, state.step, lr_now, scaler)
@@ -355,8 +435,9 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
                     scalars = {"loss": loss.item(), "lr": lr_now, "grad_norm": norm.item(),
                                "skipped_steps": guard.skipped,
                                "skipped_samples": state.skipped_samples}  # fmt: skip
-                    if hasattr(recognizer.head, "s"):
-                        scalars["head_s"] = float(recognizer.head.s)
+                    head = getattr(recognizer.head, "head", recognizer.head)  # inside PartialFC
+                    if hasattr(head, "s"):
+                        scalars["head_s"] = float(head.s)
                     report.train_scalars(state.step, scalars)
                 done = state.step >= total_steps
                 if done or (tcfg.eval_every and state.step % tcfg.eval_every == 0):
@@ -374,7 +455,8 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     finally:
         preemption.close()
         report.close()
-    distributed.broadcast_buffers(recognizer)
+    # Rank 0's BatchNorm statistics everywhere (Partial FC shards keep their own state).
+    distributed.broadcast_buffers(recognizer.model if sharded else recognizer)
 
     metrics = {
         "step": state.step,
