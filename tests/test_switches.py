@@ -55,3 +55,20 @@ def test_switch_gives_the_plain_loss(switch, kwargs, rtol):
         flat = torch.cat([g.flatten() for g in plain_grads.values()])
         other = torch.cat([grads[name].flatten() for name in plain_grads])
         assert (other - flat).norm() / flat.norm() < 1e-9
+
+
+@pytest.mark.slow  # compiling takes over a minute on a 2-core CPU
+def test_compile_gives_the_plain_loss_and_gradients():
+    # float64: fused kernels reorder sums and compute BatchNorm statistics their own way
+    # (4e-8 of the gradient here); a wrong kernel would be off by far more than 1e-6.
+    base = recognizer().double()
+    torch.manual_seed(1)
+    images, labels = torch.randn(8, 3, 112, 112).double(), torch.randint(0, 10, (8,))
+    plain_loss, plain_grads = loss_and_grads(copy.deepcopy(base), images, labels)
+    model = copy.deepcopy(base)
+    loss = torch.compile(model)(images, labels)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), plain_loss, rtol=1e-10, atol=0)
+    flat = torch.cat([g.flatten() for g in plain_grads.values()])
+    other = torch.cat([p.grad.flatten() for _, p in model.named_parameters()])
+    assert (other - flat).norm() / flat.norm() < 1e-6

@@ -157,6 +157,7 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(lfw_root, tmp_path):
         ("trainer.nosuchkey=1", "unknown config key 'trainer.nosuchkey'"),
         ("data=folder", "missing required config value(s): data.root"),
         ("trainer.epochs=many", "trainer.epochs='many' must be int"),
+        ("trainer.compile=maybe", "trainer.compile='maybe' must be bool"),
         ("trainer.device=gpu", "trainer.device='gpu' is not a device"),
         ("trainer.device=cuda:3", "device(s) are available"),
         ("trainer.sync_bn=true", "SyncBatchNorm has no CPU path"),

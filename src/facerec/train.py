@@ -125,6 +125,8 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "trainer.max_nonfinite_steps": (int,),
     "trainer.grad_clip": (*NUMBERS, type(None)),
     "trainer.lr_reference_batch": (int, type(None)),
+    "trainer.compile": (bool,),
+    "trainer.channels_last": (bool,),
 }
 
 
@@ -138,7 +140,8 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
         )
     for key, types in CONFIG_TYPES.items():
         value = OmegaConf.select(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, types):
+        # bool is an int subclass: `trainer.epochs=true` must not pass as 1.
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise ValueError(f"{key}={value!r} must be {names}")
     tcfg = cfg.trainer
@@ -305,6 +308,9 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
                                 recognizer.head)  # fmt: skip
         else:
             module = DistributedDataParallel(recognizer, device_ids=ids)
+    if tcfg.compile:
+        # After DDP wrapping, as PyTorch recommends; checkpoints keep saving the plain modules.
+        module = torch.compile(module)
     if sharded:
 
         def grad_norm(max_norm: float | None) -> torch.Tensor:
