@@ -44,9 +44,14 @@ def save_step(state: dict[str, Any], folder: str | Path, keep: int = 3) -> Path:
     link.unlink(missing_ok=True)
     link.symlink_to(path.name)
     os.replace(link, folder / "last.pt")
-    for old in sorted(folder.glob(STEP_GLOB))[:-keep] if keep > 0 else []:
-        old.unlink()
+    prune(folder, STEP_GLOB, keep)
     return path
+
+
+def prune(folder: Path, pattern: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` files matching ``pattern`` (names sort by step)."""
+    for old in sorted(folder.glob(pattern))[:-keep] if keep > 0 else []:
+        old.unlink()
 
 
 def load(path: str | Path, required: tuple[str, ...] = ("model", "step")) -> dict[str, Any]:

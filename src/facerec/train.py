@@ -366,19 +366,16 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
         if sharded:  # every rank writes its centres and optimizer state first
             shard = {"head": recognizer.head.state_dict(), "optimizer": optimizer.state_dict(),
                      "step": state.step, "world_size": env.world_size}  # fmt: skip
-            checkpoint.save(shard, shard_path(folder, env.rank, name))
+            path = checkpoint.save(shard, shard_path(folder, env.rank, name))
             if tag != "best":
-                steps = sorted(folder.glob(f"shards/rank{env.rank:05d}-step_*.pt"))
-                for old in steps[: -tcfg.keep_checkpoints] if tcfg.keep_checkpoints > 0 else []:
-                    old.unlink()
+                pattern = f"rank{env.rank:05d}-{checkpoint.STEP_GLOB}"
+                checkpoint.prune(path.parent, pattern, tcfg.keep_checkpoints)
             distributed.barrier()
         if not env.is_main:
             report.resume()
             return
         ckpt = {
             "model": recognizer.model.state_dict(),
-            "head": recognizer.head.state_dict(),
-            "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "guard": guard.state_dict(),
@@ -389,6 +386,9 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
             "classes": scan.classes,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        if not sharded:  # sharded: rank 0's head and optimizer are already in its shard file
+            ckpt["head"] = recognizer.head.state_dict()
+            ckpt["optimizer"] = optimizer.state_dict()
         if tag == "best":
             checkpoint.save(ckpt, folder / "best.pt")
         else:

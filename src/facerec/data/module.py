@@ -26,6 +26,7 @@ class ImageList(Dataset):
 
     def __init__(self, paths: list[Path], image_size: int, center_crop: int | None) -> None:
         self.paths = paths
+        self.image_size = image_size
         self.geometry = geometry(image_size, center_crop)
 
     def __len__(self) -> int:
@@ -49,7 +50,7 @@ class _Tolerant(Dataset):
             return self.images[index], True
         except OSError as error:
             log.warning("skipping sample: %s", error)
-            size = self.images.geometry.transforms[-1].height
+            size = self.images.image_size
             return torch.zeros(3, size, size, dtype=torch.uint8), False
 
 
