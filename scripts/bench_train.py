@@ -18,12 +18,19 @@ unless ``--peak-tflops`` is given.
 Each (backbone, batch, classes) group gets a baseline row (fp32, channels_last off, compile
 off; run even if the grid does not ask for it) and every row's speed is given as a ratio to it.
 fp16 rows are skipped on the CPU (no fp16 autocast there worth timing); a row that fails (out
-of memory, a compile error) is reported as such and the grid goes on.
+of memory, a compile error) is reported as such and the grid goes on. Kernel settings are the
+trainer's (``facerec.speed.configure_kernels``: cuDNN autotuning, TF32 unless ``--tf32 off``).
+
+``--arcface-torch DIR`` (a checkout's ``recognition/arcface_torch``) adds, per ResNet group, a
+row timing insightface arcface_torch's own step on its own modules (train_v2.py's fp16 path;
+see :func:`arcface_torch_step`) and prints facerec's fastest row against it.
 
 Usage:
     python scripts/bench_train.py --backbones resnet50 --batch 256 512 --dtype fp32 bf16 \\
         --channels-last on --compile off on --classes 93431       # the H100 rows that matter
     python scripts/bench_train.py --json bench.json               # the full grid (216 rows)
+    python scripts/bench_train.py --backbones resnet50 --batch 512 --dtype bf16 \
+        --arcface-torch ~/insightface/recognition/arcface_torch  # side by side on one GPU
     python scripts/bench_train.py --backbones mobilefacenet --batch 4 --classes 100 --steps 2 \\
         --compile off                                             # CPU smoke run
 """
@@ -32,14 +39,19 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import itertools
 import json
 import platform
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
@@ -49,6 +61,7 @@ from facerec.engine import train_step
 from facerec.flops import count_macs
 from facerec.model import FaceModel
 from facerec.optim import param_groups
+from facerec.speed import compile_backbone, configure_kernels
 from facerec.train import Recognizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -75,6 +88,7 @@ class Row:
     dtype: str
     channels_last: bool
     compile: bool
+    route: str = "facerec"
     images_per_sec: float | None = None
     step_ms: float | None = None
     mfu: float | None = None
@@ -86,7 +100,12 @@ class Row:
 
     @property
     def is_baseline(self) -> bool:
-        return self.dtype == "fp32" and not self.channels_last and not self.compile
+        return (
+            self.route == "facerec"
+            and self.dtype == "fp32"
+            and not self.channels_last
+            and not self.compile
+        )
 
 
 def device_name(device: torch.device) -> str:
@@ -132,9 +151,8 @@ def macs_per_image(backbone: str) -> int:
     return count_macs(build(backbone, 2, "normface").model, (1, 3, 112, 112))
 
 
-def run_row(row: Row, args: argparse.Namespace, device: torch.device, macs: int) -> None:
-    """Build, warm up and time one grid point; fills in ``row``."""
-    torch.manual_seed(args.seed)
+def facerec_step(row: Row, args: argparse.Namespace, device: torch.device) -> Callable[[], bool]:
+    """facerec's training step for one grid point; the callable returns whether it stepped."""
     memory_format = torch.channels_last if row.channels_last else torch.contiguous_format
     recognizer = build(row.backbone, row.classes, args.head).to(device, memory_format=memory_format)
     recognizer.train()
@@ -143,7 +161,7 @@ def run_row(row: Row, args: argparse.Namespace, device: torch.device, macs: int)
         # Each row compiles a new model of the same classes: without a reset dynamo would keep
         # recompiling the same code objects and, past its cache limit, silently run eagerly.
         torch._dynamo.reset()
-        module = torch.compile(recognizer)
+        compile_backbone(recognizer.model)  # as the trainer does
     optim_cfg = OmegaConf.load(CONFIGS / "optim" / "sgd.yaml")
     optimizer = instantiate(optim_cfg)(param_groups([recognizer], optim_cfg.weight_decay))
     scheduler = LambdaLR(optimizer, lambda step: 1.0)
@@ -154,16 +172,111 @@ def run_row(row: Row, args: argparse.Namespace, device: torch.device, macs: int)
     labels = torch.randint(row.classes, (row.batch,), device=device)
     batches = [(images, labels)]
 
+    def step() -> bool:
+        # train_step syncs with the host once per step (its skip decision), as in training.
+        return train_step(module, batches, optimizer, scheduler, scaler, amp_dtype)[2]
+
+    return step
+
+
+# arcface_torch's backbone names for ours (its backbones/__init__.py get_model: r50 -> iresnet50).
+ARCFACE_TORCH_NETS = {
+    "resnet18": "iresnet18",
+    "resnet34": "iresnet34",
+    "resnet50": "iresnet50",
+    "resnet100": "iresnet100",
+}
+
+
+def load_file(path: Path) -> ModuleType:
+    """Import one source file by path, under a private name (no sys.path changes)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--arcface-torch: {path} not found")
+    spec = importlib.util.spec_from_file_location(f"_arcface_torch_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def arcface_torch_step(
+    row: Row, args: argparse.Namespace, device: torch.device
+) -> Callable[[], bool]:
+    """insightface arcface_torch's own step, as its train_v2.py runs it with ``fp16=True``.
+
+    Its modules, loaded from the checkout at ``--arcface-torch``: ``iresnet*(fp16=True)``
+    (autocast inside the backbone, fp32 FC), wrapped in DDP (one rank here, as train_v2.py
+    does even on one GPU), ``PartialFC_V2`` with ``CombinedMarginLoss(64, 1.0, 0.5, 0.0)``
+    (ArcFace) at sample rate 1.0, SGD (momentum 0.9, weight decay 5e-4), GradScaler
+    (growth_interval 100), gradient clipping to 5, a scheduler step and the ``loss.item()`` of
+    its logging callback (its one host sync per step).
+    """
+    if device.type != "cuda":
+        raise RuntimeError("arcface_torch runs on CUDA only (its modules call .cuda())")
+    if row.backbone not in ARCFACE_TORCH_NETS:
+        raise ValueError(f"arcface_torch has no {row.backbone}")
+    root = args.arcface_torch
+    iresnet = load_file(root / "backbones" / "iresnet.py")
+    losses = load_file(root / "losses.py")
+    partial_fc = load_file(root / "partial_fc_v2.py")
+    torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            "nccl", init_method="tcp://127.0.0.1:12584", rank=0, world_size=1, device_id=device
+        )
+    net = getattr(iresnet, ARCFACE_TORCH_NETS[row.backbone])(
+        dropout=0.0, fp16=True, num_features=512
+    ).cuda()
+    net = torch.nn.parallel.DistributedDataParallel(
+        net,
+        broadcast_buffers=False,
+        device_ids=[device.index],
+        bucket_cap_mb=16,
+        find_unused_parameters=True,
+    )
+    net.train()
+    net._set_static_graph()
+    margin = losses.CombinedMarginLoss(64, 1.0, 0.5, 0.0, 0)
+    pfc = partial_fc.PartialFC_V2(margin, 512, row.classes, 1.0, True).train().cuda()
+    optimizer = torch.optim.SGD(
+        [{"params": net.parameters()}, {"params": pfc.parameters()}],
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+    )
+    scheduler = LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cuda", growth_interval=100)
+    images = torch.randn(row.batch, 3, 112, 112, device=device)
+    labels = torch.randint(row.classes, (row.batch,), device=device)
+
+    def step() -> bool:
+        loss = pfc(net(images), labels)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        scheduler.step()
+        return bool(torch.isfinite(torch.tensor(loss.item())))
+
+    return step
+
+
+ROUTES = {"facerec": facerec_step, "arcface_torch": arcface_torch_step}
+
+
+def run_row(row: Row, args: argparse.Namespace, device: torch.device, macs: int) -> None:
+    """Build, warm up and time one grid point; fills in ``row``."""
+    torch.manual_seed(args.seed)
+    step = ROUTES[row.route](row, args, device)
     if device.type != "cpu":
         torch.accelerator.reset_peak_memory_stats(device)
     for _ in range(args.warmup):
-        train_step(module, batches, optimizer, scheduler, scaler, amp_dtype)
+        step()
     synchronize(device)
     start = time.perf_counter()
     for _ in range(args.steps):
-        # train_step syncs with the host once per step (its skip decision), as in training.
-        finite = train_step(module, batches, optimizer, scheduler, scaler, amp_dtype)[2]
-        row.skipped_steps += int(not finite)
+        row.skipped_steps += int(not step())
     synchronize(device)
     elapsed = time.perf_counter() - start
 
@@ -188,6 +301,10 @@ def grid(args: argparse.Namespace) -> list[Row]:
         baseline = [r for r in group if r.is_baseline] or [
             Row(backbone, batch, classes, "fp32", False, False, note="baseline (added)")
         ]
+        if args.arcface_torch and backbone in ARCFACE_TORCH_NETS:
+            baseline.append(
+                Row(backbone, batch, classes, "fp16", False, False, route="arcface_torch")
+            )
         rows += baseline + [r for r in group if not r.is_baseline]
     return rows
 
@@ -198,7 +315,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'backbone':<14}{'batch':>6}{'classes':>8} {'dtype':<5}{'ch_last':>8}"
+        f"{'route':<14}{'backbone':<14}{'batch':>6}{'classes':>8} {'dtype':<5}{'ch_last':>8}"
         f"{'compile':>8}{'img/s':>10}{'step ms':>9}{'MFU':>7}{'peak TF':>8}{'mem GiB':>8}"
         f"{'x base':>8}  note"
     )
@@ -207,12 +324,37 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         mfu = "n/a" if r.mfu is None else f"{100 * r.mfu:.1f}%"
         print(
-            f"{r.backbone:<14}{r.batch:>6}{r.classes:>8} {r.dtype:<5}"
+            f"{r.route:<14}{r.backbone:<14}{r.batch:>6}{r.classes:>8} {r.dtype:<5}"
             f"{'on' if r.channels_last else 'off':>8}{'on' if r.compile else 'off':>8}"
             f"{fmt(r.images_per_sec, '.1f'):>10}{fmt(r.step_ms, '.1f'):>9}{mfu:>7}"
             f"{fmt(r.peak_tflops, '.0f'):>8}{fmt(r.peak_memory_gib, '.1f'):>8}"
             f"{fmt(r.vs_baseline, '.2f'):>8}  {r.note}"
         )
+
+
+def print_comparison(rows: list[Row]) -> None:
+    """Per group with an arcface_torch row: facerec's fastest row against it."""
+    groups: dict[tuple[str, int, int], list[Row]] = {}
+    for r in rows:
+        if r.images_per_sec:
+            groups.setdefault((r.backbone, r.batch, r.classes), []).append(r)
+    lines = []
+    for (backbone, batch, classes), group in groups.items():
+        theirs = [r for r in group if r.route == "arcface_torch"]
+        ours = [r for r in group if r.route == "facerec"]
+        if not theirs or not ours:
+            continue
+        best = max(ours, key=lambda r: r.images_per_sec)
+        ratio = best.images_per_sec / theirs[0].images_per_sec
+        lines.append(
+            f"{backbone} b{batch} C{classes}: arcface_torch fp16 {theirs[0].images_per_sec:.0f}"
+            f" img/s, facerec {best.images_per_sec:.0f} img/s ({best.dtype},"
+            f" channels_last {'on' if best.channels_last else 'off'},"
+            f" compile {'on' if best.compile else 'off'}) = {ratio:.2f}x"
+        )
+    if lines:
+        print("\nfacerec's fastest row vs arcface_torch's step, same process and GPU:")
+        print("\n".join(lines))
 
 
 def main() -> None:
@@ -255,6 +397,20 @@ def main() -> None:
         help="peak TFLOP/s for MFU (default: by device kind and dtype; n/a on the CPU)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--tf32",
+        choices=list(ON_OFF),
+        default="on",
+        help="fp32 matmuls/convolutions on TF32 tensor cores (trainer.tf32, default on)",
+    )
+    parser.add_argument(
+        "--arcface-torch",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="insightface's recognition/arcface_torch folder: adds a row per group with its "
+        "own training step (CUDA only)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
@@ -262,11 +418,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
+    configure_kernels(device, deterministic=False, tf32=ON_OFF[args.tf32])  # as the trainer does
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.cuda.amp in arcface_torch
     name = device_name(device)
     if device.type == "cpu":
         detail = f"{torch.get_num_threads()} CPU threads"
     else:
-        detail = f"cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
+        detail = (
+            f"TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}, cuDNN autotuning "
+            f"{'on' if torch.backends.cudnn.benchmark else 'off'}"
+        )
     print(
         f"device {device} ({name}), torch {torch.__version__}, {args.warmup} warm-up + "
         f"{args.steps} timed steps per row, head {args.head}, {detail}"
@@ -302,7 +463,7 @@ def main() -> None:
         if base is not None and base.images_per_sec and row.images_per_sec:
             row.vs_baseline = row.images_per_sec / base.images_per_sec
         print(
-            f"  {row.backbone} b{row.batch} C{row.classes} {row.dtype} "
+            f"  {row.route} {row.backbone} b{row.batch} C{row.classes} {row.dtype} "
             f"cl={row.channels_last} compile={row.compile}: "
             f"{fmt(row.images_per_sec, '.1f')} img/s {row.note}",
             flush=True,
@@ -310,6 +471,9 @@ def main() -> None:
 
     print()
     print_table(rows)
+    print_comparison(rows)
+    if dist.is_initialized():
+        dist.destroy_process_group()
     if args.json:
         meta = {
             "device": str(device),

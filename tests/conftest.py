@@ -28,3 +28,15 @@ def lfw_root() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip, with the reason, where no CUDA device is found."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device (gpu tests: `pytest -m gpu` on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

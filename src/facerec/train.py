@@ -37,10 +37,16 @@ from facerec.optim import param_groups
 from facerec.partial_fc import PartialFC
 from facerec.partial_fc import clip_grad_norm_ as pfc_clip_grad_norm_
 from facerec.report import Reporter
+from facerec.speed import (
+    AMP_CHOICES,
+    AMP_DTYPES,
+    compile_backbone,
+    configure_kernels,
+    resolve_amp,
+    resolve_compile,
+)
 
 log = logging.getLogger("facerec")
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Recognizer(nn.Module):
@@ -125,7 +131,8 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "trainer.max_nonfinite_steps": (int,),
     "trainer.grad_clip": (*NUMBERS, type(None)),
     "trainer.lr_reference_batch": (int, type(None)),
-    "trainer.compile": (bool,),
+    "trainer.compile": (bool, str),
+    "trainer.tf32": (bool,),
     "trainer.channels_last": (bool,),
 }
 
@@ -145,8 +152,10 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise ValueError(f"{key}={value!r} must be {names}")
     tcfg = cfg.trainer
-    if tcfg.amp not in AMP_DTYPES:
-        raise ValueError(f"trainer.amp={tcfg.amp!r}: choose one of {list(AMP_DTYPES)}")
+    if tcfg.amp not in AMP_CHOICES:
+        raise ValueError(f"trainer.amp={tcfg.amp!r}: choose one of {list(AMP_CHOICES)}")
+    if tcfg.compile not in (True, False, "auto"):
+        raise ValueError(f"trainer.compile={tcfg.compile!r}: choose true, false or auto")
     if tcfg.amp == "fp16" and device.type == "cpu":
         raise ValueError("trainer.amp=fp16 needs a GPU; on the CPU use trainer.amp=bf16 or none")
     if tcfg.max_steps is None and int(tcfg.epochs) < 1:
@@ -277,7 +286,10 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     tcfg = cfg.trainer
     if tcfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    amp_dtype = AMP_DTYPES[tcfg.amp]
+    configure_kernels(env.device, tcfg.deterministic, tcfg.tf32)
+    amp = resolve_amp(tcfg.amp, env.device)
+    amp_dtype = AMP_DTYPES[amp]
+    compile_step = resolve_compile(tcfg.compile, env.device)
     accumulate = int(tcfg.accumulate)
     memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
 
@@ -299,6 +311,8 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     if tcfg.sync_bn and env.enabled:
         recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
     recognizer.to(env.device, memory_format=memory_format)
+    if compile_step:
+        compile_backbone(recognizer.model)
     module: nn.Module = recognizer
     grad_norm = None
     if env.enabled:
@@ -308,9 +322,6 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
                                 recognizer.head)  # fmt: skip
         else:
             module = DistributedDataParallel(recognizer, device_ids=ids)
-    if tcfg.compile:
-        # After DDP wrapping, as PyTorch recommends; checkpoints keep saving the plain modules.
-        module = torch.compile(module)
     if sharded:
 
         def grad_norm(max_norm: float | None) -> torch.Tensor:
@@ -351,12 +362,12 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     if env.is_main:
         log.info(
             "run dir %s | %s | %d steps of %d per epoch | global batch %d = %d per process x %d"
-            " process(es) x %d accumulated | lr %.4g%s | device %s, amp %s",
+            " process(es) x %d accumulated | lr %.4g%s | device %s, amp %s, compile %s",
             run_dir, scan.summary(), total_steps, steps_per_epoch, global_batch,
             data.batch_size, env.world_size, accumulate, lr,
             f" (linear scaling from batch {tcfg.lr_reference_batch})"
             if tcfg.lr_reference_batch else " (not scaled with the batch)",
-            env.device, tcfg.amp,
+            env.device, amp, "on" if compile_step else "off",
         )  # fmt: skip
 
     def save(tag: str) -> None:
