@@ -23,7 +23,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facerec.data.packed import decode_batch
+from facerec.data.device_decode import decode_batch
+from facerec.data.packed import PackedDataModule, PackedDataset, pack_images
 from facerec.speed import compile_backbone, resolve_amp, resolve_compile
 from facerec.train import build
 
@@ -96,6 +97,32 @@ def test_nvjpeg_decode_of_subsampled_chroma_is_unbiased_but_coarser():
     assert gpu_error < 3 * cpu_error, (gpu_error, cpu_error)
     bias = (gpu - sources).float().mean((0, 2, 3)).abs()
     assert (bias < 0.5).all(), bias
+
+
+def test_device_decoding_loader_on_cuda_equals_decoding_in_the_workers(tmp_path):
+    """``data=packed data.decode=device``: a 4:4:4 pack decodes on the GPU bit-identically."""
+    _, data = jpegs(24, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+    paths = []
+    for i, encoded in enumerate(data):
+        path = tmp_path / "src" / f"id{i % 4}" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encoded.numpy().tobytes())
+        paths.append(path)
+    pack_images(paths, [i % 4 for i in range(24)], [f"id{c}" for c in range(4)],
+                tmp_path / "pack", chroma="444")  # fmt: skip
+    module = PackedDataModule(str(tmp_path / "pack"), hflip=False, batch_size=8,
+                              num_workers=2, decode="device")  # fmt: skip
+    module.setup()
+    loader = module.train_loader(seed=3, show_progress=False)
+    loader.sampler.set_epoch(0)
+    items = list(loader.sampler)
+    plain = PackedDataset(tmp_path / "pack")
+    for b, (batch, labels) in enumerate(loader):
+        images = batch.to(CUDA, non_blocking=True)
+        assert images.device.type == "cuda"
+        chosen = [index for index, _ in items[8 * b : 8 * b + 8]]
+        assert torch.equal(images.cpu(), torch.stack([plain[i][0] for i in chosen]))
+        assert labels.tolist() == [plain[i][1] for i in chosen]
 
 
 def recognizer(num_classes: int = 50):

@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from facerec.data import FaceFolder, PackedDataset, RecordIODataset, pack_folder, scan_folder
-from facerec.data.packed import decode_batch, read_pack_header
+from facerec.data.device_decode import EncodedBatch, EncodedView, decode_batch
+from facerec.data.packed import PackedDataModule, read_pack_header
 from facerec.data.transforms import augmentation, geometry, read_image
 from facerec.train import run
 
@@ -181,6 +182,84 @@ def test_decode_batch_on_cpu_matches_opencv(pack):
     assert batch.shape == (4, 3, 112, 112) and batch.dtype == torch.uint8
     expected = torch.stack([data[i][0] for i in range(4)]).float()
     assert (batch.float() - expected).abs().mean() < 1.0  # two libjpeg builds, same bytes
+
+
+def device_decoding_epoch(pack: Path, hflip: bool, workers: int = 0):
+    """One epoch of ``data.decode=device`` batches (12 of the 36 images each), and the
+    ``(index, seed)`` items the sampler drew, in order."""
+    module = PackedDataModule(str(pack), hflip=hflip, batch_size=12, num_workers=workers,
+                              decode="device")  # fmt: skip
+    module.setup()
+    loader = module.train_loader(seed=7, show_progress=False)
+    loader.sampler.set_epoch(0)
+    return list(loader), list(loader.sampler)
+
+
+def test_device_decoding_gives_the_worker_decoded_images(pack):
+    """``data.decode=device`` on the CPU: the pixels and labels of decoding in the workers."""
+    plain = PackedDataset(pack)
+    batches, items = device_decoding_epoch(pack, hflip=False)
+    assert len(batches) == 3
+    for b, (batch, labels) in enumerate(batches):
+        assert isinstance(batch, EncodedBatch) and len(batch) == 12
+        images = batch.to("cpu")
+        assert images.dtype == torch.uint8 and images.shape == (12, 3, 112, 112)
+        chosen = [index for index, _ in items[12 * b : 12 * b + 12]]
+        expected = torch.stack([plain[i][0] for i in chosen])
+        assert labels.tolist() == [plain[i][1] for i in chosen]
+        assert (images.float() - expected.float()).abs().mean() < 1.0  # two libjpeg builds
+
+
+def test_device_decoding_flips_follow_the_sample_seed(pack):
+    plain = PackedDataset(pack)
+    batches, items = device_decoding_epoch(pack, hflip=True)
+    again, _ = device_decoding_epoch(pack, hflip=True, workers=2)  # the seed, not the process
+    flips = torch.cat([batch.flips for batch, _ in batches])
+    assert torch.equal(flips, torch.cat([batch.flips for batch, _ in again]))
+    assert 0.2 < flips.float().mean() < 0.8
+    images = torch.cat([batch.to("cpu") for batch, _ in batches])
+    for image, flip, (index, _) in zip(images, flips, items, strict=True):
+        assert is_flipped(image, plain[index][0]) == bool(flip)
+
+
+def test_device_decoding_drops_a_corrupt_record_before_decoding(pack, tmp_path, caplog):
+    copy = Path(shutil.copytree(pack, tmp_path / "pack"))
+    index = np.load(copy / "index.npy")
+    shard, offset = (int(v) for v in index[3, :2])
+    shard_file = copy / f"shard-{shard:05d}.dat"
+    raw = bytearray(shard_file.read_bytes())
+    raw[offset : offset + 16] = bytes(16)  # no JPEG marker any more: nvjpeg would fail on it
+    shard_file.write_bytes(bytes(raw))
+    view = EncodedView(PackedDataset(copy), hflip=True)
+    with caplog.at_level(logging.WARNING):
+        (data, _), label = view[(3, 11)]
+    assert label == -1 and "record 3" in caplog.text
+    assert not decode_batch([data]).any()  # a black stand-in that decodes
+    batch = EncodedBatch.of([view[(i, i)][0][0] for i in (2, 3, 4)], [True, False, True])
+    keep = torch.tensor([True, False, True])
+    kept = batch[keep]  # what the trainer does with label -1 samples
+    assert len(kept) == 2 and kept.flips.tolist() == [True, True]
+    assert torch.equal(kept.parts()[1], view[(4, 4)][0][0])
+    with pytest.raises(ValueError, match=r"data\.decode='gpu'"):
+        PackedDataModule(str(pack), decode="gpu")
+
+
+def jpeg_sampling(data: bytes) -> list[int]:
+    """The components' sampling-factor bytes of a baseline JPEG's SOF0 segment (0x22 0x11 0x11
+    is 4:2:0, all 0x11 is 4:4:4)."""
+    sof = data.index(b"\xff\xc0")
+    count = data[sof + 9]
+    return [data[sof + 11 + 3 * c] for c in range(count)]
+
+
+def test_chroma_444_packs_are_written_as_such(lfw_images, pack, tmp_path):
+    full = pack_folder(lfw_images, tmp_path / "444", PEOPLE, center_crop=150, chroma="444")
+    dense, default = PackedDataset(tmp_path / "444"), PackedDataset(pack)
+    assert read_pack_header(tmp_path / "444")["chroma"] == "444" and full.num_images == 36
+    assert jpeg_sampling(dense.encoded(0)[0].numpy().tobytes()) == [0x11, 0x11, 0x11]
+    assert jpeg_sampling(default.encoded(0)[0].numpy().tobytes()) == [0x22, 0x11, 0x11]
+    with pytest.raises(ValueError, match="chroma"):
+        pack_folder(lfw_images, tmp_path / "bad", PEOPLE, chroma="422")
 
 
 def load_script(name: str):
@@ -363,9 +442,11 @@ def test_recordio_config_gives_a_training_loader(faces, lfw_root, tmp_path):
     assert labels.min() >= 0 and "lfw" in data.val
 
 
-def test_two_training_steps_on_a_pack(pack, lfw_root, tmp_path):
+@pytest.mark.parametrize("decode", ["workers", "device"])
+def test_two_training_steps_on_a_pack(pack, lfw_root, tmp_path, decode):
+    extra = ("trainer.max_steps=2", f"data.decode={decode}")
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides(lfw_root, tmp_path, "packed", pack, "trainer.max_steps=2"))
+        cfg = compose("train", overrides(lfw_root, tmp_path, "packed", pack, *extra))
     metrics = run(cfg)
     saved = json.loads((Path(metrics["run_dir"]) / "metrics.json").read_text())
     assert saved["step"] == 2 and 0.0 <= saved["accuracy"] <= 1.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -152,6 +152,11 @@ class DataModule:
         raise NotImplementedError
 
     @property
+    def collate_fn(self) -> Callable | None:
+        """How the loader batches items (None: PyTorch's default stacking)."""
+        return None
+
+    @property
     def classes(self) -> list[str]:
         if self.scan is None:
             raise RuntimeError("call setup() first")
@@ -178,6 +183,7 @@ class DataModule:
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=workers,
+            collate_fn=self.collate_fn,
             pin_memory=torch.cuda.is_available(),
             drop_last=True,  # equal batches on all ranks; BatchNorm needs more than one sample
             persistent_workers=workers > 0,

@@ -32,7 +32,7 @@ import multiprocessing
 import os
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from facerec.data.device_decode import EncodedView, collate_encoded
 from facerec.data.folder import scan_folder
 from facerec.data.module import DataModule, PairsSet
 from facerec.data.transforms import augmentation, geometry, to_tensor
@@ -56,7 +57,6 @@ __all__ = [
     "EncodedImages",
     "PackedDataModule",
     "PackedDataset",
-    "decode_batch",
     "decode_rgb",
     "pack_folder",
     "pack_images",
@@ -90,26 +90,6 @@ def decode_rgb(data: np.ndarray) -> np.ndarray | None:
         return cv2.imdecode(data, _IMREAD_RGB)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def decode_batch(data: Sequence[torch.Tensor], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Decode a batch of JPEGs with torchvision, on ``device`` (nvjpeg when it is a GPU).
-
-    The training loader decodes on the CPU workers; this is the building block for decoding on
-    the GPU instead (a loader yielding :meth:`PackedDataset.encoded` bytes, then this in the
-    training step). Only the CPU path is tested here.
-
-    Args:
-        data: B uint8 ``(L_i,)`` tensors of JPEG bytes, all decoding to the same size.
-        device: where to decode.
-
-    Returns:
-        uint8 ``(B, 3, H, W)`` on ``device``.
-    """
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    images = decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device)
-    return torch.stack(images)
 
 
 @dataclass(frozen=True)
@@ -374,7 +354,11 @@ class PackedDataset(EncodedImages):
         return data, label
 
     def encoded(self, index: int) -> tuple[torch.Tensor, int]:
-        """JPEG bytes of sample ``index`` as uint8 ``(L,)`` (for :func:`decode_batch`), label."""
+        """JPEG bytes of sample ``index`` as uint8 ``(L,)`` (for decoding elsewhere), label.
+
+        Raises:
+            OSError: naming the file and record, when the record is corrupt.
+        """
         data, label = self.record(index)
         return torch.from_numpy(np.array(data)), label
 
@@ -390,6 +374,7 @@ class _Encoder:
     center_crop: int | None
     quality: int
     reduce: bool
+    chroma: str = "420"
     _geometry: dict = field(default_factory=dict)
 
     def geometry(self, factor: int) -> A.Compose:
@@ -435,7 +420,10 @@ class _Encoder:
         if image is None:
             return "cannot decode (corrupt, truncated or not an image)"
         image = self.geometry(factor)(image=image)["image"]
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+        if self.chroma == "444":  # full-resolution colour: what GPU (nvjpeg) decoding wants
+            params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+        ok, buf = cv2.imencode(".jpg", image, params)
         return buf.tobytes() if ok else "cannot encode"
 
 
@@ -450,6 +438,7 @@ def pack_images(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     workers: int = 0,
     reduce: bool = True,
+    chroma: str = "420",
     source: str = "",
     overwrite: bool = False,
     show_progress: bool = False,
@@ -469,6 +458,9 @@ def pack_images(
         workers: encoding processes (0: this process).
         reduce: decode JPEGs at 1/2, 1/4 or 1/8 scale (DCT-domain) when the crop still has
             ``image_size`` pixels or more, which is several times faster for large sources.
+        chroma: JPEG chroma subsampling of re-encoded images, ``420`` (smaller) or ``444``
+            (decoded identically by nvjpeg and libjpeg-turbo; for ``data.decode=device``).
+            Sources stored as they are keep their own.
         source: where the images came from (recorded in the header).
         overwrite: replace an existing pack in ``out``.
         show_progress: show a progress bar.
@@ -482,6 +474,8 @@ def pack_images(
         ValueError: nothing to pack, labels out of range, or no source image was readable.
     """
     out = Path(out)
+    if chroma not in ("420", "444"):
+        raise ValueError(f"chroma must be '420' or '444', got {chroma!r}")
     labels = np.asarray(labels, dtype=np.int64)
     if len(paths) == 0 or len(paths) != len(labels):
         raise ValueError(f"need one label per image, got {len(paths)} images, {len(labels)} labels")
@@ -495,7 +489,7 @@ def pack_images(
     for stale in [out / HEADER, *out.glob("shard-*.dat")]:
         stale.unlink(missing_ok=True)
 
-    encoder = _Encoder(image_size, center_crop, int(quality), reduce)
+    encoder = _Encoder(image_size, center_crop, int(quality), reduce, chroma)
     start = time.perf_counter()
     rows = np.empty((len(paths), len(COLUMNS)), dtype=np.int64)
     shards: list[dict] = []
@@ -544,6 +538,7 @@ def pack_images(
         "image_size": image_size,
         "center_crop": center_crop,
         "quality": int(quality),
+        "chroma": chroma,
         "encoding": "jpeg",
         "num_images": n,
         "num_classes": len(classes),
@@ -576,7 +571,7 @@ def pack_folder(
         people: if given, only these identities.
         min_images: identities with fewer images are dropped.
         **options: passed to :func:`pack_images` (``image_size``, ``center_crop``,
-            ``quality``, ``shard_bytes``, ``workers``, ``reduce``, ``overwrite``,
+            ``quality``, ``shard_bytes``, ``workers``, ``reduce``, ``chroma``, ``overwrite``,
             ``show_progress``).
     """
     scan = scan_folder(root, set(people) if people is not None else None, min_images)
@@ -598,8 +593,14 @@ class PackedDataModule(DataModule):
         batch_size: images per step on each process.
         num_workers: DataLoader worker processes per training process.
         verify: check each record's CRC before decoding.
+        decode: ``workers`` (OpenCV in the DataLoader workers) or ``device`` (the workers only
+            slice bytes; each batch is decoded on the training device, with nvjpeg on a GPU:
+            :mod:`facerec.data.device_decode`). With ``device`` the only augmentation is the
+            flip.
         val: verification sets by name.
     """
+
+    DECODE = ("workers", "device")
 
     def __init__(
         self,
@@ -609,13 +610,17 @@ class PackedDataModule(DataModule):
         batch_size: int = 128,
         num_workers: int = 2,
         verify: bool = True,
+        decode: str = "workers",
         val: Mapping[str, PairsSet] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, val)
+        if decode not in self.DECODE:
+            raise ValueError(f"data.decode={decode!r}: choose one of {list(self.DECODE)}")
         self.root = Path(root)
         self.image_size = image_size
         self.hflip = hflip
         self.verify = verify
+        self.decode = decode
         self.scan: DatasetInfo | None = None
         self._dataset: PackedDataset | None = None
 
@@ -634,5 +639,10 @@ class PackedDataModule(DataModule):
         log.info("training data %s: %s", self.root, self.scan.summary())
         return self.scan
 
-    def train_dataset(self, scan: DatasetInfo, show_progress: bool) -> PackedDataset:
-        return self._dataset or PackedDataset(self.root, augmentation(self.hflip), self.verify)
+    def train_dataset(self, scan: DatasetInfo, show_progress: bool) -> Dataset:
+        dataset = self._dataset or PackedDataset(self.root, augmentation(self.hflip), self.verify)
+        return EncodedView(dataset, self.hflip) if self.decode == "device" else dataset
+
+    @property
+    def collate_fn(self) -> Callable | None:
+        return collate_encoded if self.decode == "device" else None
