@@ -43,6 +43,7 @@ import importlib.util
 import itertools
 import json
 import platform
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -220,8 +221,11 @@ def arcface_torch_step(
     partial_fc = load_file(root / "partial_fc_v2.py")
     torch.cuda.set_device(device)
     if not dist.is_initialized():
+        with socket.socket() as probe:  # a free port: a fixed one may be taken
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         dist.init_process_group(
-            "nccl", init_method="tcp://127.0.0.1:12584", rank=0, world_size=1, device_id=device
+            "nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1, device_id=device
         )
     net = getattr(iresnet, ARCFACE_TORCH_NETS[row.backbone])(
         dropout=0.0, fp16=True, num_features=512

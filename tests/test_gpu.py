@@ -210,7 +210,9 @@ def test_every_head_under_cuda_autocast_matches_float64_cpu(path, amp):
 
 
 def test_auto_switches_pick_bf16_and_compile_on_cuda():
-    assert resolve_amp("auto", CUDA) == ("bf16" if torch.cuda.is_bf16_supported() else "none")
+    assert resolve_amp("auto", CUDA) == (
+        "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "none"
+    )
     assert resolve_compile("auto", CUDA) is True
     assert resolve_amp("fp16", CUDA) == "fp16" and resolve_compile(False, CUDA) is False
 
@@ -235,7 +237,7 @@ def test_train_cli_runs_on_cuda_with_the_default_switches(tmp_path):
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     logged = result.stdout + result.stderr
-    expected_amp = "bf16" if torch.cuda.is_bf16_supported() else "none"
+    expected_amp = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "none"
     assert f"amp {expected_amp}, compile on" in logged, logged[-3000:]
     (run_dir,) = (out / "gpu").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())

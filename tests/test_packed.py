@@ -18,9 +18,16 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from facerec.data import FaceFolder, PackedDataset, RecordIODataset, pack_folder, scan_folder
-from facerec.data.device_decode import EncodedBatch, EncodedView, decode_batch
-from facerec.data.packed import PackedDataModule, read_pack_header
+from facerec.data import (
+    FaceFolder,
+    PackedDataset,
+    RecordIODataset,
+    device_decode,
+    pack_folder,
+    scan_folder,
+)
+from facerec.data.device_decode import EncodedBatch, EncodedView, collate_encoded, decode_batch
+from facerec.data.packed import PackedDataModule, pack_images, read_pack_header
 from facerec.data.transforms import augmentation, geometry, read_image
 from facerec.train import run
 
@@ -242,6 +249,8 @@ def test_device_decoding_drops_a_corrupt_record_before_decoding(pack, tmp_path, 
     assert torch.equal(kept.parts()[1], view[(4, 4)][0][0])
     with pytest.raises(ValueError, match=r"data\.decode='gpu'"):
         PackedDataModule(str(pack), decode="gpu")
+    with pytest.raises(ValueError, match=r"needs data\.verify=true"):
+        PackedDataModule(str(pack), decode="device", verify=False)
 
 
 def jpeg_sampling(data: bytes) -> list[int]:
@@ -260,6 +269,40 @@ def test_chroma_444_packs_are_written_as_such(lfw_images, pack, tmp_path):
     assert jpeg_sampling(default.encoded(0)[0].numpy().tobytes()) == [0x22, 0x11, 0x11]
     with pytest.raises(ValueError, match="chroma"):
         pack_folder(lfw_images, tmp_path / "bad", PEOPLE, chroma="422")
+
+
+def test_chroma_444_re_encodes_aligned_subsampled_sources(tmp_path):
+    """112x112 JPEG sources are stored as they are, unless 4:4:4 is asked and they are 4:2:0."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        small = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
+        path = tmp_path / "src" / f"id{i % 2}" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.resize(small, (112, 112), interpolation=cv2.INTER_CUBIC))
+        paths.append(path)
+    assert jpeg_sampling(paths[0].read_bytes()) == [0x22, 0x11, 0x11]
+    for chroma in ("420", "444"):
+        pack_images(paths, [0, 1, 0, 1], ["id0", "id1"], tmp_path / chroma, chroma=chroma)
+    stored = PackedDataset(tmp_path / "420").encoded(0)[0].numpy().tobytes()
+    assert stored == paths[0].read_bytes()  # no second JPEG generation
+    dense = PackedDataset(tmp_path / "444").encoded(0)[0].numpy().tobytes()
+    assert jpeg_sampling(dense) == [0x11, 0x11, 0x11]
+
+
+def test_a_batch_the_device_decoder_rejects_is_decoded_on_the_cpu(pack, monkeypatch, caplog):
+    view = EncodedView(PackedDataset(pack), hflip=True)
+    batch, _ = collate_encoded([view[(i, 100 + i)] for i in range(6)])
+    expected = batch.to("cpu")
+
+    def reject(data, device):
+        raise RuntimeError("nvjpeg: unsupported JPEG\nmore detail")
+
+    monkeypatch.setattr(device_decode, "decode_batch", reject)
+    with caplog.at_level(logging.WARNING):
+        fallback = batch.to("cpu")
+    assert "decoded on the CPU" in caplog.text and "unsupported JPEG" in caplog.text
+    assert (fallback.float() - expected.float()).abs().mean() < 1.0  # OpenCV vs torchvision
 
 
 def load_script(name: str):

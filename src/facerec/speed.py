@@ -5,7 +5,8 @@ machine allows without the user knowing which switch pays where (docs/performanc
 measurements behind each choice):
 
 - autocast to bf16 on a CUDA GPU with bf16 tensor cores (Ampere and later); fp32 on the CPU,
-  where oneDNN's bf16 convolution/BatchNorm backward was 4-5x *slower* than fp32;
+  where bf16 autocast made the demo's MobileFaceNet training (batch 128, 2 threads) 4-5x
+  *slower* than fp32;
 - ``torch.compile`` on CUDA (fuses BatchNorm + PReLU + residual adds, which dominate a face
   ResNet at 112x112); off on the CPU, where minutes of compilation never pay back in a short run.
 """

@@ -47,6 +47,18 @@ def decode_batch(data: Sequence[torch.Tensor], device: torch.device | str = "cpu
     return torch.stack(images)
 
 
+def decode_cpu(data: torch.Tensor) -> torch.Tensor:
+    """One JPEG decoded by OpenCV (as the loader workers do): uint8 ``(3, H, W)`` RGB.
+
+    Raises:
+        OSError: the bytes do not decode.
+    """
+    image = cv2.imdecode(data.numpy(), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"cannot decode a {data.numel()}-byte JPEG record (corrupt)")
+    return torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1)
+
+
 @dataclass
 class EncodedBatch:
     """B JPEGs and their flips, decoded by :meth:`to`.
@@ -90,9 +102,21 @@ class EncodedBatch:
         return self
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
-        """Decode on ``device`` (nvjpeg on CUDA) and flip: uint8 ``(B, 3, S, S)`` there."""
-        del non_blocking  # the decode call returns when the images are there either way
-        images = decode_batch(self.parts(), device)
+        """Decode on ``device`` (nvjpeg on CUDA) and flip: uint8 ``(B, 3, S, S)`` there.
+
+        A JPEG the device decoder rejects (one torchvision/nvjpeg cannot handle but OpenCV
+        could when it was packed) does not stop training: that batch is decoded with OpenCV
+        on the CPU instead, and the fallback is logged.
+        """
+        parts = self.parts()
+        try:
+            images = decode_batch(parts, device)
+        except RuntimeError as error:
+            log.warning("device JPEG decoding failed (%s); this batch is decoded on the CPU",
+                        str(error).splitlines()[0])  # fmt: skip
+            images = torch.stack([decode_cpu(p) for p in parts])
+        # Off CUDA, torchvision decodes on the CPU whatever the device: move the result.
+        images = images.to(device, non_blocking=non_blocking)
         flips = self.flips.to(images.device).view(-1, 1, 1, 1)
         return torch.where(flips, images.flip(-1), images)
 

@@ -366,6 +366,24 @@ class PackedDataset(EncodedImages):
 # --------------------------------------------------------------------------------- packing
 
 
+def jpeg_sampling(data: np.ndarray | bytes) -> list[int] | None:
+    """The per-component sampling-factor bytes of a JPEG's frame header, None if not found.
+
+    ``[0x22, 0x11, 0x11]`` is 4:2:0 (YCbCr, chroma at half resolution both ways),
+    ``[0x11, 0x11, 0x11]`` is 4:4:4. Walks the marker segments up to the first SOF.
+    """
+    data = bytes(data)
+    i = 2  # after SOI
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            count = data[i + 9] if i + 9 < len(data) else 0
+            factors = [data[i + 11 + 3 * c] for c in range(count) if i + 11 + 3 * c < len(data)]
+            return factors if len(factors) == count else None
+        i += 2 + (data[i + 2] << 8 | data[i + 3])
+    return None
+
+
 @dataclass
 class _Encoder:
     """Turns one source file into the pack's JPEG bytes (picklable for a process pool)."""
@@ -409,8 +427,10 @@ class _Encoder:
             width = height = 0
             is_jpeg = False
         size = self.image_size
-        if is_jpeg and (width, height) == (size, size) and not self.center_crop:
+        as_is = is_jpeg and (width, height) == (size, size) and not self.center_crop
+        if as_is and (self.chroma == "420" or jpeg_sampling(data) == [0x11] * 3):
             # Already an aligned crop (insightface-style): store as is, no generation loss.
+            # (Asked for 4:4:4, a subsampled one is re-encoded below: GPU decoding needs it.)
             return data.tobytes() if decode_rgb(data) is not None else "cannot decode"
         factor = self.factor(width, height) if is_jpeg else 1
         flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -458,9 +478,9 @@ def pack_images(
         workers: encoding processes (0: this process).
         reduce: decode JPEGs at 1/2, 1/4 or 1/8 scale (DCT-domain) when the crop still has
             ``image_size`` pixels or more, which is several times faster for large sources.
-        chroma: JPEG chroma subsampling of re-encoded images, ``420`` (smaller) or ``444``
-            (decoded identically by nvjpeg and libjpeg-turbo; for ``data.decode=device``).
-            Sources stored as they are keep their own.
+        chroma: JPEG chroma subsampling, ``420`` (smaller) or ``444`` (decoded identically by
+            nvjpeg and libjpeg-turbo; for ``data.decode=device``). With ``444``, already
+            aligned JPEG sources that are subsampled are re-encoded instead of stored as is.
         source: where the images came from (recorded in the header).
         overwrite: replace an existing pack in ``out``.
         show_progress: show a progress bar.
@@ -616,6 +636,12 @@ class PackedDataModule(DataModule):
         super().__init__(batch_size, num_workers, val)
         if decode not in self.DECODE:
             raise ValueError(f"data.decode={decode!r}: choose one of {list(self.DECODE)}")
+        if decode == "device" and not verify:
+            # The workers only slice bytes: the CRC is the one check before the batch decode.
+            raise ValueError(
+                "data.decode=device needs data.verify=true: without the CRC check a corrupt"
+                " record is only found when its whole batch fails to decode"
+            )
         self.root = Path(root)
         self.image_size = image_size
         self.hflip = hflip
