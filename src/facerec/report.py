@@ -100,10 +100,17 @@ class Reporter:
         """Scalars, ROC curve, distance histograms and the hardest pairs of one set."""
         if not self.enabled:
             return
+        # Tied distances (an untrained or collapsed model) make the protocol's FAR curve jump
+        # past its target: the held-out FAR is then far above it and the TAR means nothing.
+        far_note = (
+            f" but held-out FAR {result.far:.4f}: distances too tied to reach 1e-3"
+            if result.far > 10 * result.far_target
+            else ""
+        )
         log.info(
-            "step %d %s: accuracy %.4f ± %.4f (threshold %.3f, TAR@FAR=1e-3 %.4f, no flip %.4f)",
+            "step %d %s: accuracy %.4f ± %.4f (threshold %.3f, TAR@FAR=1e-3 %.4f%s, no flip %.4f)",
             step, name, result.accuracy, result.accuracy_std, result.threshold,
-            result.tar_at_far, result.accuracy_noflip or float("nan"),
+            result.tar_at_far, far_note, result.accuracy_noflip or float("nan"),
         )  # fmt: skip
         for key, value in result.summary().items():
             self.writer.add_scalar(f"val/{name}_{key}", value, step)
