@@ -162,7 +162,7 @@ def facerec_step(row: Row, args: argparse.Namespace, device: torch.device) -> Ca
         # Each row compiles a new model of the same classes: without a reset dynamo would keep
         # recompiling the same code objects and, past its cache limit, silently run eagerly.
         torch._dynamo.reset()
-        compile_backbone(recognizer.model)  # as the trainer does
+        module = Recognizer(compile_backbone(recognizer.model), recognizer.head)  # as trained
     optim_cfg = OmegaConf.load(CONFIGS / "optim" / "sgd.yaml")
     optimizer = instantiate(optim_cfg)(param_groups([recognizer], optim_cfg.weight_decay))
     scheduler = LambdaLR(optimizer, lambda step: 1.0)

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from facerec.data.device_decode import decode_batch
 from facerec.data.packed import PackedDataModule, PackedDataset, pack_images
 from facerec.speed import compile_backbone, resolve_amp, resolve_compile
-from facerec.train import build
+from facerec.train import Recognizer, build
 
 pytestmark = pytest.mark.gpu
 
@@ -137,11 +137,11 @@ def loss_and_grad(model, images, labels, amp=None, channels_last=False, compiled
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    if compiled:
-        compile_backbone(model.model)  # as the trainer does
+    # What the trainer steps through with trainer.compile on (parameters shared with `model`).
+    run = Recognizer(compile_backbone(model.model), model.head) if compiled else model
     device = images.device.type
     with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):
-        loss = model(images, labels)
+        loss = run(images, labels)
     loss.backward()
     grad = torch.cat([p.grad.flatten().double().cpu() for p in model.parameters()])
     return loss.detach().double().cpu(), grad

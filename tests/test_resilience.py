@@ -317,3 +317,17 @@ def test_partial_fc_two_ranks_checkpoints_shards_and_resumes_exactly(reference, 
         for key, value in shards[0]["head"].items():
             if isinstance(value, torch.Tensor):
                 assert torch.equal(value, shards[1]["head"][key]), (rank, key)
+
+
+@pytest.mark.slow  # compiling MobileFaceNet takes about a minute on a 2-core CPU
+def test_compiled_training_keeps_plain_checkpoints_and_an_eager_model(tmp_path):
+    """trainer.compile=true steps through a compiled backbone; the checkpoint keys stay plain."""
+    out = tmp_path / "out"
+    args = overrides(tiny_folder(tmp_path / "data"), out, "trainer.compile=true",
+                     "trainer.deterministic=false")  # fmt: skip
+    result = train(args, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compile on" in result.stdout + result.stderr
+    state = final_state(out)
+    assert not [k for part in ("model", "head") for k in state[part] if "_orig_mod" in k]
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

@@ -54,14 +54,18 @@ def configure_kernels(device: torch.device, deterministic: bool, tf32: bool) -> 
     torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
-def compile_backbone(model: torch.nn.Module) -> None:
-    """``torch.compile`` the face model (backbone + embedding) in place; the head stays eager.
+def compile_backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` of the face model (backbone + embedding), for the training step only.
 
-    The backbone is where compilation pays (BatchNorm + PReLU + residual fusion); the head is
-    one matrix product already fused by hand. Compiling the whole recognizer was wrong on
-    torch 2.11 + CUDA: the loss was right but *every* gradient came back zero, with the
-    inductor and with the aot_eager backend alike, while the backbone alone compiled
-    correctly. In place (``nn.Module.compile``), so state-dict keys and checkpoints do not
-    change.
+    Returns a compiled wrapper that shares every parameter and buffer with ``model``; train
+    through it (``Recognizer(compile_backbone(r.model), r.head)``) and keep ``model`` itself
+    eager for verification (eval mode and odd batch sizes would each cost a recompilation)
+    and for checkpoints (plain state-dict keys).
+
+    The head is not compiled. The backbone is where compilation pays (BatchNorm + PReLU +
+    residual fusion); the head is one matrix product already fused by hand. And compiling
+    the whole recognizer was wrong on torch 2.11 + CUDA: the loss was right but *every*
+    gradient came back zero, with the inductor and with the aot_eager backend alike, while
+    the backbone alone compiled correctly (docs/performance.md).
     """
-    model.compile()
+    return torch.compile(model)

@@ -311,17 +311,20 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
     if tcfg.sync_bn and env.enabled:
         recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
     recognizer.to(env.device, memory_format=memory_format)
+    # The step trains through `stepper`, which shares every parameter with `recognizer`;
+    # verification and checkpoints use `recognizer` itself (eager, plain state-dict keys).
+    stepper = recognizer
     if compile_step:
-        compile_backbone(recognizer.model)
-    module: nn.Module = recognizer
+        stepper = Recognizer(compile_backbone(recognizer.model), recognizer.head)
+    module: nn.Module = stepper
     grad_norm = None
     if env.enabled:
         ids = None if env.device.type == "cpu" else [env.device]
         if sharded:  # each rank's centres are its own: only the model is replicated
-            module = Recognizer(DistributedDataParallel(recognizer.model, device_ids=ids),
+            module = Recognizer(DistributedDataParallel(stepper.model, device_ids=ids),
                                 recognizer.head)  # fmt: skip
         else:
-            module = DistributedDataParallel(recognizer, device_ids=ids)
+            module = DistributedDataParallel(stepper, device_ids=ids)
     if sharded:
 
         def grad_norm(max_norm: float | None) -> torch.Tensor:
