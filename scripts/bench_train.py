@@ -38,6 +38,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.util
 import itertools
@@ -189,6 +190,7 @@ ARCFACE_TORCH_NETS = {
 }
 
 
+@functools.cache  # once per run, not once per grid row
 def load_file(path: Path) -> ModuleType:
     """Import one source file by path, under a private name (no sys.path changes)."""
     if not path.is_file():

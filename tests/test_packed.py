@@ -27,7 +27,7 @@ from facerec.data import (
     scan_folder,
 )
 from facerec.data.device_decode import EncodedBatch, EncodedView, collate_encoded, decode_batch
-from facerec.data.packed import PackedDataModule, pack_images, read_pack_header
+from facerec.data.packed import PackedDataModule, jpeg_sampling, pack_images, read_pack_header
 from facerec.data.transforms import augmentation, geometry, read_image
 from facerec.train import run
 
@@ -251,14 +251,6 @@ def test_device_decoding_drops_a_corrupt_record_before_decoding(pack, tmp_path, 
         PackedDataModule(str(pack), decode="gpu")
     with pytest.raises(ValueError, match=r"needs data\.verify=true"):
         PackedDataModule(str(pack), decode="device", verify=False)
-
-
-def jpeg_sampling(data: bytes) -> list[int]:
-    """The components' sampling-factor bytes of a baseline JPEG's SOF0 segment (0x22 0x11 0x11
-    is 4:2:0, all 0x11 is 4:4:4)."""
-    sof = data.index(b"\xff\xc0")
-    count = data[sof + 9]
-    return [data[sof + 11 + 3 * c] for c in range(count)]
 
 
 def test_chroma_444_packs_are_written_as_such(lfw_images, pack, tmp_path):

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facerec.data.transforms import decode_rgb, to_tensor
+
 if TYPE_CHECKING:
     from facerec.data.packed import PackedDataset
 
@@ -48,15 +50,15 @@ def decode_batch(data: Sequence[torch.Tensor], device: torch.device | str = "cpu
 
 
 def decode_cpu(data: torch.Tensor) -> torch.Tensor:
-    """One JPEG decoded by OpenCV (as the loader workers do): uint8 ``(3, H, W)`` RGB.
+    """One JPEG decoded on the CPU as the loader workers do: uint8 ``(3, H, W)`` RGB.
 
     Raises:
         OSError: the bytes do not decode.
     """
-    image = cv2.imdecode(data.numpy(), cv2.IMREAD_COLOR)
+    image = decode_rgb(data.numpy())
     if image is None:
         raise OSError(f"cannot decode a {data.numel()}-byte JPEG record (corrupt)")
-    return torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1)
+    return to_tensor(image)
 
 
 @dataclass

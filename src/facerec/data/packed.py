@@ -47,7 +47,7 @@ from tqdm import tqdm
 from facerec.data.device_decode import EncodedView, collate_encoded
 from facerec.data.folder import scan_folder
 from facerec.data.module import DataModule, PairsSet
-from facerec.data.transforms import augmentation, geometry, to_tensor
+from facerec.data.transforms import augmentation, decode_rgb, geometry, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ __all__ = [
     "EncodedImages",
     "PackedDataModule",
     "PackedDataset",
-    "decode_rgb",
     "pack_folder",
     "pack_images",
     "read_pack_header",
@@ -71,25 +70,6 @@ SHARD_FILE = "shard-{:05d}.dat"
 COLUMNS = ("shard", "offset", "length", "label", "crc32")
 SHARD, OFFSET, LENGTH, LABEL, CRC = range(5)
 DEFAULT_SHARD_BYTES = 1 << 30
-
-# OpenCV >= 4.10 decodes straight to RGB (libjpeg-turbo writes RGB), saving a cvtColor; on this
-# CPU that made cv2.imdecode the fastest decoder of 112x112 JPEGs, ahead of
-# torchvision.io.decode_jpeg (see docs/performance.md).
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
-
-def decode_rgb(data: np.ndarray) -> np.ndarray | None:
-    """Decode encoded image bytes to RGB uint8 ``(H, W, 3)``; None when they do not decode.
-
-    Args:
-        data: uint8 ``(L,)`` file contents (a memory-map slice is fine: nothing is copied).
-    """
-    if data.size == 0:
-        return None
-    if _IMREAD_RGB is not None:
-        return cv2.imdecode(data, _IMREAD_RGB)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 @dataclass(frozen=True)
