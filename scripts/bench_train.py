@@ -54,17 +54,19 @@ from types import ModuleType
 
 import torch
 import torch.distributed as dist
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
 from facerec.distributed import resolve_device
 from facerec.engine import train_step
 from facerec.flops import count_macs
-from facerec.model import FaceModel
+from facerec.model import Recognizer
 from facerec.optim import param_groups
 from facerec.speed import compile_backbone, configure_kernels
-from facerec.train import Recognizer
+from facerec.train import build as build_recognizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -135,17 +137,15 @@ def synchronize(device: torch.device) -> None:
         torch.accelerator.synchronize(device)
 
 
+def compose(backbone: str, head: str) -> DictConfig:
+    """The training config a user gets with ``backbone=<backbone> head=<head>``."""
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return hydra_compose("train", overrides=[f"backbone={backbone}", f"head={head}"])
+
+
 def build(backbone: str, classes: int, head: str) -> Recognizer:
-    """Backbone + embedding + head from their configs, as ``facerec.train.build`` does."""
-    net = instantiate(OmegaConf.load(CONFIGS / "backbone" / f"{backbone}.yaml"))
-    embedding_cfg = OmegaConf.load(CONFIGS / "embedding" / "default.yaml")
-    embedding = instantiate(embedding_cfg, in_shape=net.feature_shape)
-    head_module = instantiate(
-        OmegaConf.load(CONFIGS / "head" / f"{head}.yaml"),
-        embedding_size=int(embedding_cfg.embedding_size),
-        num_classes=classes,
-    )
-    return Recognizer(FaceModel(net, embedding), head_module)
+    """Backbone + embedding + head, built by the trainer's own builder."""
+    return build_recognizer(compose(backbone, head), classes)
 
 
 def macs_per_image(backbone: str) -> int:
@@ -163,8 +163,8 @@ def facerec_step(row: Row, args: argparse.Namespace, device: torch.device) -> Ca
         # Each row compiles a new model of the same classes: without a reset dynamo would keep
         # recompiling the same code objects and, past its cache limit, silently run eagerly.
         torch._dynamo.reset()
-        module = Recognizer(compile_backbone(recognizer.model), recognizer.head)  # as trained
-    optim_cfg = OmegaConf.load(CONFIGS / "optim" / "sgd.yaml")
+        module = Recognizer(compile_backbone(recognizer.model), recognizer.criterion)  # as trained
+    optim_cfg = compose(row.backbone, args.head).optim
     optimizer = instantiate(optim_cfg)(param_groups([recognizer], optim_cfg.weight_decay))
     scheduler = LambdaLR(optimizer, lambda step: 1.0)
     amp_dtype = DTYPES[row.dtype]
@@ -176,7 +176,8 @@ def facerec_step(row: Row, args: argparse.Namespace, device: torch.device) -> Ca
 
     def step() -> bool:
         # train_step syncs with the host once per step (its skip decision), as in training.
-        return train_step(module, batches, optimizer, scheduler, scaler, amp_dtype)[2]
+        return train_step(module, batches, optimizer, scheduler, scaler, amp_dtype, None,
+                          recognizer.clip_grad_norm_)[2]  # fmt: skip
 
     return step
 

@@ -89,7 +89,6 @@ def export(args: argparse.Namespace) -> int:
     import torch
 
     from facerec import inference
-    from facerec.data.transforms import normalize
 
     model, cfg, meta = inference.load_model(args.checkpoint, "cpu")
     size = inference.image_size(cfg)
@@ -136,9 +135,9 @@ def export(args: argparse.Namespace) -> int:
     print(f"exported {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB), dynamic batch axis")
 
     images, what = check_images(args, cfg)
-    x = normalize(images)
+    x = model.preprocess(images)  # the ONNX model's input; PyTorch gets the uint8 pixels
     with torch.no_grad():
-        ref = model(x).numpy().astype(np.float64)
+        ref = model(images).numpy().astype(np.float64)
     session = onnxruntime.InferenceSession(str(args.out), providers=["CPUExecutionProvider"])
     got = session.run(["embeddings"], {"images": x.numpy()})[0].astype(np.float64)
     single = session.run(["embeddings"], {"images": x[:1].numpy()})[0].astype(np.float64)
@@ -161,7 +160,7 @@ def export(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.inference import run_tool  # after parsing: --help stays instant
+    from facerec.cli import run_tool  # after parsing: --help stays instant
 
     return run_tool(lambda: export(args), "export_onnx.py")
 

@@ -86,7 +86,7 @@ def extract(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.inference import run_tool  # after parsing: --help stays instant
+    from facerec.cli import run_tool  # after parsing: --help stays instant
 
     return run_tool(lambda: extract(args), "extract.py")
 

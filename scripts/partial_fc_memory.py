@@ -1,8 +1,8 @@
 """Memory of one rank's Partial FC shard: weight, gradient and SGD momentum, measured.
 
 Builds the shard rank ``--rank`` of ``--world`` would own (``class_shard``: ``C / W`` classes of
-``D`` floats), wraps it in :class:`facerec.partial_fc.PartialFC` and runs ``--steps`` training
-steps (forward on a random global batch, backward, SGD with momentum and weight decay as
+``D`` floats), wraps it in :class:`facerec.criteria.partial_fc.PartialFC` and runs ``--steps``
+training steps (forward on a random global batch, backward, SGD with momentum and weight decay as
 ``configs/optim/sgd.yaml``) on the CPU, then reports the process's peak resident memory (RSS)
 against the steady-state expectation ``(C/W) · D · 12`` bytes (fp32 weight + grad + momentum).
 
@@ -29,7 +29,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facerec.partial_fc import PartialFC, class_shard
+from facerec.criteria.partial_fc import PartialFC, class_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 

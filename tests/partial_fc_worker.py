@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from facerec import distributed
-from facerec.partial_fc import PartialFC, class_shard
+from facerec.criteria.partial_fc import PartialFC, class_shard
 
 HEAD_DIR = Path(__file__).resolve().parents[1] / "configs" / "head"
 WORLD = 2

@@ -9,7 +9,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from facerec.train import Recognizer, build
+from facerec.model import Recognizer
+from facerec.train import build
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BACKBONES = sorted(p.stem for p in (CONFIGS / "backbone").glob("*.yaml"))

@@ -25,8 +25,9 @@ from omegaconf import OmegaConf
 
 from facerec.data.device_decode import decode_batch
 from facerec.data.packed import PackedDataModule, PackedDataset, pack_images
+from facerec.model import Recognizer
 from facerec.speed import compile_backbone, resolve_amp, resolve_compile
-from facerec.train import Recognizer, build
+from facerec.train import build
 
 pytestmark = pytest.mark.gpu
 
@@ -138,7 +139,7 @@ def loss_and_grad(model, images, labels, amp=None, channels_last=False, compiled
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     # What the trainer steps through with trainer.compile on (parameters shared with `model`).
-    run = Recognizer(compile_backbone(model.model), model.head) if compiled else model
+    run = Recognizer(compile_backbone(model.model), model.criterion) if compiled else model
     device = images.device.type
     with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):
         loss = run(images, labels)

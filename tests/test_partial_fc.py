@@ -23,8 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from facerec.criteria.collectives import class_shard, clip_grad_norm_
+from facerec.criteria.partial_fc import PartialFC
 from facerec.heads.arcface import ArcFace
-from facerec.partial_fc import PartialFC, class_shard, clip_grad_norm_
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_FILES = sorted((ROOT / "configs" / "head").glob("*.yaml"))

@@ -294,7 +294,7 @@ def test_partial_fc_two_ranks_checkpoints_shards_and_resumes_exactly(reference, 
     """Partial FC: each rank holds half the centres; its shard (centres + optimizer state) is
     checkpointed beside the main file, and 3 steps + resume to 5 equals 5 steps straight."""
     data, _ = reference
-    pfc = ["trainer.head_parallel.partial_fc=true", "trainer.keep_checkpoints=10"]
+    pfc = ["criterion=partial_fc", "trainer.keep_checkpoints=10"]
 
     def launch(out: Path, *extra: str) -> None:
         args = overrides(data, out, *pfc, *extra)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from facerec.model import Recognizer
 from facerec.speed import compile_backbone, resolve_amp, resolve_compile
-from facerec.train import Recognizer, build
+from facerec.train import build
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -68,7 +69,7 @@ def test_compile_gives_the_plain_loss_and_gradients():
     plain_loss, plain_grads = loss_and_grads(copy.deepcopy(base), images, labels)
     model = copy.deepcopy(base)
     # What trainer.compile steps through; the gradients land in `model`'s parameters.
-    loss = Recognizer(compile_backbone(model.model), model.head)(images, labels)
+    loss = Recognizer(compile_backbone(model.model), model.criterion)(images, labels)
     loss.backward()
     torch.testing.assert_close(loss.detach(), plain_loss, rtol=1e-10, atol=0)
     flat = torch.cat([g.flatten() for g in plain_grads.values()])

@@ -131,6 +131,20 @@ def tiny_run(lfw_root, tmp_path_factory):
     return Path(metrics["run_dir"]) / "checkpoints" / "last.pt", pairs
 
 
+def test_loaded_meta_reports_the_trainers_best_accuracy_and_step(tiny_run):
+    """The tools' loader reads the checkpoint with the trainer's own format: the best accuracy
+    and its step are those metrics.json reports, not empty."""
+    ckpt = tiny_run[0]
+    metrics = json.loads((ckpt.parents[1] / "metrics.json").read_text())
+    for name in ("last.pt", "best.pt"):
+        _, _, meta = inference.load_model(ckpt.with_name(name), "cpu")
+        assert meta["step"] == 1 and meta["best_step"] == metrics["best"]["step"] == 1
+        assert meta["best"] == metrics["best"]["accuracy"] == metrics["accuracy"]
+        assert 0.0 <= meta["best"] <= 1.0
+        assert meta["results"]["lfw_devtest"]["accuracy"] == metrics["accuracy"]
+        assert meta["num_classes"] > 1
+
+
 @pytest.fixture
 def checkpoint_copy(tiny_run, tmp_path):
     """A private copy: tests that write ``<checkpoint>.threshold.json`` do not meet."""

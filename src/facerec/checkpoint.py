@@ -1,19 +1,136 @@
-"""Checkpoint files: atomic writes, the last K kept, corrupt files detected and skipped."""
+"""Checkpoint files: what one holds (defined once), atomic writes, the last K kept, corrupt
+files detected and skipped.
+
+A training checkpoint is a dict; :func:`training_checkpoint` writes its layout and
+:func:`restore_training` / :func:`summary` read it, so writer and readers cannot drift apart:
+
+    model        backbone + embedding state_dict (all the tools need)
+    head, optimizer
+                 the criterion's entries (a sharded criterion keeps them in per-rank files)
+    scheduler, scaler, guard
+                 the loop's stateful objects
+    step, epoch  where training stands
+    state        :class:`TrainState` as a dict: step, best, best_step, skipped_samples, results
+    rng          every random generator (:func:`rng_state`)
+    classes      identity names, in label order
+    config       the resolved training config
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 log = logging.getLogger(__name__)
 
 STEP_GLOB = "step_*.pt"
+
+
+@dataclass
+class TrainState:
+    """What moves during training besides the modules, optimizer and scheduler."""
+
+    step: int = 0
+    best: float = -1.0
+    best_step: int = -1
+    skipped_samples: int = 0
+    results: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def training_checkpoint(
+    model: nn.Module,
+    state: TrainState,
+    epoch: int,
+    classes: list[str],
+    config: dict[str, Any],
+    stateful: Mapping[str, Any],
+    entries: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint of a training run (the layout in the module docstring).
+
+    Args:
+        model: backbone + embedding (eager, plain state-dict keys).
+        state: the loop's counters and verification results.
+        epoch: completed epochs.
+        classes: identity names in label order.
+        config: the resolved training config as plain containers.
+        stateful: objects with a ``state_dict`` (scheduler, scaler, guard), by entry name.
+        entries: the criterion's own entries (``Criterion.checkpoint_entries``).
+    """
+    ckpt = {name: obj.state_dict() for name, obj in stateful.items()}
+    ckpt.update(entries)
+    ckpt.update({
+        "model": model.state_dict(), "step": state.step, "epoch": epoch, "state": asdict(state),
+        "rng": rng_state(), "classes": classes, "config": config,
+    })  # fmt: skip
+    return ckpt
+
+
+def train_state(ckpt: Mapping[str, Any]) -> TrainState:
+    """The :class:`TrainState` a checkpoint holds (a bare one for a checkpoint without it)."""
+    saved = ckpt.get("state")
+    return TrainState(**saved) if isinstance(saved, Mapping) else TrainState(step=ckpt["step"])
+
+
+def summary(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """What a tool reports of a checkpoint: step, epoch, best accuracy and its step, the last
+    verification summaries and the number of identities."""
+    state = train_state(ckpt)
+    return {
+        "step": ckpt.get("step"),
+        "epoch": ckpt.get("epoch"),
+        "best": state.best,
+        "best_step": state.best_step,
+        "results": state.results,
+        "num_classes": len(ckpt.get("classes") or []),
+    }
+
+
+def load_module_state(module: nn.Module, ckpt: Mapping[str, Any], name: str, path: Path) -> None:
+    """``module.load_state_dict(ckpt[name])`` with a message naming the file and its backbone.
+
+    Raises:
+        ValueError: the saved weights do not fit ``module`` (another architecture or size).
+    """
+    try:
+        module.load_state_dict(ckpt[name])
+    except RuntimeError as error:
+        saved = (ckpt.get("config") or {}).get("backbone", {}).get("_target_")
+        raise ValueError(
+            f"checkpoint {path} does not fit this {name} (it was saved with backbone"
+            f" {saved}): {str(error).splitlines()[0]}"
+        ) from error
+
+
+def restore_training(
+    ckpt: Mapping[str, Any], path: Path, model: nn.Module, classes: list[str], **stateful: Any
+) -> TrainState:
+    """Load :func:`training_checkpoint`'s entries into ``model`` and ``stateful`` objects
+    (scheduler, scaler, guard ...) and the random generators; the criterion loads its own.
+
+    Raises:
+        ValueError: naming ``path``: other identities, or weights of another architecture.
+    """
+    if ckpt.get("classes") != classes:
+        saved = len(ckpt.get("classes") or [])
+        raise ValueError(
+            f"checkpoint {path} was trained on {saved} identities, this data has {len(classes)}"
+            " (or their names differ): resume with the same data"
+        )
+    load_module_state(model, ckpt, "model", path)
+    for name, obj in stateful.items():
+        obj.load_state_dict(ckpt[name])
+    set_rng_state(ckpt["rng"])
+    return train_state(ckpt)
 
 
 def save(state: dict[str, Any], path: str | Path) -> Path:

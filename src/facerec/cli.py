@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -90,9 +91,41 @@ def check_overrides(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> DictC
             raise UsageError(str(error)) from None
 
 
-def fail(error: BaseException) -> None:
-    """One line for the user instead of a traceback (FACEREC_DEBUG=1 keeps the traceback)."""
+def user_message(error: BaseException) -> str:
+    """The error's message; from a DataLoader worker, just the original last line."""
+    message = str(error)
+    if "Original Traceback" in message:  # torch re-raises worker errors with their traceback
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return message
+
+
+def report(error: BaseException, prog: str = "facerec") -> int:
+    """Print ``<prog>: error: <message>`` (one line, no traceback) and return exit status 2.
+
+    ``FACEREC_DEBUG=1`` re-raises instead, to see the traceback.
+    """
     if os.environ.get("FACEREC_DEBUG"):
         raise error
-    print(f"facerec: error: {error}", file=sys.stderr)
-    sys.exit(2)
+    print(f"{prog}: error: {user_message(error)}", file=sys.stderr)
+    return 2
+
+
+def fail(error: BaseException) -> NoReturn:
+    """``train.py``'s exit on a user's mistake: one line, status 2."""
+    sys.exit(report(error))
+
+
+def run_tool(main: Callable[[], int | None], prog: str) -> int:
+    """Run a script's body; a user's mistake ends with one line on stderr, not a traceback.
+
+    Missing files, malformed inputs and non-checkpoints (``OSError``, ``ValueError``) print
+    ``<prog>: error: <message>`` and return 2.
+
+    Returns:
+        The exit status: ``main``'s return value (None: 0), 2 on a user error.
+    """
+    try:
+        return int(main() or 0)
+    except (OSError, ValueError) as error:
+        return report(error, prog)

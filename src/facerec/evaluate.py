@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from facerec.data.module import Pairs
-from facerec.data.transforms import normalize
 from facerec.eval.verification import VerificationResult, evaluate_pairs, fuse_flip
 
 __all__ = ["VerificationSet", "Verifier", "embed_batches"]
@@ -53,7 +52,8 @@ def embed_batches(
     The model's train/eval mode is restored afterwards.
 
     Args:
-        model: images ``(B, 3, H, W)`` normalised to [-1, 1] -> embeddings ``(B, D)``.
+        model: uint8 images ``(B, 3, H, W)`` -> embeddings ``(B, D)`` (a
+            :class:`facerec.model.FaceModel`, which normalises its input).
         images: uint8 ``(M, 3, H, W)`` on any device; moved batch by batch.
         device: where the model is.
         batch_size: images per forward pass (each with its mirror, so 2x on the device).
@@ -76,7 +76,8 @@ def embed_batches(
     plain, mirror = [], []
     try:
         for start in range(0, len(images), batch_size):
-            batch = normalize(images[start : start + batch_size].to(device))
+            # uint8 on the device: the model normalises its input itself.
+            batch = images[start : start + batch_size].to(device)
             # The image and its mirror in one forward pass: one batch, twice the width.
             both = torch.cat([batch, batch.flip(3)]) if flip else batch
             with autocast:

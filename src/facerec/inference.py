@@ -16,16 +16,13 @@ squared Euclidean distance (``2 - 2 cos``).
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from facerec import checkpoint
@@ -33,13 +30,12 @@ from facerec.data.transforms import geometry, read_image, to_tensor
 from facerec.distributed import resolve_device
 from facerec.eval.verification import fuse_flip
 from facerec.evaluate import embed_batches
-from facerec.model import FaceModel
+from facerec.model import FaceModel, build_face_model
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PREPROCESSING",
     "batch_size_for",
-    "build_face_model",
     "center_crop",
     "embed_images",
     "image_size",
@@ -47,7 +43,6 @@ __all__ = [
     "load_images",
     "load_model",
     "load_threshold",
-    "run_tool",
     "save_threshold",
     "threshold_path",
 ]
@@ -57,20 +52,6 @@ PREPROCESSING = (
     "RGB float32 (B, 3, H, W) = (uint8 - 127.5) / 127.5 of an aligned face, H = W = the "
     "training image size (112), after the training centre crop if any"
 )
-
-
-def build_face_model(cfg: Mapping[str, Any]) -> FaceModel:
-    """Backbone -> embedding from a config's ``backbone`` and ``embedding`` sections.
-
-    Args:
-        cfg: a composed training config (DictConfig) or a checkpoint's ``config`` dict.
-
-    Returns:
-        A freshly initialised :class:`facerec.model.FaceModel` (no head).
-    """
-    backbone = instantiate(cfg["backbone"])
-    embedding = instantiate(cfg["embedding"], in_shape=backbone.feature_shape)
-    return FaceModel(backbone, embedding)
 
 
 def load_model(
@@ -131,12 +112,7 @@ def load_model(
     model.to(device).eval()
     meta = {
         "path": str(path),
-        "step": state.get("step"),
-        "epoch": state.get("epoch"),
-        "best": state.get("best"),
-        "best_step": state.get("best_step"),
-        "results": state.get("results", {}),
-        "num_classes": len(state.get("classes") or []),
+        **checkpoint.summary(state),  # the same reader the trainer's resume uses
         "backbone": cfg["backbone"]["_target_"],
         "device": str(device),
     }
@@ -294,34 +270,3 @@ def load_threshold(checkpoint_path: str | Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: not a threshold record ({error}); re-run evaluate.py") from None
     record["file"] = str(path)
     return record
-
-
-# --------------------------------------------------------------------------------------------
-# command-line tools
-
-
-def _user_message(error: BaseException) -> str:
-    """The error's message; from a DataLoader worker, just the original last line."""
-    message = str(error)
-    if "Original Traceback" in message:  # torch re-raises worker errors with their traceback
-        last = [line for line in message.splitlines() if line.strip()][-1]
-        message = last.split(": ", 1)[1] if ": " in last else last
-    return message
-
-
-def run_tool(main: Callable[[], int | None], prog: str) -> int:
-    """Run a script's body; a user's mistake ends with one line on stderr, not a traceback.
-
-    Missing files, malformed inputs and non-checkpoints (``OSError``, ``ValueError``) print
-    ``<prog>: error: <message>`` and return 2. ``FACEREC_DEBUG=1`` re-raises instead.
-
-    Returns:
-        The exit status: ``main``'s return value (None: 0), 2 on a user error.
-    """
-    try:
-        return int(main() or 0)
-    except (OSError, ValueError) as error:
-        if os.environ.get("FACEREC_DEBUG"):
-            raise
-        print(f"{prog}: error: {_user_message(error)}", file=sys.stderr)
-        return 2

@@ -1,9 +1,24 @@
-"""The face model: backbone followed by the embedding layer."""
+"""The face model (backbone -> embedding) and the recognizer trained around it (model + criterion).
+
+Images enter as uint8 pixels and are normalised here, on the model's device, the one place it
+happens (the loaders ship uint8: four times less host-to-device traffic than float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
-__all__ = ["FaceModel"]
+from facerec import distributed
+from facerec.criteria.base import Criterion
+from facerec.data.transforms import normalize
+
+__all__ = ["FaceModel", "Recognizer", "build_face_model"]
 
 
 class FaceModel(nn.Module):
@@ -20,5 +35,83 @@ class FaceModel(nn.Module):
         self.embedding = embedding
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W) -> (B, D)``."""
+        """``(B, 3, H, W) -> (B, D)``.
+
+        ``images`` are uint8 pixels, normalised here to ``(x - 127.5) / 127.5``, or a float
+        tensor already normalised that way (the ONNX export's input, see
+        :data:`facerec.inference.PREPROCESSING`).
+        """
+        if images.dtype == torch.uint8:
+            images = self.preprocess(images)
         return self.embedding(self.backbone(images))
+
+    @staticmethod
+    def preprocess(images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` -> the float32 input in [-1, 1] (the ONNX export takes it)."""
+        return normalize(images)
+
+
+def build_face_model(cfg: Mapping[str, Any]) -> FaceModel:
+    """Backbone -> embedding from a config's ``backbone`` and ``embedding`` sections.
+
+    Args:
+        cfg: a composed training config (DictConfig) or a checkpoint's ``config`` dict.
+
+    Returns:
+        A freshly initialised :class:`FaceModel` (no head).
+    """
+    backbone = instantiate(cfg["backbone"])
+    embedding = instantiate(cfg["embedding"], in_shape=backbone.feature_shape)
+    return FaceModel(backbone, embedding)
+
+
+class Recognizer(nn.Module):
+    """Face model + training criterion in one module, so one DDP wrapper can sync both.
+
+    The trainer steps, clips, wraps and broadcasts through these methods; what differs between
+    criteria (replicated or sharded centres) is the criterion's to decide.
+
+    Args:
+        model: images -> embeddings (a :class:`FaceModel`, or a compiled/DDP wrapper of one).
+        criterion: embeddings, labels -> loss.
+    """
+
+    def __init__(self, model: nn.Module, criterion: Criterion) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    @property
+    def head(self) -> nn.Module | None:
+        """The criterion's margin head (its class centres are ``head.weight``)."""
+        return getattr(self.criterion, "head", None)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch.
+
+        Args:
+            images: ``(B, 3, H, W)`` uint8, or float normalised to [-1, 1].
+            labels: ``(B,)`` int64 class indices.
+
+        Returns:
+            Scalar loss (float32, or float64 for a float64 model).
+        """
+        return self.criterion(self.model(images), labels)
+
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        """DDP's no_sync of the model when only the model is DDP-wrapped (sharded criterion)."""
+        no_sync = getattr(self.model, "no_sync", None)
+        return no_sync() if no_sync is not None else contextlib.nullcontext()
+
+    def data_parallel(self, device_ids: Sequence[Any] | None) -> nn.Module:
+        """The DDP module a training step runs through; it shares every parameter with this."""
+        return self.criterion.data_parallel(self, device_ids)
+
+    def clip_grad_norm_(self, max_norm: float | None) -> torch.Tensor:
+        """The global gradient norm (0-d, the same on every rank), clipped to ``max_norm``."""
+        return self.criterion.clip_grad_norm_(self.model.parameters(), max_norm)
+
+    def broadcast_buffers(self) -> None:
+        """Rank 0's BatchNorm statistics (and the criterion's replicated state) everywhere."""
+        distributed.broadcast_buffers(self.model)
+        self.criterion.broadcast_buffers()

@@ -58,7 +58,7 @@ def compile_backbone(model: torch.nn.Module) -> torch.nn.Module:
     """``torch.compile`` of the face model (backbone + embedding), for the training step only.
 
     Returns a compiled wrapper that shares every parameter and buffer with ``model``; train
-    through it (``Recognizer(compile_backbone(r.model), r.head)``) and keep ``model`` itself
+    through it (``Recognizer(compile_backbone(r.model), r.criterion)``) and keep ``model`` itself
     eager for verification (eval mode and odd batch sizes would each cost a recompilation)
     and for checkpoints (plain state-dict keys).
 

@@ -6,36 +6,36 @@ Launch (see README.md):
     torchrun --nproc_per_node=8 train.py data=folder data.root=/data/casia
     sbatch --ntasks-per-node=8 scripts/slurm_train.sh data=folder data.root=/data/casia
     python train.py trainer.resume=auto               # continue the latest run of this name
+
+The config stops at :func:`setup`: it builds a :class:`Training` of plain objects and numbers,
+and :func:`train_one_epoch`, :func:`evaluate` and :func:`save` work on that alone. The loop
+knows no criterion kind: DDP wrapping, the gradient norm, checkpoint entries and buffer
+broadcast are asked of the :class:`~facerec.model.Recognizer`, which asks its criterion.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from facerec import checkpoint, distributed
-from facerec.data.transforms import normalize
+from facerec.checkpoint import TrainState
 from facerec.engine import NonFiniteGuard, Preemption, train_step
 from facerec.evaluate import Verifier
-from facerec.inference import build_face_model
-from facerec.model import FaceModel
+from facerec.model import Recognizer, build_face_model
 from facerec.optim import param_groups
-from facerec.partial_fc import PartialFC
-from facerec.partial_fc import clip_grad_norm_ as pfc_clip_grad_norm_
 from facerec.report import Reporter
 from facerec.speed import (
     AMP_CHOICES,
@@ -46,52 +46,9 @@ from facerec.speed import (
     resolve_compile,
 )
 
+__all__ = ["Preempted", "Recognizer", "Training", "build", "fit", "run"]
+
 log = logging.getLogger("facerec")
-
-
-class Recognizer(nn.Module):
-    """Face model + margin head in one module, so one DDP wrapper syncs both."""
-
-    def __init__(self, model: FaceModel, head: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.head = head
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch.
-
-        Args:
-            images: ``(B, 3, H, W)`` float, normalised.
-            labels: ``(B,)`` int64 class indices.
-
-        Returns:
-            Scalar: cross-entropy of the head's logits (in float32), plus the head's
-            ``regularizer(embeddings)`` for heads that have one (MagFace).
-        """
-        embeddings = self.model(images)
-        if isinstance(self.head, PartialFC):  # sharded centres: the head computes the loss
-            return self.head(embeddings, labels)
-        loss = F.cross_entropy(self.head(embeddings, labels).float(), labels)
-        regularizer = getattr(self.head, "regularizer", None)
-        if regularizer is not None:
-            loss = loss + regularizer(embeddings)
-        return loss
-
-    def no_sync(self) -> contextlib.AbstractContextManager:
-        """DDP's no_sync of the model when only the model is DDP-wrapped (Partial FC)."""
-        no_sync = getattr(self.model, "no_sync", None)
-        return no_sync() if no_sync is not None else contextlib.nullcontext()
-
-
-@dataclass
-class TrainState:
-    """What moves during training besides the modules, optimizer and scheduler."""
-
-    step: int = 0
-    best: float = -1.0
-    best_step: int = -1
-    skipped_samples: int = 0
-    results: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Preempted(Exception):
@@ -192,78 +149,81 @@ def resolve_run_dir(
     return Path(distributed.broadcast(str(run_dir))), None
 
 
-def build(cfg: DictConfig, num_classes: int, env: distributed.Dist | None = None) -> Recognizer:
-    """Backbone -> embedding -> head, each from its own config group.
+@dataclass(frozen=True)
+class HeadFactory:
+    """``factory(num_classes) -> head``: the head's config bound to the embedding size.
 
-    With ``trainer.head_parallel.partial_fc`` the head holds only this rank's shard of the
-    class centres (:class:`facerec.partial_fc.PartialFC`).
+    A criterion builds its head(s) with it, for all classes or for its shard of them.
+    """
+
+    config: DictConfig
+    embedding_size: int
+
+    def __call__(self, num_classes: int) -> nn.Module:
+        return instantiate(self.config, embedding_size=self.embedding_size, num_classes=num_classes)
+
+
+def build(cfg: DictConfig, num_classes: int, env: distributed.Dist | None = None) -> Recognizer:
+    """Backbone -> embedding, then the criterion (``cfg.criterion``) around the head.
+
+    Args:
+        cfg: the composed training config.
+        num_classes: identities in the training data.
+        env: this process's rank and world size (a sharded criterion builds its shard).
     """
     size = int(cfg.embedding.embedding_size)
-
-    def make_head(classes: int) -> nn.Module:
-        return instantiate(cfg.head, embedding_size=size, num_classes=classes)
-
-    parallel = OmegaConf.select(cfg, "trainer.head_parallel") or {}
-    if parallel.get("partial_fc"):
-        rank, world = (env.rank, env.world_size) if env else (0, 1)
-        rate = float(parallel.get("sample_rate", 1.0))
-        head = PartialFC.build(make_head, num_classes, size, rate, rank=rank, world_size=world,
+    rank, world = (env.rank, env.world_size) if env else (0, 1)
+    make_criterion = instantiate(cfg.criterion, _partial_=True)
+    criterion = make_criterion(make_head=HeadFactory(cfg.head, size), num_classes=num_classes,
+                               embedding_size=size, rank=rank, world_size=world,
                                seed=int(cfg.seed))  # fmt: skip
-    else:
-        head = make_head(num_classes)
-    return Recognizer(build_face_model(cfg), head)
+    return Recognizer(build_face_model(cfg), criterion)
 
 
-def restore(
-    ckpt: dict[str, Any], path: Path, recognizer: Recognizer, classes: list[str], **stateful: Any
-) -> TrainState:
-    """Load a checkpoint into the modules and ``stateful`` objects (optimizer, scheduler ...)."""
-    if ckpt.get("classes") != classes:
-        saved = len(ckpt.get("classes") or [])
-        raise ValueError(
-            f"checkpoint {path} was trained on {saved} identities, this data has {len(classes)}"
-            " (or their names differ): resume with the same data"
-        )
-    sharded = isinstance(recognizer.head, PartialFC)
-    for name, module in (("model", recognizer.model), ("head", recognizer.head)):
-        if name == "head" and sharded:
-            continue  # each rank's shard comes from its own file (restore_shard)
-        try:
-            module.load_state_dict(ckpt[name])
-        except RuntimeError as error:
-            saved = ckpt.get("config", {}).get("backbone", {}).get("_target_")
-            raise ValueError(
-                f"checkpoint {path} does not fit this {name} (it was saved with backbone"
-                f" {saved}): {str(error).splitlines()[0]}"
-            ) from error
-    for name, obj in stateful.items():
-        obj.load_state_dict(ckpt[name])
-    checkpoint.set_rng_state(ckpt["rng"])
-    return TrainState(**ckpt["state"])
+@dataclass(frozen=True)
+class Loop:
+    """The loop's plain numbers and switches, read once from the config."""
+
+    total_steps: int
+    steps_per_epoch: int
+    accumulate: int
+    batch_size: int  # per process and micro-batch
+    global_batch: int  # batch x processes x accumulate
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    grad_clip: float | None
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    progress: bool
+    preempt_exit_code: int
+    best_metric: str | None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
-def shard_path(folder: Path, rank: int, tag: str) -> Path:
-    """This rank's Partial FC shard (head centres + optimizer state) of checkpoint ``tag``."""
-    return folder / "shards" / f"rank{rank:05d}-{tag}.pt"
+@dataclass
+class Training:
+    """Everything the loop needs, built once by :func:`setup`; no config past this point."""
 
-
-def restore_shard(path: Path, step: int, env: distributed.Dist, head: nn.Module,
-                  optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
-    """Load this rank's head shard and optimizer state saved beside checkpoint ``path``."""
-    shard = shard_path(path.parent, env.rank, path.stem)
-    if not shard.is_file():
-        raise ValueError(
-            f"checkpoint {path} has no Partial FC shard for rank {env.rank} ({shard}): resume"
-            " with the number of processes that wrote it"
-        )
-    state = checkpoint.load(shard, required=("head", "optimizer", "world_size"))
-    if state["world_size"] != env.world_size or state["step"] != step:
-        raise ValueError(
-            f"{shard} was written at step {state['step']} by {state['world_size']} processes;"
-            f" this run resumes step {step} on {env.world_size}"
-        )
-    head.load_state_dict(state["head"])
-    optimizer.load_state_dict(state["optimizer"])
+    env: distributed.Dist
+    loop: Loop
+    run_dir: Path
+    recognizer: Recognizer  # eager modules: verification and checkpoints
+    stepper: nn.Module  # what the step trains through (compiled/DDP; shares every parameter)
+    loader: Any
+    verifiers: dict[str, Verifier]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    guard: NonFiniteGuard
+    state: TrainState
+    report: Reporter
+    classes: list[str]
+    config: dict[str, Any]  # the resolved config, saved in every checkpoint
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -281,6 +241,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recognizer]:
     """The training run on this process; returns the metrics and the trained modules."""
+    training = setup(cfg, env)
+    preemption = Preemption()
+    training.recognizer.train()
+    try:
+        while training.state.step < training.loop.total_steps:
+            train_one_epoch(training, preemption)
+    finally:
+        preemption.close()
+        training.report.close()
+    return finish(training), training.recognizer
+
+
+def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
+    """Check the config, build every object of the run, resume if asked: the config stops here.
+
+    Everything that can fail on bad input happens before the run directory is touched.
+    """
     check_config(cfg, env.device)
     seed_everything(cfg.seed)
     tcfg = cfg.trainer
@@ -288,210 +265,236 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
         torch.use_deterministic_algorithms(True, warn_only=True)
     configure_kernels(env.device, tcfg.deterministic, tcfg.tf32)
     amp = resolve_amp(tcfg.amp, env.device)
-    amp_dtype = AMP_DTYPES[amp]
-    compile_step = resolve_compile(tcfg.compile, env.device)
-    accumulate = int(tcfg.accumulate)
-    memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
-
-    # Everything that can fail on bad input happens before the run directory is touched.
     data = instantiate(cfg.data)
     scan = data.setup()
     verifiers = {
         name: Verifier(s, tcfg.eval_batch_size, data.num_workers, tcfg.eval_fusion)
         for name, s in data.val.items()
     }
-    best_metric = tcfg.best_metric or next(iter(verifiers), None)
-    if best_metric is not None and best_metric not in verifiers:
-        raise ValueError(
-            f"trainer.best_metric={best_metric!r} is not in data.val {list(verifiers)}"
-        )
     run_dir, resume_from = resolve_run_dir(cfg, env)
     recognizer = build(cfg, len(scan.classes), env)
-    sharded = isinstance(recognizer.head, PartialFC)
     if tcfg.sync_bn and env.enabled:
         recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
-    recognizer.to(env.device, memory_format=memory_format)
-    # The step trains through `stepper`, which shares every parameter with `recognizer`;
-    # verification and checkpoints use `recognizer` itself (eager, plain state-dict keys).
-    stepper = recognizer
-    if compile_step:
-        stepper = Recognizer(compile_backbone(recognizer.model), recognizer.head)
-    module: nn.Module = stepper
-    grad_norm = None
-    if env.enabled:
-        ids = None if env.device.type == "cpu" else [env.device]
-        if sharded:  # each rank's centres are its own: only the model is replicated
-            module = Recognizer(DistributedDataParallel(stepper.model, device_ids=ids),
-                                recognizer.head)  # fmt: skip
-        else:
-            module = DistributedDataParallel(stepper, device_ids=ids)
-    if sharded:
-
-        def grad_norm(max_norm: float | None) -> torch.Tensor:
-            return pfc_clip_grad_norm_(recognizer.model.parameters(),
-                                       recognizer.head.parameters(), max_norm)  # fmt: skip
-
     loader = data.train_loader(env.rank, env.world_size, cfg.seed, show_progress=env.is_main)
-    steps_per_epoch = len(loader) // accumulate
-    total_steps = int(tcfg.max_steps or tcfg.epochs * steps_per_epoch)
-    global_batch = data.batch_size * env.world_size * accumulate
-    lr = float(cfg.optim.lr)
-    if tcfg.lr_reference_batch:  # linear scaling rule (Goyal et al. 2017)
-        lr *= global_batch / float(tcfg.lr_reference_batch)
+    loop = loop_settings(tcfg, env, len(loader), data.batch_size, amp, best_metric(tcfg, verifiers))
+    recognizer.to(env.device, memory_format=loop.memory_format)
+    compile_step = resolve_compile(tcfg.compile, env.device)
+    stepper = step_module(recognizer, compile_step, env)
+    lr = scaled_lr(cfg, loop.global_batch)
     optimizer = instantiate(cfg.optim, lr=lr)(param_groups([recognizer], cfg.optim.weight_decay))
     scheduler = instantiate(cfg.sched)(
-        optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+        optimizer, steps_per_epoch=loop.steps_per_epoch, total_steps=loop.total_steps
     )
-    scaler = torch.amp.GradScaler(env.device.type, enabled=amp_dtype is torch.float16)
+    scaler = torch.amp.GradScaler(env.device.type, enabled=loop.amp_dtype is torch.float16)
     guard = NonFiniteGuard(tcfg.max_nonfinite_steps)
-
     state = TrainState()
     if resume_from is not None:
-        path, ckpt = resume_from
-        stateful = {"scheduler": scheduler, "scaler": scaler, "guard": guard}
-        if not sharded:
-            stateful["optimizer"] = optimizer
-        state = restore(ckpt, path, recognizer, scan.classes, **stateful)
-        if sharded:
-            restore_shard(path.resolve(), state.step, env, recognizer.head, optimizer)
-        log.info("resumed from %s at step %d", path, state.step)
-
+        state = resume(*resume_from, recognizer, scan.classes, optimizer,
+                       scheduler=scheduler, scaler=scaler, guard=guard)  # fmt: skip
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         # The resolved config of this invocation; a resumed run keeps the original beside it.
         name = f"config.resume-{state.step}.yaml" if state.step else "config.yaml"
         (run_dir / name).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    report = Reporter(run_dir, env.is_main, total_steps, state.step, tcfg.progress)
-    if env.is_main:
-        log.info(
-            "run dir %s | %s | %d steps of %d per epoch | global batch %d = %d per process x %d"
-            " process(es) x %d accumulated | lr %.4g%s | device %s, amp %s, compile %s",
-            run_dir, scan.summary(), total_steps, steps_per_epoch, global_batch,
-            data.batch_size, env.world_size, accumulate, lr,
-            f" (linear scaling from batch {tcfg.lr_reference_batch})"
-            if tcfg.lr_reference_batch else " (not scaled with the batch)",
-            env.device, amp, "on" if compile_step else "off",
-        )  # fmt: skip
+        log.info("run dir %s | %s | %s", run_dir, scan.summary(),
+                 describe(loop, env, lr, tcfg.lr_reference_batch, amp, compile_step))  # fmt: skip
+    report = Reporter(run_dir, env.is_main, loop.total_steps, state.step, tcfg.progress)
+    return Training(env, loop, run_dir, recognizer, stepper, loader, verifiers, optimizer,
+                    scheduler, scaler, guard, state, report, scan.classes,
+                    OmegaConf.to_container(cfg, resolve=True))  # fmt: skip
 
-    def save(tag: str) -> None:
-        report.pause()
-        folder = run_dir / "checkpoints"
-        name = "best" if tag == "best" else f"step_{state.step:09d}"
-        if sharded:  # every rank writes its centres and optimizer state first
-            shard = {"head": recognizer.head.state_dict(), "optimizer": optimizer.state_dict(),
-                     "step": state.step, "world_size": env.world_size}  # fmt: skip
-            path = checkpoint.save(shard, shard_path(folder, env.rank, name))
-            if tag != "best":
-                pattern = f"rank{env.rank:05d}-{checkpoint.STEP_GLOB}"
-                checkpoint.prune(path.parent, pattern, tcfg.keep_checkpoints)
-            distributed.barrier()
-        if not env.is_main:
-            report.resume()
+
+def resume(
+    path: Path, ckpt: dict[str, Any], recognizer: Recognizer, classes: list[str],
+    optimizer: torch.optim.Optimizer, **stateful: Any,
+) -> TrainState:  # fmt: skip
+    """Load checkpoint ``path`` into the run's objects; the criterion loads its own part."""
+    state = checkpoint.restore_training(ckpt, path, recognizer.model, classes, **stateful)
+    recognizer.criterion.restore(ckpt, path, optimizer)
+    log.info("resumed from %s at step %d", path, state.step)
+    return state
+
+
+def describe(
+    loop: Loop, env: distributed.Dist, lr: float, reference_batch: int | None, amp: str,
+    compile_step: bool,
+) -> str:  # fmt: skip
+    """The start-up line: length, batch arithmetic, learning rate and speed switches."""
+    scaling = (f" (linear scaling from batch {reference_batch})" if reference_batch
+               else " (not scaled with the batch)")  # fmt: skip
+    return (
+        f"{loop.total_steps} steps of {loop.steps_per_epoch} per epoch | global batch"
+        f" {loop.global_batch} = {loop.batch_size} per process x {env.world_size} process(es)"
+        f" x {loop.accumulate} accumulated | lr {lr:.4g}{scaling} | device {env.device}, amp"
+        f" {amp}, compile {'on' if compile_step else 'off'}"
+    )
+
+
+def best_metric(tcfg: DictConfig, verifiers: dict[str, Verifier]) -> str | None:
+    """The verification set that picks ``best.pt``: ``trainer.best_metric`` or the first."""
+    name = tcfg.best_metric or next(iter(verifiers), None)
+    if name is not None and name not in verifiers:
+        raise ValueError(f"trainer.best_metric={name!r} is not in data.val {list(verifiers)}")
+    return name
+
+
+def loop_settings(
+    tcfg: DictConfig, env: distributed.Dist, batches: int, batch_size: int, amp: str,
+    best: str | None,
+) -> Loop:  # fmt: skip
+    """The :class:`Loop` of ``trainer`` for a loader of ``batches`` batches per epoch."""
+    accumulate = int(tcfg.accumulate)
+    steps_per_epoch = batches // accumulate
+    return Loop(
+        total_steps=int(tcfg.max_steps or tcfg.epochs * steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+        accumulate=accumulate,
+        batch_size=batch_size,
+        global_batch=batch_size * env.world_size * accumulate,
+        log_every=int(tcfg.log_every),
+        eval_every=int(tcfg.eval_every),
+        checkpoint_every=int(tcfg.checkpoint_every),
+        keep_checkpoints=int(tcfg.keep_checkpoints),
+        grad_clip=tcfg.grad_clip,
+        amp_dtype=AMP_DTYPES[amp],
+        channels_last=bool(tcfg.channels_last),
+        progress=bool(tcfg.progress),
+        preempt_exit_code=int(tcfg.preempt_exit_code),
+        best_metric=best,
+    )
+
+
+def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
+    """``optim.lr``, scaled linearly from ``trainer.lr_reference_batch`` when that is set
+    (Goyal et al. 2017)."""
+    lr = float(cfg.optim.lr)
+    if cfg.trainer.lr_reference_batch:
+        lr *= global_batch / float(cfg.trainer.lr_reference_batch)
+    return lr
+
+
+def step_module(recognizer: Recognizer, compile_step: bool, env: distributed.Dist) -> nn.Module:
+    """What the training step runs through; it shares every parameter with ``recognizer``,
+    which verification and checkpoints keep using (eager, plain state-dict keys)."""
+    stepper = recognizer
+    if compile_step:
+        stepper = Recognizer(compile_backbone(recognizer.model), recognizer.criterion)
+    if not env.enabled:
+        return stepper
+    return stepper.data_parallel(None if env.device.type == "cpu" else [env.device])
+
+
+def train_one_epoch(t: Training, preemption: Preemption) -> None:
+    """Steps from the current position to the end of its epoch (or of the run).
+
+    Raises:
+        Preempted: a rank got SIGTERM/SIGUSR1; the checkpoint is written first.
+    """
+    loop, state = t.loop, t.state
+    epoch, offset = divmod(state.step, loop.steps_per_epoch)
+    t.loader.sampler.set_epoch(epoch, offset * loop.accumulate * loop.batch_size)
+    batches = iter(t.loader)
+    for _ in range(offset, loop.steps_per_epoch):
+        micro = [device_batch(t, *batch) for batch in itertools.islice(batches, loop.accumulate)]
+        lr = t.optimizer.param_groups[0]["lr"]
+        loss, norm, finite = train_step(t.stepper, micro, t.optimizer, t.scheduler, t.scaler,
+                                        loop.amp_dtype, loop.grad_clip,
+                                        t.recognizer.clip_grad_norm_)  # fmt: skip
+        state.step += 1
+        t.report.count(loop.global_batch)
+        t.guard.update(finite, state.step, lr, t.scaler)
+        done = state.step >= loop.total_steps
+        if done or state.step % loop.log_every == 0:
+            scalars = {"loss": loss.item(), "lr": lr, "grad_norm": norm.item(),
+                       "skipped_steps": t.guard.skipped,
+                       "skipped_samples": state.skipped_samples}  # fmt: skip
+            t.report.train_scalars(state.step, {**scalars, **t.recognizer.criterion.scalars()})
+        if done or (loop.eval_every and state.step % loop.eval_every == 0):
+            evaluate(t)
+            save(t, "last")
+        elif state.step % loop.checkpoint_every == 0:
+            save(t, "last")
+        if done:
             return
-        ckpt = {
-            "model": recognizer.model.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "guard": guard.state_dict(),
-            "step": state.step,
-            "epoch": state.step // steps_per_epoch,
-            "state": asdict(state),
-            "rng": checkpoint.rng_state(),
-            "classes": scan.classes,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
-        if not sharded:  # sharded: rank 0's head and optimizer are already in its shard file
-            ckpt["head"] = recognizer.head.state_dict()
-            ckpt["optimizer"] = optimizer.state_dict()
+        if preemption.requested(t.env.device):
+            save(t, "last")
+            distributed.barrier()
+            log.warning("preemption signal: checkpoint written at step %d", state.step)
+            raise Preempted(state.step, loop.preempt_exit_code)
+
+
+def device_batch(
+    t: Training, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch on the training device, without its unreadable images (label -1)."""
+    keep = labels >= 0
+    if not bool(keep.all()):
+        t.state.skipped_samples += int((~keep).sum())
+        images, labels = images[keep], labels[keep]
+    images = images.to(t.env.device, non_blocking=True)
+    labels = labels.to(t.env.device, non_blocking=True)
+    return images.contiguous(memory_format=t.loop.memory_format), labels
+
+
+def evaluate(t: Training) -> None:
+    """Rank 0 verifies on every set; the others wait at the barrier; a new best is saved."""
+    t.report.pause()
+    improved = False
+    if t.env.is_main:
+        for name, verifier in t.verifiers.items():
+            result = verifier.evaluate(t.recognizer.model, t.env.device,
+                                       amp_dtype=t.loop.amp_dtype,
+                                       channels_last=t.loop.channels_last,
+                                       show_progress=t.loop.progress)  # fmt: skip
+            t.state.results[name] = result.summary()
+            t.report.verification(name, result, t.state.step, verifier)
+            if name == t.loop.best_metric and result.accuracy > t.state.best:
+                t.state.best, t.state.best_step = result.accuracy, t.state.step
+                improved = True
+    if distributed.broadcast(improved):  # on every rank: a criterion may write per-rank files
+        save(t, "best")
+    distributed.barrier()
+    t.report.resume()
+
+
+def save(t: Training, tag: str) -> None:
+    """Write ``best.pt`` (``tag="best"``) or the next step checkpoint (``"last"``)."""
+    t.report.pause()
+    folder = t.run_dir / "checkpoints"
+    name = "best" if tag == "best" else f"step_{t.state.step:09d}"
+    entries = t.recognizer.criterion.checkpoint_entries(
+        t.optimizer, folder, name, t.state.step, t.loop.keep_checkpoints
+    )
+    if t.env.is_main:
+        ckpt = checkpoint.training_checkpoint(
+            t.recognizer.model, t.state, t.state.step // t.loop.steps_per_epoch, t.classes,
+            t.config, {"scheduler": t.scheduler, "scaler": t.scaler, "guard": t.guard}, entries,
+        )  # fmt: skip
         if tag == "best":
             checkpoint.save(ckpt, folder / "best.pt")
         else:
-            checkpoint.save_step(ckpt, folder, keep=tcfg.keep_checkpoints)
-        report.resume()
+            checkpoint.save_step(ckpt, folder, keep=t.loop.keep_checkpoints)
+    t.report.resume()
 
-    def evaluate() -> None:
-        """Rank 0 verifies on every set; the others wait at the barrier."""
-        report.pause()
-        improved = False
-        if env.is_main:
-            for name, verifier in verifiers.items():
-                result = verifier.evaluate(recognizer.model, env.device, amp_dtype=amp_dtype,
-                                           channels_last=tcfg.channels_last,
-                                           show_progress=tcfg.progress)  # fmt: skip
-                state.results[name] = result.summary()
-                report.verification(name, result, state.step, verifier)
-                if name == best_metric and result.accuracy > state.best:
-                    state.best, state.best_step = result.accuracy, state.step
-                    improved = True
-        if distributed.broadcast(improved):  # every rank: Partial FC shards are per rank
-            save("best")
-        distributed.barrier()
-        report.resume()
 
-    preemption = Preemption()
-    recognizer.train()
-    try:
-        while state.step < total_steps:
-            epoch, offset = divmod(state.step, steps_per_epoch)
-            loader.sampler.set_epoch(epoch, offset * accumulate * data.batch_size)
-            batches = iter(loader)
-            for _ in range(offset, steps_per_epoch):
-                micro = []
-                for images, labels in (next(batches) for _ in range(accumulate)):
-                    keep = labels >= 0  # unreadable images come back with label -1
-                    if not bool(keep.all()):
-                        state.skipped_samples += int((~keep).sum())
-                        images, labels = images[keep], labels[keep]
-                    images = normalize(images.to(env.device, non_blocking=True))
-                    labels = labels.to(env.device, non_blocking=True)
-                    micro.append((images.contiguous(memory_format=memory_format), labels))
-                lr_now = optimizer.param_groups[0]["lr"]
-                loss, norm, finite = train_step(module, micro, optimizer, scheduler, scaler,
-                                                amp_dtype, tcfg.grad_clip, grad_norm)  # fmt: skip
-                state.step += 1
-                report.count(global_batch)
-                guard.update(finite, state.step, lr_now, scaler)
-                if state.step % tcfg.log_every == 0 or state.step == total_steps:
-                    scalars = {"loss": loss.item(), "lr": lr_now, "grad_norm": norm.item(),
-                               "skipped_steps": guard.skipped,
-                               "skipped_samples": state.skipped_samples}  # fmt: skip
-                    head = getattr(recognizer.head, "head", recognizer.head)  # inside PartialFC
-                    if hasattr(head, "s"):
-                        scalars["head_s"] = float(head.s)
-                    report.train_scalars(state.step, scalars)
-                done = state.step >= total_steps
-                if done or (tcfg.eval_every and state.step % tcfg.eval_every == 0):
-                    evaluate()
-                    save("last")
-                elif state.step % tcfg.checkpoint_every == 0:
-                    save("last")
-                if done:
-                    break
-                if preemption.requested(env.device):
-                    save("last")
-                    distributed.barrier()
-                    log.warning("preemption signal: checkpoint written at step %d", state.step)
-                    raise Preempted(state.step, int(tcfg.preempt_exit_code))
-    finally:
-        preemption.close()
-        report.close()
-    # Rank 0's BatchNorm statistics everywhere (Partial FC shards keep their own state).
-    distributed.broadcast_buffers(recognizer.model if sharded else recognizer)
-
+def finish(t: Training) -> dict[str, Any]:
+    """Synchronise the ranks' buffers and write ``metrics.json``; returns the metrics."""
+    t.recognizer.broadcast_buffers()
+    state = t.state
     metrics = {
         "step": state.step,
-        "epoch": state.step / steps_per_epoch,
-        "images_per_sec": report.images_per_sec,
-        "skipped_steps": guard.skipped,
+        "epoch": state.step / t.loop.steps_per_epoch,
+        "images_per_sec": t.report.images_per_sec,
+        "skipped_steps": t.guard.skipped,
         "skipped_samples": state.skipped_samples,
-        "best": {"set": best_metric, "accuracy": state.best, "step": state.best_step},
+        "best": {"set": t.loop.best_metric, "accuracy": state.best, "step": state.best_step},
         "val": state.results,
     }
-    if best_metric in state.results:
-        result = state.results[best_metric]
+    if t.loop.best_metric in state.results:
+        result = state.results[t.loop.best_metric]
         metrics.update({k: result[k] for k in ("accuracy", "accuracy_std", "threshold")})
-    if env.is_main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        log.info("metrics: %s", run_dir / "metrics.json")
-    metrics["run_dir"] = str(run_dir)
-    return metrics, recognizer
+    if t.env.is_main:
+        (t.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("metrics: %s", t.run_dir / "metrics.json")
+    metrics["run_dir"] = str(t.run_dir)
+    return metrics

@@ -63,158 +63,34 @@ the shard is this rank's alone, so DDP must wrap the backbone + embedding only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.parallel import DistributedDataParallel
 
-from facerec.heads.adacos import AdaCos
-from facerec.heads.base import MarginHead
-from facerec.heads.softmax import Softmax
+from facerec import checkpoint, distributed
+from facerec.criteria.base import Criterion
+from facerec.criteria.collectives import (
+    AllGather,
+    ShardedCrossEntropy,
+    class_rows,
+    class_shard,
+    clip_grad_norm_,
+    gather_rows,
+    num_classes_as,
+)
+from facerec.criteria.margin import add_regularizer
 
-__all__ = ["PartialFC", "class_shard", "clip_grad_norm_"]
-
-
-def class_shard(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
-    """The contiguous block of classes a rank owns: ``(start, count)``.
-
-    ``C // W`` classes each, the first ``C % W`` ranks one more (insightface's split), so any
-    ``C >= W`` works.
-
-    Args:
-        num_classes: Total number of classes ``C``.
-        rank: This rank, ``0 <= rank < world_size``.
-        world_size: Number of ranks ``W``.
-
-    Returns:
-        ``(start, count)``: the rank owns classes ``start … start + count - 1``.
-
-    Raises:
-        ValueError: If ``num_classes < world_size`` or ``rank`` is out of range.
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    if num_classes < world_size:
-        raise ValueError(
-            f"Partial FC needs num_classes >= world_size, got {num_classes} < {world_size}"
-        )
-    base, extra = divmod(num_classes, world_size)
-    return base * rank + min(rank, extra), base + int(rank < extra)
+__all__ = ["PartialFC", "class_shard"]
 
 
-class _AllGather(torch.autograd.Function):
-    """All-gather rows of possibly different counts per rank, with a gradient.
-
-    Backward: every rank holds the gradient of its own loss term w.r.t. the *whole* gathered
-    batch (its shard's contribution); their sum over the ranks is the full gradient. It is
-    all-reduced (a reduce-scatter would move half the bytes, but gloo has none and the tensor
-    is only ``(B_global, D)``), this rank's rows are kept and multiplied by ``world_size`` so
-    that DDP's average of the backbone gradients over the ranks is the exact gradient.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        local: Tensor,
-        sizes: list[int],
-        rank: int,
-        group: dist.ProcessGroup | None,
-    ) -> Tensor:
-        ctx.sizes, ctx.rank, ctx.group = sizes, rank, group
-        return _gather_rows(local, sizes, group)
-
-    @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor, None, None, None]:
-        total = grad.contiguous().clone()  # autograd may hand the same tensor to others
-        dist.all_reduce(total, group=ctx.group)
-        start = sum(ctx.sizes[: ctx.rank])
-        mine = total[start : start + ctx.sizes[ctx.rank]]
-        return mine * len(ctx.sizes), None, None, None
-
-
-def _gather_rows(local: Tensor, sizes: list[int], group: dist.ProcessGroup | None) -> Tensor:
-    """Concatenate every rank's ``(sizes[r], …)`` rows (padded to the largest for the call)."""
-    longest = max(sizes)
-    padded = F.pad(local, (0, 0) * (local.dim() - 1) + (0, longest - local.shape[0]))
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded.contiguous(), group=group)
-    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
-
-
-class _ShardedCrossEntropy(torch.autograd.Function):
-    """Softmax cross-entropy over classes split across the ranks, averaged over the batch.
-
-    Forward: each rank's log-sum-exp over its columns and its target logits (0 where it does
-    not own the class) are all-gathered in one call; ``lse = logsumexp_r lse_r`` and the
-    target is their sum (exactly one rank owns each row). Backward needs no communication:
-    ``∂L/∂z_ij = (softmax_ij - [j = y_i]) / B`` on this rank's columns, with the global ``lse``.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        logits: Tensor,
-        labels: Tensor,
-        world_size: int,
-        group: dist.ProcessGroup | None,
-    ) -> Tensor:
-        known = labels >= 0
-        index = labels.clamp(min=0).unsqueeze(1)
-        lse = torch.logsumexp(logits, dim=1)
-        target = torch.where(known, logits.gather(1, index).squeeze(1), 0.0)
-        if world_size > 1:
-            stats = torch.stack([lse, target])  # (2, B): one collective instead of two
-            parts = [torch.empty_like(stats) for _ in range(world_size)]
-            dist.all_gather(parts, stats, group=group)
-            every = torch.stack(parts)  # (W, 2, B)
-            lse = torch.logsumexp(every[:, 0], dim=0)
-            target = every[:, 1].sum(dim=0)
-        ctx.save_for_backward(logits, lse, index, known)
-        return (lse - target).mean()
-
-    @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor, None, None, None]:
-        logits, lse, index, known = ctx.saved_tensors
-        probs = torch.exp(logits - lse.unsqueeze(1))
-        probs.scatter_add_(1, index, -known.unsqueeze(1).to(probs.dtype))
-        return probs.mul_(grad / logits.shape[0]), None, None, None
-
-
-def _class_rows(index: Tensor, k: int) -> Tensor:
-    """Rows of the classes ``index`` ``(n,)`` in a class-major ``(C·k, …)`` parameter."""
-    if k == 1:
-        return index
-    return (index.unsqueeze(1) * k + torch.arange(k, device=index.device)).flatten()
-
-
-@contextlib.contextmanager
-def _class_count(head: nn.Module, count: int) -> Iterator[None]:
-    """Let ``head.num_classes`` say ``count`` while it runs on a sample of its centres.
-
-    Sub-centre ArcFace reshapes its ``(B, C·k)`` cosines with ``num_classes``; the other heads
-    read it only at construction.
-    """
-    saved = getattr(head, "num_classes", None)
-    if saved is None:
-        yield
-        return
-    head.num_classes = count
-    try:
-        yield
-    finally:
-        head.num_classes = saved
-
-
-class PartialFC(nn.Module):
+class PartialFC(Criterion):
     """A margin head whose class centres are sharded over the ranks; returns the loss.
 
     Args:
@@ -233,9 +109,10 @@ class PartialFC(nn.Module):
         group: Process group; ``None`` is the default group.
 
     Raises:
-        TypeError: If ``head`` is neither a MarginHead nor Softmax.
+        TypeError: If ``head`` does not declare ``shardable`` (not a facerec head).
         ValueError: On a shard size, embedding size or sample rate that does not fit, or
-            AdaCos with ``world_size > 1`` or ``sample_rate < 1``.
+            a head declaring ``shardable = False`` (AdaCos) with ``world_size > 1`` or
+            ``sample_rate < 1``.
 
     Attributes:
         head: The wrapped head; ``head.weight`` ``(C_local, D)`` (``(C_local·k, D)`` for
@@ -248,6 +125,8 @@ class PartialFC(nn.Module):
         last_index: Local class indices used by the last forward, sorted, ``(n,)``; ``None``
             when all centres were used.
     """
+
+    replicated = False  # each rank's centres are its own
 
     def __init__(
         self,
@@ -262,18 +141,21 @@ class PartialFC(nn.Module):
         group: dist.ProcessGroup | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(head, (MarginHead, Softmax)):
+        # Whether a head can be sharded is the head's own declaration (heads/base.py).
+        shardable = getattr(head, "shardable", None)
+        if shardable is None:
             raise TypeError(
                 f"PartialFC wraps a MarginHead or Softmax, got {type(head).__name__}: a head "
-                "must take labels -1 (another rank's class) and share_target to be sharded"
+                "must take labels -1 (another rank's class) and share_target, and declare "
+                "`shardable`, to be sharded"
             )
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
-        if isinstance(head, AdaCos) and (world_size > 1 or sample_rate < 1.0):
+        if not shardable and (world_size > 1 or sample_rate < 1.0):
             raise ValueError(
-                "AdaCos cannot run under Partial FC with world_size > 1 or sample_rate < 1: its "
-                "scale depends on C and on exp(s·cos) over every class, which no shard has; use "
-                "another head or a plain (unsharded) head"
+                f"{type(head).__name__} cannot run under Partial FC with world_size > 1 or "
+                "sample_rate < 1: the head declares shardable = False (it needs the logits of "
+                "every class, which no shard has); use another head or criterion=margin"
             )
         self.class_start, self.num_local = class_shard(num_classes, rank, world_size)
         if getattr(head, "num_classes", self.num_local) != self.num_local:
@@ -363,8 +245,8 @@ class PartialFC(nn.Module):
         sizes = [torch.empty_like(size) for _ in range(self.world_size)]
         dist.all_gather(sizes, size, group=self.group)
         counts = [int(n) for n in torch.cat(sizes).tolist()]
-        everything = _AllGather.apply(embeddings, counts, self.rank, self.group)
-        return everything, _gather_rows(labels, counts, self.group)
+        everything = AllGather.apply(embeddings, counts, self.rank, self.group)
+        return everything, gather_rows(labels, counts, self.group)
 
     def sample(self, labels: Tensor) -> Tensor:
         """The local classes used this step: every positive, then random negatives.
@@ -403,18 +285,16 @@ class PartialFC(nn.Module):
             ``(B_global, n)`` logits (``n = num_local`` without ``index``), float32 or
             float64.
         """
-        kwargs = {}
-        if self.world_size > 1 and isinstance(self.head, MarginHead):
-            kwargs["share_target"] = self._share_target
+        kwargs = {"share_target": self._share_target} if self.world_size > 1 else {}
         if index is None:
             return self.head(embeddings, labels, **kwargs)
         params = {}
         for name in ("weight", "bias"):  # the head contract: weight (C·k, D), bias (C,)
             param = getattr(self.head, name, None)
             if isinstance(param, nn.Parameter):
-                rows = _class_rows(index, param.shape[0] // self.num_local)
+                rows = class_rows(index, param.shape[0] // self.num_local)
                 params[name] = param[rows]  # autograd scatters the gradient into these rows
-        with _class_count(self.head, index.numel()):
+        with num_classes_as(self.head, index.numel()):
             return functional_call(self.head, params, (embeddings, labels), kwargs, strict=False)
 
     # --- forward -------------------------------------------------------------------------
@@ -449,46 +329,65 @@ class PartialFC(nn.Module):
         everything = everything.to(torch.promote_types(dtype, torch.float32))
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             logits = self.logits(everything, local, index)
-            loss = _ShardedCrossEntropy.apply(logits, local, self.world_size, self.group)
+            loss = ShardedCrossEntropy.apply(logits, local, self.world_size, self.group)
         if self.training:
             self.step += 1
-        regularizer = getattr(self.head, "regularizer", None)
-        if regularizer is not None:
-            loss = loss + regularizer(embeddings)
-        return loss
+        return add_regularizer(self.head, embeddings, loss)
 
+    # --- what the trainer asks of a criterion (facerec.criteria.base.Criterion) ----------
 
-def clip_grad_norm_(
-    replicated: Iterable[nn.Parameter],
-    sharded: Iterable[nn.Parameter],
-    max_norm: float | None = None,
-    group: dist.ProcessGroup | None = None,
-) -> Tensor:
-    """Norm of the whole gradient when part of the parameters is sharded; clip by it.
+    def clip_grad_norm_(self, replicated: Iterable[nn.Parameter], max_norm: float | None) -> Tensor:
+        """One global norm: the model's replicated gradients plus every rank's shard."""
+        return clip_grad_norm_(replicated, self.parameters(), max_norm, self.group)
 
-    ``torch.nn.utils.clip_grad_norm_`` on one rank would see only its own shard of the
-    centres: the norm, the clipping factor and the skip-on-non-finite decision would then
-    differ between ranks. Here the squared norm of the shards is summed over the ranks (one
-    all-reduce of a scalar), so every rank gets the same norm.
+    def data_parallel(self, recognizer: nn.Module, device_ids: Sequence[Any] | None) -> nn.Module:
+        """DDP around the model only: the centres' gradients are exact per shard and must not
+        be averaged over the ranks (see the module docstring)."""
+        model = DistributedDataParallel(recognizer.model, device_ids=device_ids)
+        return type(recognizer)(model, self)
 
-    Args:
-        replicated: Parameters whose gradients are identical on every rank (the DDP model).
-        sharded: This rank's :class:`PartialFC` parameters.
-        max_norm: Clip to this global norm; ``None`` only computes it.
-        group: Process group of the shards; ignored when not distributed.
+    def broadcast_buffers(self) -> None:
+        """Nothing: every shard keeps its own state (the stateful heads' buffers are computed
+        from the gathered global batch, hence equal on every rank already)."""
 
-    Returns:
-        The global gradient norm, 0-d float32, identical on every rank.
-    """
-    replicated, sharded = list(replicated), list(sharded)
-    grads = [p.grad for p in replicated if p.grad is not None]
-    shard_grads = [p.grad for p in sharded if p.grad is not None]
-    device = (grads + shard_grads)[0].device if grads or shard_grads else torch.device("cpu")
-    squared = torch.nn.utils.get_total_norm(shard_grads).to(device, torch.float32).square()
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(squared, group=group)
-    squared = squared + torch.nn.utils.get_total_norm(grads).to(device, torch.float32).square()
-    total = squared.sqrt()
-    if max_norm is not None:
-        torch.nn.utils.clip_grads_with_norm_(replicated + sharded, max_norm, total)
-    return total
+    def shard_path(self, folder: Path, tag: str) -> Path:
+        """This rank's shard (centres + optimizer state) of checkpoint ``folder/<tag>.pt``."""
+        return folder / "shards" / f"rank{self.rank:05d}-{tag}.pt"
+
+    def checkpoint_entries(
+        self, optimizer: torch.optim.Optimizer, folder: Path, tag: str, step: int, keep: int
+    ) -> dict[str, Any]:
+        """Every rank writes its shard file; the main checkpoint gets nothing of the head.
+
+        The optimizer state goes with the shard: its momentum of the centres is per rank (the
+        model's part is the same everywhere, so rank 0's main file would only duplicate it).
+        """
+        shard = {"head": self.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "world_size": self.world_size}  # fmt: skip
+        path = checkpoint.save(shard, self.shard_path(folder, tag))
+        if tag.startswith("step_"):
+            checkpoint.prune(path.parent, f"rank{self.rank:05d}-{checkpoint.STEP_GLOB}", keep)
+        distributed.barrier()  # every shard is on disk before rank 0 writes the main file
+        return {}
+
+    def restore(self, ckpt: dict[str, Any], path: Path, optimizer: torch.optim.Optimizer) -> None:
+        """Load this rank's shard and optimizer state saved beside checkpoint ``path``.
+
+        Raises:
+            ValueError: the shard is missing, or was written at another step or world size.
+        """
+        path = path.resolve()  # last.pt is a link: the shards sit beside its target
+        shard = self.shard_path(path.parent, path.stem)
+        if not shard.is_file():
+            raise ValueError(
+                f"checkpoint {path} has no Partial FC shard for rank {self.rank} ({shard}):"
+                " resume with the number of processes that wrote it"
+            )
+        state = checkpoint.load(shard, required=("head", "optimizer", "world_size"))
+        if state["world_size"] != self.world_size or state["step"] != ckpt["step"]:
+            raise ValueError(
+                f"{shard} was written at step {state['step']} by {state['world_size']}"
+                f" processes; this run resumes step {ckpt['step']} on {self.world_size}"
+            )
+        self.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])

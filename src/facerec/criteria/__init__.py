@@ -1,0 +1,15 @@
+"""Training objectives: ``(embeddings, labels) -> loss`` and what they own (``configs/criterion``).
+
+* :class:`MarginLoss` — a margin head's cross-entropy over all classes (``criterion=margin``);
+* :class:`PartialFC` — the class centres sharded over the ranks (``criterion=partial_fc``).
+
+Adding one: a :class:`Criterion` subclass in its own file with a ``build`` classmethod taking
+``(make_head, num_classes, embedding_size, *, rank, world_size, seed, **its own options)``,
+and ``configs/criterion/<name>.yaml`` naming it.
+"""
+
+from facerec.criteria.base import Criterion
+from facerec.criteria.margin import MarginLoss
+from facerec.criteria.partial_fc import PartialFC
+
+__all__ = ["Criterion", "MarginLoss", "PartialFC"]
