@@ -63,10 +63,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from facerec.distributed import resolve_device
 from facerec.engine import train_step
 from facerec.flops import count_macs
-from facerec.model import Recognizer
+from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.speed import compile_backbone, configure_kernels
-from facerec.train import build as build_recognizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from facerec.model import Recognizer
-from facerec.train import build
+from facerec.model import build_recognizer as build
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BACKBONES = sorted(p.stem for p in (CONFIGS / "backbone").glob("*.yaml"))

@@ -26,8 +26,8 @@ from omegaconf import OmegaConf
 from facerec.data.device_decode import decode_batch
 from facerec.data.packed import PackedDataModule, PackedDataset, pack_images
 from facerec.model import Recognizer
+from facerec.model import build_recognizer as build
 from facerec.speed import compile_backbone, resolve_amp, resolve_compile
-from facerec.train import build
 
 pytestmark = pytest.mark.gpu
 

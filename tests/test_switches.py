@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec.model import Recognizer
+from facerec.model import build_recognizer as build
 from facerec.speed import compile_backbone, resolve_amp, resolve_compile
-from facerec.train import build
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

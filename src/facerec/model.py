@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 
 from facerec import distributed
 from facerec.criteria.base import Criterion
 from facerec.data.transforms import normalize
 
-__all__ = ["FaceModel", "Recognizer", "build_face_model"]
+__all__ = ["FaceModel", "HeadFactory", "Recognizer", "build_face_model", "build_recognizer"]
 
 
 class FaceModel(nn.Module):
@@ -115,3 +117,36 @@ class Recognizer(nn.Module):
         """Rank 0's BatchNorm statistics (and the criterion's replicated state) everywhere."""
         distributed.broadcast_buffers(self.model)
         self.criterion.broadcast_buffers()
+
+
+@dataclass(frozen=True)
+class HeadFactory:
+    """``factory(num_classes) -> head``: the head's config bound to the embedding size.
+
+    A criterion builds its head(s) with it, for all classes or for its shard of them.
+    """
+
+    config: DictConfig
+    embedding_size: int
+
+    def __call__(self, num_classes: int) -> nn.Module:
+        return instantiate(self.config, embedding_size=self.embedding_size, num_classes=num_classes)
+
+
+def build_recognizer(
+    cfg: DictConfig, num_classes: int, env: distributed.Dist | None = None
+) -> Recognizer:
+    """Backbone -> embedding, then the criterion (``cfg.criterion``) around the head.
+
+    Args:
+        cfg: the composed training config.
+        num_classes: identities in the training data.
+        env: this process's rank and world size (a sharded criterion builds its shard).
+    """
+    size = int(cfg.embedding.embedding_size)
+    rank, world = (env.rank, env.world_size) if env else (0, 1)
+    make_criterion = instantiate(cfg.criterion, _partial_=True)
+    criterion = make_criterion(make_head=HeadFactory(cfg.head, size), num_classes=num_classes,
+                               embedding_size=size, rank=rank, world_size=world,
+                               seed=int(cfg.seed))  # fmt: skip
+    return Recognizer(build_face_model(cfg), criterion)

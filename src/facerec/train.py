@@ -19,7 +19,6 @@ import itertools
 import json
 import logging
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,19 +33,20 @@ from facerec import checkpoint, distributed
 from facerec.checkpoint import TrainState
 from facerec.engine import NonFiniteGuard, Preemption, train_step
 from facerec.evaluate import Verifier
-from facerec.model import Recognizer, build_face_model
+from facerec.loop import Loop, describe, loop_settings
+from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.report import Reporter
+from facerec.run_dir import resolve_run_dir
 from facerec.speed import (
-    AMP_CHOICES,
-    AMP_DTYPES,
     compile_backbone,
     configure_kernels,
     resolve_amp,
     resolve_compile,
 )
+from facerec.validate import check_config
 
-__all__ = ["Preempted", "Recognizer", "Training", "build", "fit", "run"]
+__all__ = ["Preempted", "Training", "fit", "run", "setup"]
 
 log = logging.getLogger("facerec")
 
@@ -64,145 +64,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def target_name(node: DictConfig) -> str:
-    """``facerec.heads.arcface.ArcFace`` -> ``arcface``: a short label for a config choice."""
-    return str(node.get("_target_", "x")).rsplit(".", 1)[-1].lower()
-
-
-# Values the loop does arithmetic with: a wrong type stops the run at start-up, naming the key.
-NUMBERS = (int, float)
-CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "seed": (int,),
-    "optim.lr": NUMBERS,
-    "data.batch_size": (int,),
-    "data.num_workers": (int,),
-    "trainer.epochs": (int,),
-    "trainer.max_steps": (int, type(None)),
-    "trainer.log_every": (int,),
-    "trainer.eval_every": (int,),
-    "trainer.checkpoint_every": (int,),
-    "trainer.accumulate": (int,),
-    "trainer.keep_checkpoints": (int,),
-    "trainer.max_nonfinite_steps": (int,),
-    "trainer.grad_clip": (*NUMBERS, type(None)),
-    "trainer.lr_reference_batch": (int, type(None)),
-    "trainer.compile": (bool, str),
-    "trainer.tf32": (bool,),
-    "trainer.channels_last": (bool,),
-}
-
-
-def check_config(cfg: DictConfig, device: torch.device) -> None:
-    """Impossible combinations stop here, before anything is built or written."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ValueError(
-            f"missing required config value(s): {', '.join(missing)}"
-            f" (set them on the command line, e.g. {missing[0]}=...)"
-        )
-    for key, types in CONFIG_TYPES.items():
-        value = OmegaConf.select(cfg, key)
-        # bool is an int subclass: `trainer.epochs=true` must not pass as 1.
-        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise ValueError(f"{key}={value!r} must be {names}")
-    tcfg = cfg.trainer
-    if tcfg.amp not in AMP_CHOICES:
-        raise ValueError(f"trainer.amp={tcfg.amp!r}: choose one of {list(AMP_CHOICES)}")
-    if tcfg.compile not in (True, False, "auto"):
-        raise ValueError(f"trainer.compile={tcfg.compile!r}: choose true, false or auto")
-    if tcfg.amp == "fp16" and device.type == "cpu":
-        raise ValueError("trainer.amp=fp16 needs a GPU; on the CPU use trainer.amp=bf16 or none")
-    if tcfg.max_steps is None and int(tcfg.epochs) < 1:
-        raise ValueError("set trainer.epochs >= 1 or trainer.max_steps")
-    if tcfg.sync_bn and device.type == "cpu":
-        raise ValueError("trainer.sync_bn=true needs GPUs: PyTorch's SyncBatchNorm has no CPU path")
-    if int(tcfg.accumulate) < 1:
-        raise ValueError(f"trainer.accumulate={tcfg.accumulate} must be >= 1")
-
-
-def resolve_run_dir(
-    cfg: DictConfig, env: distributed.Dist
-) -> tuple[Path, tuple[Path, dict[str, Any]] | None]:
-    """The run directory (same on every rank) and the checkpoint to resume from, if any."""
-    name = cfg.name or f"{target_name(cfg.backbone)}-{target_name(cfg.head)}"
-    run_root = Path(cfg.paths.output_dir) / name
-    resume = cfg.trainer.resume
-    found = None
-    if resume == "auto":
-        found = checkpoint.load_latest(run_root)
-        if found is None:
-            log.info("trainer.resume=auto: no checkpoint under %s, starting a new run", run_root)
-    elif resume:
-        found = Path(resume), checkpoint.load(resume)
-    if found is not None:
-        return found[0].parent.parent, found
-    # One timestamp for all ranks: rank 0's, broadcast (a per-rank ${now:} would give one
-    # folder per process).
-    run_dir = run_root / time.strftime("%Y%m%d-%H%M%S")
-    suffix = 1
-    while env.is_main and run_dir.exists():  # two runs started in the same second
-        run_dir = run_dir.with_name(f"{run_dir.name.split('+')[0]}+{suffix}")
-        suffix += 1
-    return Path(distributed.broadcast(str(run_dir))), None
-
-
-@dataclass(frozen=True)
-class HeadFactory:
-    """``factory(num_classes) -> head``: the head's config bound to the embedding size.
-
-    A criterion builds its head(s) with it, for all classes or for its shard of them.
-    """
-
-    config: DictConfig
-    embedding_size: int
-
-    def __call__(self, num_classes: int) -> nn.Module:
-        return instantiate(self.config, embedding_size=self.embedding_size, num_classes=num_classes)
-
-
-def build(cfg: DictConfig, num_classes: int, env: distributed.Dist | None = None) -> Recognizer:
-    """Backbone -> embedding, then the criterion (``cfg.criterion``) around the head.
-
-    Args:
-        cfg: the composed training config.
-        num_classes: identities in the training data.
-        env: this process's rank and world size (a sharded criterion builds its shard).
-    """
-    size = int(cfg.embedding.embedding_size)
-    rank, world = (env.rank, env.world_size) if env else (0, 1)
-    make_criterion = instantiate(cfg.criterion, _partial_=True)
-    criterion = make_criterion(make_head=HeadFactory(cfg.head, size), num_classes=num_classes,
-                               embedding_size=size, rank=rank, world_size=world,
-                               seed=int(cfg.seed))  # fmt: skip
-    return Recognizer(build_face_model(cfg), criterion)
-
-
-@dataclass(frozen=True)
-class Loop:
-    """The loop's plain numbers and switches, read once from the config."""
-
-    total_steps: int
-    steps_per_epoch: int
-    accumulate: int
-    batch_size: int  # per process and micro-batch
-    global_batch: int  # batch x processes x accumulate
-    log_every: int
-    eval_every: int
-    checkpoint_every: int
-    keep_checkpoints: int
-    grad_clip: float | None
-    amp_dtype: torch.dtype | None
-    channels_last: bool
-    progress: bool
-    preempt_exit_code: int
-    best_metric: str | None
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
 @dataclass
@@ -272,7 +133,7 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
         for name, s in data.val.items()
     }
     run_dir, resume_from = resolve_run_dir(cfg, env)
-    recognizer = build(cfg, len(scan.classes), env)
+    recognizer = build_recognizer(cfg, len(scan.classes), env)
     if tcfg.sync_bn and env.enabled:
         recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
     loader = data.train_loader(env.rank, env.world_size, cfg.seed, show_progress=env.is_main)
@@ -315,53 +176,12 @@ def resume(
     return state
 
 
-def describe(
-    loop: Loop, env: distributed.Dist, lr: float, reference_batch: int | None, amp: str,
-    compile_step: bool,
-) -> str:  # fmt: skip
-    """The start-up line: length, batch arithmetic, learning rate and speed switches."""
-    scaling = (f" (linear scaling from batch {reference_batch})" if reference_batch
-               else " (not scaled with the batch)")  # fmt: skip
-    return (
-        f"{loop.total_steps} steps of {loop.steps_per_epoch} per epoch | global batch"
-        f" {loop.global_batch} = {loop.batch_size} per process x {env.world_size} process(es)"
-        f" x {loop.accumulate} accumulated | lr {lr:.4g}{scaling} | device {env.device}, amp"
-        f" {amp}, compile {'on' if compile_step else 'off'}"
-    )
-
-
 def best_metric(tcfg: DictConfig, verifiers: dict[str, Verifier]) -> str | None:
     """The verification set that picks ``best.pt``: ``trainer.best_metric`` or the first."""
     name = tcfg.best_metric or next(iter(verifiers), None)
     if name is not None and name not in verifiers:
         raise ValueError(f"trainer.best_metric={name!r} is not in data.val {list(verifiers)}")
     return name
-
-
-def loop_settings(
-    tcfg: DictConfig, env: distributed.Dist, batches: int, batch_size: int, amp: str,
-    best: str | None,
-) -> Loop:  # fmt: skip
-    """The :class:`Loop` of ``trainer`` for a loader of ``batches`` batches per epoch."""
-    accumulate = int(tcfg.accumulate)
-    steps_per_epoch = batches // accumulate
-    return Loop(
-        total_steps=int(tcfg.max_steps or tcfg.epochs * steps_per_epoch),
-        steps_per_epoch=steps_per_epoch,
-        accumulate=accumulate,
-        batch_size=batch_size,
-        global_batch=batch_size * env.world_size * accumulate,
-        log_every=int(tcfg.log_every),
-        eval_every=int(tcfg.eval_every),
-        checkpoint_every=int(tcfg.checkpoint_every),
-        keep_checkpoints=int(tcfg.keep_checkpoints),
-        grad_clip=tcfg.grad_clip,
-        amp_dtype=AMP_DTYPES[amp],
-        channels_last=bool(tcfg.channels_last),
-        progress=bool(tcfg.progress),
-        preempt_exit_code=int(tcfg.preempt_exit_code),
-        best_metric=best,
-    )
 
 
 def scaled_lr(cfg: DictConfig, global_batch: int) -> float:

@@ -1,0 +1,79 @@
+"""The training loop's plain numbers and switches, read once from the ``trainer`` config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from facerec import distributed
+from facerec.speed import AMP_DTYPES
+
+__all__ = ["Loop", "describe", "loop_settings"]
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The loop's plain numbers and switches, read once from the config."""
+
+    total_steps: int
+    steps_per_epoch: int
+    accumulate: int
+    batch_size: int  # per process and micro-batch
+    global_batch: int  # batch x processes x accumulate
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    grad_clip: float | None
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    progress: bool
+    preempt_exit_code: int
+    best_metric: str | None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def loop_settings(
+    tcfg: DictConfig, env: distributed.Dist, batches: int, batch_size: int, amp: str,
+    best: str | None,
+) -> Loop:  # fmt: skip
+    """The :class:`Loop` of ``trainer`` for a loader of ``batches`` batches per epoch."""
+    accumulate = int(tcfg.accumulate)
+    steps_per_epoch = batches // accumulate
+    return Loop(
+        total_steps=int(tcfg.max_steps or tcfg.epochs * steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+        accumulate=accumulate,
+        batch_size=batch_size,
+        global_batch=batch_size * env.world_size * accumulate,
+        log_every=int(tcfg.log_every),
+        eval_every=int(tcfg.eval_every),
+        checkpoint_every=int(tcfg.checkpoint_every),
+        keep_checkpoints=int(tcfg.keep_checkpoints),
+        grad_clip=tcfg.grad_clip,
+        amp_dtype=AMP_DTYPES[amp],
+        channels_last=bool(tcfg.channels_last),
+        progress=bool(tcfg.progress),
+        preempt_exit_code=int(tcfg.preempt_exit_code),
+        best_metric=best,
+    )
+
+
+def describe(
+    loop: Loop, env: distributed.Dist, lr: float, reference_batch: int | None, amp: str,
+    compile_step: bool,
+) -> str:  # fmt: skip
+    """The start-up line: length, batch arithmetic, learning rate and speed switches."""
+    scaling = (f" (linear scaling from batch {reference_batch})" if reference_batch
+               else " (not scaled with the batch)")  # fmt: skip
+    return (
+        f"{loop.total_steps} steps of {loop.steps_per_epoch} per epoch | global batch"
+        f" {loop.global_batch} = {loop.batch_size} per process x {env.world_size} process(es)"
+        f" x {loop.accumulate} accumulated | lr {lr:.4g}{scaling} | device {env.device}, amp"
+        f" {amp}, compile {'on' if compile_step else 'off'}"
+    )

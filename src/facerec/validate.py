@@ -1,0 +1,62 @@
+"""Start-up checks of a composed training config: wrong types and impossible combinations stop
+the run before anything is built or written, with one line naming the key."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from facerec.speed import AMP_CHOICES
+
+__all__ = ["CONFIG_TYPES", "check_config"]
+
+# Values the loop does arithmetic with: a wrong type stops the run at start-up, naming the key.
+NUMBERS = (int, float)
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "seed": (int,),
+    "optim.lr": NUMBERS,
+    "data.batch_size": (int,),
+    "data.num_workers": (int,),
+    "trainer.epochs": (int,),
+    "trainer.max_steps": (int, type(None)),
+    "trainer.log_every": (int,),
+    "trainer.eval_every": (int,),
+    "trainer.checkpoint_every": (int,),
+    "trainer.accumulate": (int,),
+    "trainer.keep_checkpoints": (int,),
+    "trainer.max_nonfinite_steps": (int,),
+    "trainer.grad_clip": (*NUMBERS, type(None)),
+    "trainer.lr_reference_batch": (int, type(None)),
+    "trainer.compile": (bool, str),
+    "trainer.tf32": (bool,),
+    "trainer.channels_last": (bool,),
+}
+
+
+def check_config(cfg: DictConfig, device: torch.device) -> None:
+    """Impossible combinations stop here, before anything is built or written."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(
+            f"missing required config value(s): {', '.join(missing)}"
+            f" (set them on the command line, e.g. {missing[0]}=...)"
+        )
+    for key, types in CONFIG_TYPES.items():
+        value = OmegaConf.select(cfg, key)
+        # bool is an int subclass: `trainer.epochs=true` must not pass as 1.
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"{key}={value!r} must be {names}")
+    tcfg = cfg.trainer
+    if tcfg.amp not in AMP_CHOICES:
+        raise ValueError(f"trainer.amp={tcfg.amp!r}: choose one of {list(AMP_CHOICES)}")
+    if tcfg.compile not in (True, False, "auto"):
+        raise ValueError(f"trainer.compile={tcfg.compile!r}: choose true, false or auto")
+    if tcfg.amp == "fp16" and device.type == "cpu":
+        raise ValueError("trainer.amp=fp16 needs a GPU; on the CPU use trainer.amp=bf16 or none")
+    if tcfg.max_steps is None and int(tcfg.epochs) < 1:
+        raise ValueError("set trainer.epochs >= 1 or trainer.max_steps")
+    if tcfg.sync_bn and device.type == "cpu":
+        raise ValueError("trainer.sync_bn=true needs GPUs: PyTorch's SyncBatchNorm has no CPU path")
+    if int(tcfg.accumulate) < 1:
+        raise ValueError(f"trainer.accumulate={tcfg.accumulate} must be >= 1")
