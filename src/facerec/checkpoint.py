@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -182,9 +183,17 @@ def load(path: str | Path, required: tuple[str, ...] = ("model", "step")) -> dic
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        # weights_only=False: the checkpoint holds RNG states and the config, not just tensors;
-        # only load checkpoints you wrote yourself.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain containers only. A checkpoint is data a user may
+        # have downloaded; a pickle that names a callable is refused, never executed.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message is a page of advice; the line naming the refused global is the news.
+        named = [line for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
+        reason = named[0].strip() if named else "objects other than tensors and plain data"
+        raise ValueError(
+            f"{path} refused: not a plain-data checkpoint, it would execute code or build"
+            f" objects to load ({reason})"
+        ) from None
     except Exception as error:
         raise ValueError(f"checkpoint {path} is truncated or corrupt ({error})") from error
     if not isinstance(state, dict) or any(key not in state for key in required):
@@ -213,9 +222,11 @@ def load_latest(run_root: str | Path) -> tuple[Path, dict[str, Any]] | None:
 
 def rng_state() -> dict[str, Any]:
     """Every random generator a training step touches."""
+    # numpy's state as a tensor: a file holding an ndarray cannot load with weights_only.
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -225,7 +236,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos,
+                         has_gauss, cached))  # fmt: skip
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
