@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> None:
     except Preempted as stop:
         print(f"facerec: {stop}", file=sys.stderr)
         sys.exit(stop.exit_code)  # a status the scheduler requeues on; resume=auto continues
-    except (UsageError, FileNotFoundError, ValueError, InstantiationException,
+    except (UsageError, OSError, ValueError, InstantiationException,
             NonFiniteError) as error:  # fmt: skip
         fail(error)
 

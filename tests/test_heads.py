@@ -2,8 +2,10 @@
 
 Every head is discovered from ``configs/head/*.yaml`` and built the way the trainer builds it,
 ``instantiate(cfg, embedding_size=D, num_classes=C)``. The reference for each head is a naive
-per-sample loop over Python floats (``math.acos``/``math.cos``) written here from the paper,
-independent of the helpers in ``facerec.heads``.
+per-sample function of Python floats (``math.acos``/``math.cos``) written here from the paper,
+independent of the helpers in ``facerec.heads``: one per head class, registered with
+``@reference(<class name>)`` in ``REFERENCES``, so a new head is its module, its YAML and its
+reference (a YAML without one fails ``test_every_head_config_has_a_reference``).
 
 Stateful heads (SphereFace's λ, AdaCos's s, CurricularFace's t, AdaFace's norm statistics) are
 checked with their state read from the head's buffers, and their updates against naive
@@ -15,7 +17,10 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.func import functional_call
 
-from facerec.heads.base import normalized_linear, safe_acos, sin_from_cos
+from facerec.heads.functional import normalized_linear, safe_acos, sin_from_cos
 
 HEAD_DIR = Path(__file__).resolve().parents[1] / "configs" / "head"
 HEAD_FILES = sorted(HEAD_DIR.glob("*.yaml"))
@@ -108,7 +113,14 @@ def with_norms(cfg: DictConfig, x: torch.Tensor) -> torch.Tensor:
     return torch.where(current > 0, x / current * norms[: len(x), None], x)
 
 
-# --- naive references ----------------------------------------------------------------------
+# --- naive references, one per head ---------------------------------------------------------
+#
+# Each head class has its own float64 reference below, registered with @reference under the
+# class name of its YAML's ``_target_`` (so CosFace's serves cosface.yaml and amsoftmax.yaml):
+# ``row(cfg, sample, **state)``, the logits of one sample from the paper's formula in Python
+# floats, and ``state(cfg, head)``, the values of ``**state`` that the head holds (Softmax's
+# bias, a stateful head's buffers). Adding a head is its .py, its YAML and its reference here;
+# a YAML whose class has none fails test_every_head_config_has_a_reference.
 
 
 def naive_cos(x: list[float], w: list[float]) -> float:
@@ -118,9 +130,139 @@ def naive_cos(x: list[float], w: list[float]) -> float:
     return min(1.0, max(-1.0, c))
 
 
-def naive_sphereface_psi(theta: float, m: int) -> float:
-    k = min(math.floor(m * theta / math.pi), m - 1)
-    return (-1) ** k * math.cos(m * theta) - 2 * k
+@dataclass(frozen=True)
+class Sample:
+    """One embedding, its label and the head's centres, as Python floats."""
+
+    x: list[float]
+    label: int
+    centres: list[list[float]]  # the rows of ``weight``: (C, D), or (C·k, D) class-major
+
+    @property
+    def norm(self) -> float:
+        return math.sqrt(sum(v * v for v in self.x))
+
+    def cosines(self, k: int = 1) -> list[float]:
+        """Clamped cos θ_j per class: with k rows per class (c·k ... c·k + k - 1), the largest."""
+        rows = self.centres
+        return [
+            max(naive_cos(self.x, rows[j * k + i]) for i in range(k)) for j in range(len(rows) // k)
+        ]
+
+
+def margin_row(
+    sample: Sample, s: float, target: Callable[[float], float], k: int = 1
+) -> list[float]:
+    """``target(cos θ_y)`` in the label's column, ``s · cos θ_j`` in the others."""
+    cosines = sample.cosines(k)
+    return [target(c) if j == sample.label else s * c for j, c in enumerate(cosines)]
+
+
+@dataclass(frozen=True)
+class Reference:
+    row: Callable[..., list[float]]
+    state: Callable[[DictConfig, torch.nn.Module], dict[str, Any]]
+
+
+REFERENCES: dict[str, Reference] = {}
+
+
+def no_state(cfg: DictConfig, head: torch.nn.Module) -> dict[str, Any]:
+    return {}
+
+
+def reference(name: str, state: Callable[[DictConfig, torch.nn.Module], dict[str, Any]] = no_state):
+    """Register the decorated ``row`` as the naive reference of head class ``name``."""
+
+    def register(row: Callable[..., list[float]]) -> Callable[..., list[float]]:
+        if name in REFERENCES:
+            raise ValueError(f"two naive references for {name}")
+        REFERENCES[name] = Reference(row, state)
+        return row
+
+    return register
+
+
+def reference_of(cfg: DictConfig) -> Reference:
+    name = class_name(cfg)
+    if name not in REFERENCES:
+        raise AssertionError(
+            f"no naive reference for {name} ({cfg._target_}): add one with "
+            f"@reference({name!r}) in tests/test_heads.py"
+        )
+    return REFERENCES[name]
+
+
+def naive_logits(
+    cfg: DictConfig,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    **state: Any,
+) -> torch.Tensor:
+    """Logits from the paper's formula (the head's reference), one sample at a time.
+
+    Args:
+        cfg: Head config (its hyper-parameters are read from here, not from the module).
+        x: Embeddings (B, D).
+        weight: Class centres (C, D); (C·k, D) class-major for sub-centre ArcFace.
+        labels: (B,).
+        **state: The reference's state: Softmax's ``bias`` (C,), SphereFace's ``lam`` (λ),
+            AdaCos's ``s``, CurricularFace's ``t``, AdaFace's ``stats``, the running
+            (mean, std) of the feature norm.
+
+    Returns:
+        (B, C) float64.
+    """
+    row = reference_of(cfg).row
+    centres = weight.double().tolist()
+    samples = [
+        Sample(xi, yi, centres) for xi, yi in zip(x.double().tolist(), labels.tolist(), strict=True)
+    ]
+    return torch.tensor([row(cfg, sample, **state) for sample in samples], dtype=torch.float64)
+
+
+def state_kwargs(cfg: DictConfig, head: torch.nn.Module) -> dict:
+    """The naive reference's state arguments for the head's current state (λ recomputed from
+    the iteration counter, the other states read from the buffers)."""
+    return reference_of(cfg).state(cfg, head)
+
+
+def reference_for(cfg: DictConfig, head: torch.nn.Module, x, labels) -> torch.Tensor:
+    """Naive logits with the head's current weights and state (AdaCos's initial s checked
+    against √2·ln(C - 1) by its state reader)."""
+    return naive_logits(cfg, x, head.weight.detach(), labels, **state_kwargs(cfg, head))
+
+
+@reference("Softmax", state=lambda cfg, head: {"bias": head.bias.detach()})
+def reference_softmax(cfg: DictConfig, sample: Sample, *, bias: torch.Tensor) -> list[float]:
+    # W x + b on the raw embedding and centres: no normalisation.
+    return [
+        sum(a * b for a, b in zip(sample.x, wj, strict=True)) + float(bias[j])
+        for j, wj in enumerate(sample.centres)
+    ]
+
+
+@reference("NormFace")
+def reference_normface(cfg: DictConfig, sample: Sample) -> list[float]:
+    return [cfg.s * c for c in sample.cosines()]
+
+
+def adacos_state(cfg: DictConfig, head: torch.nn.Module) -> dict[str, Any]:
+    # The buffer holds √2·ln(C - 1) rounded to float32 at construction (it is created in
+    # the default dtype); the logits are checked against the value it actually holds.
+    assert head.s.item() == pytest.approx(math.sqrt(2) * math.log(C - 1), rel=1e-7)
+    return {"s": head.s.item()}
+
+
+@reference("AdaCos", state=adacos_state)
+def reference_adacos(cfg: DictConfig, sample: Sample, *, s: float) -> list[float]:
+    return [s * c for c in sample.cosines()]
+
+
+@reference("CosFace")
+def reference_cosface(cfg: DictConfig, sample: Sample) -> list[float]:
+    return margin_row(sample, cfg.s, lambda c: cfg.s * (c - cfg.m))
 
 
 def naive_arcface(c: float, s: float, m: float, fallback: str) -> float:
@@ -132,6 +274,63 @@ def naive_arcface(c: float, s: float, m: float, fallback: str) -> float:
     return s * math.cos(theta + m)
 
 
+@reference("ArcFace")
+def reference_arcface(cfg: DictConfig, sample: Sample) -> list[float]:
+    return margin_row(sample, cfg.s, lambda c: naive_arcface(c, cfg.s, cfg.m, cfg.fallback))
+
+
+@reference("CombinedMargin")
+def reference_combined(cfg: DictConfig, sample: Sample) -> list[float]:
+    return margin_row(
+        sample, cfg.s, lambda c: cfg.s * (math.cos(cfg.m1 * math.acos(c) + cfg.m2) - cfg.m3)
+    )
+
+
+@reference("AirFace")
+def reference_airface(cfg: DictConfig, sample: Sample) -> list[float]:
+    # Every logit is linear in its angle; the target's angle gets the margin.
+    angles = [math.acos(c) for c in sample.cosines()]
+    angles[sample.label] += cfg.m
+    return [cfg.s * (math.pi - 2 * angle) / math.pi for angle in angles]
+
+
+def naive_sphereface_psi(theta: float, m: int) -> float:
+    k = min(math.floor(m * theta / math.pi), m - 1)
+    return (-1) ** k * math.cos(m * theta) - 2 * k
+
+
+def naive_lambda(cfg: DictConfig, iteration: int) -> float:
+    return max(cfg.lambda_min, cfg.base * (1 + cfg.gamma * iteration) ** (-cfg.power))
+
+
+@reference("SphereFace", state=lambda cfg, head: {"lam": naive_lambda(cfg, int(head.iteration))})
+def reference_sphereface(cfg: DictConfig, sample: Sample, *, lam: float) -> list[float]:
+    # Scaled by the embedding's norm instead of a constant s.
+    norm = sample.norm
+
+    def target(c: float) -> float:
+        psi = naive_sphereface_psi(math.acos(c), cfg.m)
+        return (lam * norm * c + norm * psi) / (1 + lam)
+
+    return margin_row(sample, norm, target)
+
+
+@reference("CurricularFace", state=lambda cfg, head: {"t": head.t.item()})
+def reference_curricularface(cfg: DictConfig, sample: Sample, *, t: float) -> list[float]:
+    cosines = sample.cosines()
+    # A negative is hard above cos(θ_y + m), the plain angle sum without ArcFace's fallback.
+    hard_above = math.cos(math.acos(cosines[sample.label]) + cfg.m)
+    row = []
+    for j, c in enumerate(cosines):
+        if j == sample.label:
+            row.append(naive_arcface(c, cfg.s, cfg.m, "th_mm"))
+        elif c > hard_above:  # hard negative
+            row.append(cfg.s * c * (t + c))
+        else:
+            row.append(cfg.s * c)
+    return row
+
+
 def naive_adaface_target(c: float, norm: float, cfg: DictConfig, mean: float, std: float) -> float:
     eps = 1e-3
     norm = min(100.0, max(1e-3, norm))
@@ -140,125 +339,32 @@ def naive_adaface_target(c: float, norm: float, cfg: DictConfig, mean: float, st
     return cfg.s * (math.cos(angle) - (cfg.m + cfg.m * g))
 
 
+@reference(
+    "AdaFace", state=lambda cfg, head: {"stats": (head.batch_mean.item(), head.batch_std.item())}
+)
+def reference_adaface(
+    cfg: DictConfig, sample: Sample, *, stats: tuple[float, float]
+) -> list[float]:
+    return margin_row(sample, cfg.s, lambda c: naive_adaface_target(c, sample.norm, cfg, *stats))
+
+
 def naive_magface_margin(norm: float, cfg: DictConfig) -> float:
     a = min(cfg.u_a, max(cfg.l_a, norm))
     return (cfg.u_m - cfg.l_m) / (cfg.u_a - cfg.l_a) * (a - cfg.l_a) + cfg.l_m
 
 
-def naive_logits(
-    cfg: DictConfig,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    bias: torch.Tensor | None = None,
-    lam: float | None = None,
-    s: float | None = None,
-    t: float | None = None,
-    stats: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """Logits from the paper's formula, one sample and one class at a time.
-
-    Args:
-        cfg: Head config (its hyper-parameters are read from here, not from the module).
-        x: Embeddings (B, D).
-        weight: Class centres (C, D); (C·k, D) class-major for sub-centre ArcFace.
-        labels: (B,).
-        bias: Softmax bias (C,).
-        lam: SphereFace's λ.
-        s: AdaCos's scale.
-        t: CurricularFace's t.
-        stats: AdaFace's running (mean, std) of the feature norm.
-
-    Returns:
-        (B, C) float64.
-    """
-    name = class_name(cfg)
-    xs, ws, ys = x.double().tolist(), weight.double().tolist(), labels.tolist()
-    k = sub_centres_per_class(cfg)
-    out = []
-    for xi, yi in zip(xs, ys, strict=True):
-        row = []
-        norm = math.sqrt(sum(v * v for v in xi))
-        # Sub-centre ArcFace: a class's cosine is the largest over its k rows c·k ... c·k + k - 1.
-        cosines = [max(naive_cos(xi, ws[j * k + i]) for i in range(k)) for j in range(len(ws) // k)]
-        for j, wj in enumerate(ws[: len(cosines)]):
-            if name == "Softmax":
-                row.append(sum(a * b for a, b in zip(xi, wj, strict=True)) + float(bias[j]))
-                continue
-            c = cosines[j]
-            theta = math.acos(c)
-            target = j == yi
-            if name == "NormFace":
-                row.append(cfg.s * c)
-            elif name == "AdaCos":
-                row.append(s * c)
-            elif name == "CosFace":
-                row.append(cfg.s * (c - cfg.m) if target else cfg.s * c)
-            elif name == "ArcFace":
-                row.append(naive_arcface(c, cfg.s, cfg.m, cfg.fallback) if target else cfg.s * c)
-            elif name == "CombinedMargin":
-                value = math.cos(cfg.m1 * theta + cfg.m2) - cfg.m3 if target else c
-                row.append(cfg.s * value)
-            elif name == "AirFace":
-                angle = theta + cfg.m if target else theta
-                row.append(cfg.s * (math.pi - 2 * angle) / math.pi)
-            elif name == "SphereFace":
-                if target:
-                    psi = naive_sphereface_psi(theta, cfg.m)
-                    row.append((lam * norm * c + norm * psi) / (1 + lam))
-                else:
-                    row.append(norm * c)
-            elif name == "CurricularFace":
-                if target:
-                    row.append(naive_arcface(c, cfg.s, cfg.m, "th_mm"))
-                elif c > math.cos(math.acos(cosines[yi]) + cfg.m):  # hard negative
-                    row.append(cfg.s * c * (t + c))
-                else:
-                    row.append(cfg.s * c)
-            elif name == "AdaFace":
-                row.append(naive_adaface_target(c, norm, cfg, *stats) if target else cfg.s * c)
-            elif name == "MagFace":
-                margin = naive_magface_margin(norm, cfg)
-                row.append(naive_arcface(c, cfg.s, margin, cfg.fallback) if target else cfg.s * c)
-            elif name == "SubcenterArcFace":
-                row.append(naive_arcface(c, cfg.s, cfg.m, cfg.fallback) if target else cfg.s * c)
-            else:
-                raise AssertionError(f"no naive reference for {name}")
-        out.append(row)
-    return torch.tensor(out, dtype=torch.float64)
+@reference("MagFace")
+def reference_magface(cfg: DictConfig, sample: Sample) -> list[float]:
+    margin = naive_magface_margin(sample.norm, cfg)
+    return margin_row(sample, cfg.s, lambda c: naive_arcface(c, cfg.s, margin, cfg.fallback))
 
 
-def naive_lambda(cfg: DictConfig, iteration: int) -> float:
-    return max(cfg.lambda_min, cfg.base * (1 + cfg.gamma * iteration) ** (-cfg.power))
-
-
-def state_kwargs(cfg: DictConfig, head: torch.nn.Module) -> dict:
-    """The naive reference's arguments for the head's current state (λ recomputed from the
-    iteration counter, the other states read from the buffers)."""
-    name = class_name(cfg)
-    kwargs = {}
-    if name == "Softmax":
-        kwargs["bias"] = head.bias.detach()
-    if name == "SphereFace":
-        kwargs["lam"] = naive_lambda(cfg, int(head.iteration))
-    if name == "CurricularFace":
-        kwargs["t"] = head.t.item()
-    if name == "AdaFace":
-        kwargs["stats"] = (head.batch_mean.item(), head.batch_std.item())
-    return kwargs
-
-
-def reference_for(cfg: DictConfig, head: torch.nn.Module, x, labels) -> torch.Tensor:
-    """Naive logits with the head's current weights and state (AdaCos's initial s checked
-    against √2·ln(C - 1))."""
-    kwargs = state_kwargs(cfg, head)
-    if class_name(cfg) == "AdaCos":
-        # The buffer holds √2·ln(C - 1) rounded to float32 at construction (it is created in
-        # the default dtype); the logits are checked against the value it actually holds.
-        assert head.s.item() == pytest.approx(math.sqrt(2) * math.log(C - 1), rel=1e-7)
-        kwargs["s"] = head.s.item()
-    return naive_logits(cfg, x, head.weight.detach(), labels, **kwargs)
+@reference("SubcenterArcFace")
+def reference_subcenter_arcface(cfg: DictConfig, sample: Sample) -> list[float]:
+    # A class's cosine is the largest over its k rows c·k ... c·k + k - 1.
+    return margin_row(
+        sample, cfg.s, lambda c: naive_arcface(c, cfg.s, cfg.m, cfg.fallback), k=cfg.k
+    )
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -343,6 +449,20 @@ def test_every_head_has_a_config() -> None:
     expected = {"softmax", "normface", "sphereface", "cosface", "amsoftmax", "arcface", "adacos"}
     expected |= {"airface", "combined", "curricularface", "adaface", "magface", "subcenter_arcface"}
     assert expected <= {path.stem for path in HEAD_FILES}
+
+
+@pytest.mark.parametrize("path", HEAD_FILES, ids=[p.stem for p in HEAD_FILES])
+def test_every_head_config_has_a_reference(path: Path) -> None:
+    cfg = OmegaConf.load(path)
+    name = class_name(cfg)
+    assert name in REFERENCES, (
+        f"{path.name}: no naive reference for {name}; add one with @reference({name!r})"
+    )
+
+
+def test_every_reference_has_a_config() -> None:
+    names = {class_name(OmegaConf.load(path)) for path in HEAD_FILES}
+    assert set(REFERENCES) <= names, sorted(set(REFERENCES) - names)
 
 
 @pytest.mark.parametrize("cfg", CFGS, ids=CASE_IDS)

@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import random
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 STEP_GLOB = "step_*.pt"
+TMP_SUFFIX = ".tmp"  # never matches STEP_GLOB: a partial file is never taken for a checkpoint
 
 
 @dataclass
@@ -44,6 +46,7 @@ class TrainState:
     best: float = -1.0
     best_step: int = -1
     skipped_samples: int = 0
+    skipped_batches: int = 0  # steps without a trainable batch (unreadable images), not NaNs
     results: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
@@ -141,13 +144,44 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        # A partial temporary file would keep the disk full; the previous file is untouched.
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(
+            error.errno,
+            f"writing checkpoint {path} failed ({error.strerror or error}): it needs about"
+            f" {tensor_bytes(state) / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB are free there;"
+            " the previous checkpoint is kept, free space and resume with trainer.resume=auto",
+        ) from None
     return path
+
+
+def tensor_bytes(state: Any) -> int:
+    """Bytes of the tensors in a nested checkpoint (what its file needs, give or take)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(tensor_bytes(v) for v in state)
+    return 0
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete temporary files a killed or failed write left in ``folder`` (and its shards)."""
+    leftovers = [*folder.glob(f"*{TMP_SUFFIX}"), *folder.glob(f"shards/*{TMP_SUFFIX}")]
+    for tmp in leftovers:
+        tmp.unlink(missing_ok=True)
+        log.warning("removed a partial checkpoint left by an interrupted write: %s", tmp)
+    return leftovers
 
 
 def save_step(state: dict[str, Any], folder: str | Path, keep: int = 3) -> Path:
@@ -158,7 +192,7 @@ def save_step(state: dict[str, Any], folder: str | Path, keep: int = 3) -> Path:
     """
     folder = Path(folder)
     path = save(state, folder / f"step_{state['step']:09d}.pt")
-    link = folder / "last.pt.tmp"
+    link = folder / f"last.pt{TMP_SUFFIX}"
     link.unlink(missing_ok=True)
     link.symlink_to(path.name)
     os.replace(link, folder / "last.pt")
@@ -205,7 +239,12 @@ def load_latest(run_root: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable ``<run>/checkpoints/step_*.pt`` under ``run_root``.
 
     Corrupt or truncated files (a node that died mid-write on a filesystem without atomic
-    rename, a full disk) are reported and the previous good checkpoint is used.
+    rename, a full disk) are reported and the previous good checkpoint is used. None when
+    there is no checkpoint at all.
+
+    Raises:
+        ValueError: there are checkpoints but none is readable (a requeued job must not throw
+            its progress away by silently starting again), listing them.
     """
     candidates = sorted(
         Path(run_root).glob(f"*/checkpoints/{STEP_GLOB}"),
@@ -217,6 +256,13 @@ def load_latest(run_root: str | Path) -> tuple[Path, dict[str, Any]] | None:
             return path, load(path)
         except ValueError as error:
             log.warning("skipping unreadable checkpoint: %s", error)
+    if candidates:
+        raise ValueError(
+            f"trainer.resume=auto: none of the {len(candidates)} checkpoints under {run_root} is"
+            f" readable ({', '.join(str(p) for p in candidates[:5])}"
+            f"{' ...' if len(candidates) > 5 else ''}); to start a new run anyway, use"
+            " trainer.resume=null or another name="
+        )
     return None
 
 

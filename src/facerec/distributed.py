@@ -119,6 +119,15 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
             dist.broadcast(buffer, src=src)
 
 
+def all_agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on every rank (one tiny all-reduce)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    box = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(box, op=dist.ReduceOp.MIN)
+    return bool(box.item())
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from facerec.data.module import Pairs
-from facerec.eval.verification import VerificationResult, evaluate_pairs, fuse_flip
+from facerec.eval.verification import VerificationResult, evaluate_pairs, fuse_flip, make_folds
 
 __all__ = ["VerificationSet", "Verifier", "embed_batches"]
 
@@ -119,6 +119,20 @@ class Verifier:
         self.num_workers = num_workers
         self.images: torch.Tensor | None = None
         self.embeddings: np.ndarray | None = None
+
+    def check(self, show_progress: bool = False) -> None:
+        """Fail at start-up, not at the first evaluation (after hours of training): the pairs
+        must make 10 folds and every image must decode (kept in RAM for the evaluations).
+
+        Raises:
+            ValueError: naming the set, too few same or different pairs for 10 folds.
+            OSError: naming the file, an image that is missing or does not decode.
+        """
+        try:
+            make_folds(self.pairs.issame)
+        except ValueError as error:
+            raise ValueError(f"verification set {self.pairs_set.name}: {error}") from None
+        self.decode(show_progress)
 
     def decode(self, show_progress: bool = False) -> torch.Tensor:
         """Every distinct image, uint8 ``(M, 3, H, W)``; decoded on the first call only."""

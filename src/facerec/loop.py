@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +11,7 @@ from omegaconf import DictConfig
 from facerec import distributed
 from facerec.speed import AMP_DTYPES
 
-__all__ = ["Loop", "describe", "loop_settings"]
+__all__ = ["Loop", "best_metric", "describe", "loop_settings", "scaled_lr"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,20 @@ def describe(
         f" x {loop.accumulate} accumulated | lr {lr:.4g}{scaling} | device {env.device}, amp"
         f" {amp}, compile {'on' if compile_step else 'off'}"
     )
+
+
+def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
+    """``optim.lr``, scaled linearly from ``trainer.lr_reference_batch`` when that is set
+    (Goyal et al. 2017)."""
+    lr = float(cfg.optim.lr)
+    if cfg.trainer.lr_reference_batch:
+        lr *= global_batch / float(cfg.trainer.lr_reference_batch)
+    return lr
+
+
+def best_metric(tcfg: DictConfig, verifiers: Collection[str]) -> str | None:
+    """The verification set that picks ``best.pt``: ``trainer.best_metric`` or the first."""
+    name = tcfg.best_metric or next(iter(verifiers), None)
+    if name is not None and name not in verifiers:
+        raise ValueError(f"trainer.best_metric={name!r} is not in data.val {list(verifiers)}")
+    return name

@@ -15,6 +15,7 @@ broadcast are asked of the :class:`~facerec.model.Recognizer`, which asks its cr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -33,11 +34,11 @@ from facerec import checkpoint, distributed
 from facerec.checkpoint import TrainState
 from facerec.engine import NonFiniteGuard, Preemption, train_step
 from facerec.evaluate import Verifier
-from facerec.loop import Loop, describe, loop_settings
+from facerec.loop import Loop, best_metric, describe, loop_settings, scaled_lr
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.report import Reporter
-from facerec.run_dir import resolve_run_dir
+from facerec.run_dir import check_same_run, open_run_dir, resolve_run_dir
 from facerec.speed import (
     compile_backbone,
     configure_kernels,
@@ -49,6 +50,9 @@ from facerec.validate import check_config
 __all__ = ["Preempted", "Training", "fit", "run", "setup"]
 
 log = logging.getLogger("facerec")
+
+# The fewest samples a training micro-batch may have: BatchNorm in train mode needs two.
+MIN_BATCH = 2
 
 
 class Preempted(Exception):
@@ -85,6 +89,7 @@ class Training:
     report: Reporter
     classes: list[str]
     config: dict[str, Any]  # the resolved config, saved in every checkpoint
+    lock: contextlib.AbstractContextManager  # the run directory's lock (rank 0), held by fit
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -103,15 +108,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recognizer]:
     """The training run on this process; returns the metrics and the trained modules."""
     training = setup(cfg, env)
-    preemption = Preemption()
-    training.recognizer.train()
-    try:
-        while training.state.step < training.loop.total_steps:
-            train_one_epoch(training, preemption)
-    finally:
-        preemption.close()
-        training.report.close()
-    return finish(training), training.recognizer
+    with training.lock:
+        preemption = Preemption()
+        training.recognizer.train()
+        try:
+            while training.state.step < training.loop.total_steps:
+                train_one_epoch(training, preemption)
+        finally:
+            preemption.close()
+            training.report.close()
+        return finish(training), training.recognizer
 
 
 def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
@@ -132,6 +138,8 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
         name: Verifier(s, tcfg.eval_batch_size, data.num_workers, tcfg.eval_fusion)
         for name, s in data.val.items()
     }
+    for verifier in verifiers.values() if env.is_main else ():  # rank 0 alone verifies
+        verifier.check(show_progress=tcfg.progress)
     run_dir, resume_from = resolve_run_dir(cfg, env)
     recognizer = build_recognizer(cfg, len(scan.classes), env)
     if tcfg.sync_bn and env.enabled:
@@ -150,19 +158,17 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     guard = NonFiniteGuard(tcfg.max_nonfinite_steps)
     state = TrainState()
     if resume_from is not None:
+        check_same_run(resume_from[1].get("config"), cfg, resume_from[0])
         state = resume(*resume_from, recognizer, scan.classes, optimizer,
                        scheduler=scheduler, scaler=scaler, guard=guard)  # fmt: skip
+    lock = open_run_dir(cfg, run_dir, state.step) if env.is_main else contextlib.nullcontext()
     if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # The resolved config of this invocation; a resumed run keeps the original beside it.
-        name = f"config.resume-{state.step}.yaml" if state.step else "config.yaml"
-        (run_dir / name).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("run dir %s | %s | %s", run_dir, scan.summary(),
                  describe(loop, env, lr, tcfg.lr_reference_batch, amp, compile_step))  # fmt: skip
     report = Reporter(run_dir, env.is_main, loop.total_steps, state.step, tcfg.progress)
     return Training(env, loop, run_dir, recognizer, stepper, loader, verifiers, optimizer,
                     scheduler, scaler, guard, state, report, scan.classes,
-                    OmegaConf.to_container(cfg, resolve=True))  # fmt: skip
+                    OmegaConf.to_container(cfg, resolve=True), lock)  # fmt: skip
 
 
 def resume(
@@ -174,23 +180,6 @@ def resume(
     recognizer.criterion.restore(ckpt, path, optimizer)
     log.info("resumed from %s at step %d", path, state.step)
     return state
-
-
-def best_metric(tcfg: DictConfig, verifiers: dict[str, Verifier]) -> str | None:
-    """The verification set that picks ``best.pt``: ``trainer.best_metric`` or the first."""
-    name = tcfg.best_metric or next(iter(verifiers), None)
-    if name is not None and name not in verifiers:
-        raise ValueError(f"trainer.best_metric={name!r} is not in data.val {list(verifiers)}")
-    return name
-
-
-def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
-    """``optim.lr``, scaled linearly from ``trainer.lr_reference_batch`` when that is set
-    (Goyal et al. 2017)."""
-    lr = float(cfg.optim.lr)
-    if cfg.trainer.lr_reference_batch:
-        lr *= global_batch / float(cfg.trainer.lr_reference_batch)
-    return lr
 
 
 def step_module(recognizer: Recognizer, compile_step: bool, env: distributed.Dist) -> nn.Module:
@@ -216,19 +205,24 @@ def train_one_epoch(t: Training, preemption: Preemption) -> None:
     batches = iter(t.loader)
     for _ in range(offset, loop.steps_per_epoch):
         micro = [device_batch(t, *batch) for batch in itertools.islice(batches, loop.accumulate)]
+        # BatchNorm in train mode needs two samples: smaller leftovers of unreadable images are
+        # dropped (counted), and a step with nothing left on some rank is skipped on all.
+        micro = [batch for batch in micro if len(batch[1]) >= MIN_BATCH]
         lr = t.optimizer.param_groups[0]["lr"]
-        loss, norm, finite = train_step(t.stepper, micro, t.optimizer, t.scheduler, t.scaler,
-                                        loop.amp_dtype, loop.grad_clip,
-                                        t.recognizer.clip_grad_norm_)  # fmt: skip
+        if distributed.all_agree(bool(micro), t.env.device):
+            loss, norm, finite = train_step(t.stepper, micro, t.optimizer, t.scheduler, t.scaler,
+                                            loop.amp_dtype, loop.grad_clip,
+                                            t.recognizer.clip_grad_norm_)  # fmt: skip
+            t.guard.update(finite, state.step + 1, lr, t.scaler)
+        else:
+            loss = norm = skip_empty_step(t, lr)
         state.step += 1
         t.report.count(loop.global_batch)
-        t.guard.update(finite, state.step, lr, t.scaler)
         done = state.step >= loop.total_steps
         if done or state.step % loop.log_every == 0:
-            scalars = {"loss": loss.item(), "lr": lr, "grad_norm": norm.item(),
-                       "skipped_steps": t.guard.skipped,
-                       "skipped_samples": state.skipped_samples}  # fmt: skip
-            t.report.train_scalars(state.step, {**scalars, **t.recognizer.criterion.scalars()})
+            log_scalars(t, loss, norm, lr)
+        if done:
+            save(t, "last")  # the final weights are on disk before anything that could fail
         if done or (loop.eval_every and state.step % loop.eval_every == 0):
             evaluate(t)
             save(t, "last")
@@ -241,6 +235,24 @@ def train_one_epoch(t: Training, preemption: Preemption) -> None:
             distributed.barrier()
             log.warning("preemption signal: checkpoint written at step %d", state.step)
             raise Preempted(state.step, loop.preempt_exit_code)
+
+
+def skip_empty_step(t: Training, lr: float) -> torch.Tensor:
+    """A step with no trainable batch: the schedule moves on, the weights do not. Returns NaN
+    for the logged loss and norm (there are none); it is not a non-finite step."""
+    t.state.skipped_batches += 1
+    t.scheduler.step()
+    log.warning("step %d: no batch of >= %d readable images, step skipped (%d in all, lr %.3e)",
+                t.state.step + 1, MIN_BATCH, t.state.skipped_batches, lr)  # fmt: skip
+    return torch.tensor(float("nan"))
+
+
+def log_scalars(t: Training, loss: torch.Tensor, norm: torch.Tensor, lr: float) -> None:
+    """The step's TensorBoard scalars (and, without a progress bar, a log line)."""
+    scalars = {"loss": loss.item(), "lr": lr, "grad_norm": norm.item(),
+               "skipped_steps": t.guard.skipped, "skipped_samples": t.state.skipped_samples,
+               "skipped_batches": t.state.skipped_batches}  # fmt: skip
+    t.report.train_scalars(t.state.step, {**scalars, **t.recognizer.criterion.scalars()})
 
 
 def device_batch(
@@ -307,6 +319,7 @@ def finish(t: Training) -> dict[str, Any]:
         "images_per_sec": t.report.images_per_sec,
         "skipped_steps": t.guard.skipped,
         "skipped_samples": state.skipped_samples,
+        "skipped_batches": state.skipped_batches,
         "best": {"set": t.loop.best_metric, "accuracy": state.best, "step": state.best_step},
         "val": state.results,
     }

@@ -3,12 +3,14 @@ the run before anything is built or written, with one line naming the key."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from facerec.speed import AMP_CHOICES
 
-__all__ = ["CONFIG_TYPES", "check_config"]
+__all__ = ["CONFIG_TYPES", "check_config", "check_numbers"]
 
 # Values the loop does arithmetic with: a wrong type stops the run at start-up, naming the key.
 NUMBERS = (int, float)
@@ -33,6 +35,42 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Lower bounds (inclusive) of the numbers above; null passes where the type allows it.
+MINIMUMS: dict[str, int] = {
+    "data.batch_size": 1,
+    "data.num_workers": 0,
+    "trainer.max_steps": 1,
+    "trainer.log_every": 1,
+    "trainer.eval_every": 0,  # 0: verify at the end only
+    "trainer.checkpoint_every": 1,
+    "trainer.accumulate": 1,
+    "trainer.keep_checkpoints": 1,
+    "trainer.max_nonfinite_steps": 1,
+    "trainer.lr_reference_batch": 1,
+}
+# Must be finite and > 0 where set (a NaN learning rate trains to NaN weights and exits 0).
+POSITIVE = ("optim.lr", "trainer.grad_clip", "head.s")
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Impossible values: one line naming the key, before anything is built.
+
+    A head's own ranges (its margin) are checked by the head's constructor.
+    """
+    for key, low in MINIMUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < low:
+            raise ValueError(f"{key}={value} must be >= {low}")
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}={value!r} must be a number")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{key}={value} must be a finite number > 0")
+
+
 def check_config(cfg: DictConfig, device: torch.device) -> None:
     """Impossible combinations stop here, before anything is built or written."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -47,6 +85,7 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise ValueError(f"{key}={value!r} must be {names}")
+    check_numbers(cfg)
     tcfg = cfg.trainer
     if tcfg.amp not in AMP_CHOICES:
         raise ValueError(f"trainer.amp={tcfg.amp!r}: choose one of {list(AMP_CHOICES)}")
@@ -58,5 +97,3 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
         raise ValueError("set trainer.epochs >= 1 or trainer.max_steps")
     if tcfg.sync_bn and device.type == "cpu":
         raise ValueError("trainer.sync_bn=true needs GPUs: PyTorch's SyncBatchNorm has no CPU path")
-    if int(tcfg.accumulate) < 1:
-        raise ValueError(f"trainer.accumulate={tcfg.accumulate} must be >= 1")

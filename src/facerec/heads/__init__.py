@@ -3,7 +3,9 @@
 Each head is built by Hydra from ``configs/head/<name>.yaml`` with
 ``instantiate(cfg.head, embedding_size=D, num_classes=C)``; the class centres are
 ``head.weight`` ``(C, D)`` (``(C·k, D)`` for :class:`SubcenterArcFace`). A head may define
-``regularizer(embeddings)``, an extra loss term (MagFace); see :mod:`facerec.heads.base`.
+``regularizer(embeddings)``, an extra loss term (MagFace); see :mod:`facerec.heads.base`. Each
+head declares ``shardable`` (whether Partial FC may split its classes across ranks). The safe
+maths the margins share is in :mod:`facerec.heads.functional`.
 """
 
 from facerec.heads.adacos import AdaCos

@@ -35,6 +35,10 @@ class AdaCos(MarginHead):
 
     s: Tensor
 
+    # Not on a shard of the classes (Partial FC): the dynamic s needs Σ_{j≠y} exp(s·cos θ_j)
+    # over *every* class, and the fixed one ln(C - 1) of the full C; no shard has either.
+    shardable: bool = False
+
     def __init__(self, embedding_size: int, num_classes: int, dynamic: bool = True) -> None:
         if num_classes < 3:
             raise ValueError(f"AdaCos needs num_classes >= 3, got {num_classes}")
@@ -48,7 +52,9 @@ class AdaCos(MarginHead):
     def scale(self, embeddings: Tensor) -> Tensor:
         return self.s
 
-    def update_state(self, cos: Tensor, cos_target: Tensor, index: Tensor) -> None:
+    def update_state(
+        self, cos: Tensor, cos_target: Tensor, index: Tensor, embeddings: Tensor
+    ) -> None:
         if not self.dynamic:
             return
         # ln B_avg = logsumexp over all (i, j ≠ y_i) of s·cos θ_ij, minus ln B: no overflow of

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from facerec.heads.base import MarginHead, safe_acos
+from facerec.heads.base import MarginHead
+from facerec.heads.functional import safe_acos
 
 __all__ = ["AdaFace"]
 
@@ -104,7 +105,9 @@ class AdaFace(MarginHead):
         norms = torch.linalg.vector_norm(embeddings.detach(), dim=1, keepdim=True)
         return norms.clamp(self.norm_min, self.norm_max)
 
-    def _update_statistics(self, embeddings: Tensor) -> None:
+    def update_state(
+        self, cos: Tensor, cos_target: Tensor, index: Tensor, embeddings: Tensor
+    ) -> None:
         norms = self._norms(embeddings)
         self.batch_mean.mul_(1.0 - self.momentum).add_(self.momentum * norms.mean())
         if norms.shape[0] > 1:  # the unbiased std of one sample is NaN
@@ -113,11 +116,6 @@ class AdaFace(MarginHead):
     def apply_margin(
         self, logits: Tensor, cos_target: Tensor, embeddings: Tensor
     ) -> tuple[Tensor, Tensor]:
-        # The statistics are statistics of the feature norm, which update_state does not see:
-        # updated here, under update_state's rules (train() only, no gradient, before use).
-        if self.training:
-            with torch.no_grad():
-                self._update_statistics(embeddings)
         g = self.margin_scaler(embeddings)
         angle = (safe_acos(cos_target) - self.m * g).clamp(self.eps, math.pi - self.eps)
         return logits, torch.cos(angle) - (self.m + self.m * g)

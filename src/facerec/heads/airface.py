@@ -6,7 +6,8 @@ import math
 
 from torch import Tensor
 
-from facerec.heads.base import MarginHead, safe_acos
+from facerec.heads.base import MarginHead
+from facerec.heads.functional import safe_acos
 
 __all__ = ["AirFace"]
 

@@ -3,16 +3,60 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-from facerec.heads.base import MarginHead, sin_from_cos
+from facerec.heads.base import MarginHead
+from facerec.heads.functional import cos_plus_angle
 
-__all__ = ["ArcFace", "ArcFaceFallback"]
+__all__ = ["ArcFace", "ArcFaceFallback", "additive_angular_margin", "check_fallback"]
 
 ArcFaceFallback = Literal["th_mm", "easy_margin", "none"]
+
+
+def check_fallback(fallback: str) -> None:
+    """Raise unless ``fallback`` is one of :data:`ArcFaceFallback`.
+
+    Raises:
+        ValueError: If it is not ``"th_mm"``, ``"easy_margin"`` or ``"none"``.
+    """
+    if fallback not in get_args(ArcFaceFallback):
+        raise ValueError(f"fallback must be 'th_mm', 'easy_margin' or 'none', got {fallback!r}")
+
+
+def additive_angular_margin(
+    cos_target: Tensor,
+    m: Tensor | float,
+    cos_m: Tensor | float,
+    sin_m: Tensor | float,
+    threshold: Tensor | float,
+    fallback: ArcFaceFallback,
+) -> Tensor:
+    """``cos(θ_y + m)`` with ArcFace's ``fallback`` where ``θ_y + m > π`` (see :class:`ArcFace`).
+
+    Shared by ArcFace (a constant ``m``, Python floats) and MagFace (a per-sample ``m(‖x‖)``,
+    tensors with their gradient).
+
+    Args:
+        cos_target: Clamped target cosines, shape ``(B, 1)``.
+        m: The margin in radians, a float or a tensor broadcastable to ``cos_target``.
+        cos_m: ``cos m``, same kind as ``m``.
+        sin_m: ``sin m``, same kind as ``m``.
+        threshold: ``cos(π - m)`` (``= -cos m``): below it, ``θ_y > π - m``. Only ``"th_mm"``
+            reads it.
+        fallback: ``"th_mm"``, ``"easy_margin"`` or ``"none"``.
+
+    Returns:
+        The unscaled target logit, shape ``(B, 1)``.
+    """
+    cos_theta_m = cos_plus_angle(cos_target, cos_m, sin_m)
+    if fallback == "th_mm":
+        return torch.where(cos_target < threshold, cos_target - m * sin_m, cos_theta_m)
+    if fallback == "easy_margin":
+        return torch.where(cos_target > 0, cos_theta_m, cos_target)
+    return cos_theta_m
 
 
 class ArcFace(MarginHead):
@@ -49,8 +93,7 @@ class ArcFace(MarginHead):
         m: float = 0.5,
         fallback: ArcFaceFallback = "th_mm",
     ) -> None:
-        if fallback not in ("th_mm", "easy_margin", "none"):
-            raise ValueError(f"fallback must be 'th_mm', 'easy_margin' or 'none', got {fallback!r}")
+        check_fallback(fallback)
         super().__init__(embedding_size, num_classes, s=s)
         self.m = float(m)
         self.fallback = fallback
@@ -63,11 +106,6 @@ class ArcFace(MarginHead):
         return f"{super().extra_repr()}, s={self.s}, m={self.m}, fallback={self.fallback!r}"
 
     def target_logit(self, cos_target: Tensor) -> Tensor:
-        cos_theta_m = cos_target * self.cos_m - sin_from_cos(cos_target) * self.sin_m
-        if self.fallback == "th_mm":
-            return torch.where(
-                cos_target < self.threshold, cos_target - self.m * self.sin_m, cos_theta_m
-            )
-        if self.fallback == "easy_margin":
-            return torch.where(cos_target > 0, cos_theta_m, cos_target)
-        return cos_theta_m
+        return additive_angular_margin(
+            cos_target, self.m, self.cos_m, self.sin_m, self.threshold, self.fallback
+        )

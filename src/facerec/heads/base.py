@@ -16,7 +16,7 @@ one hook, or two where its paper also changes the non-target logits:
   AdaCos's adaptive ``s``).
 * :meth:`MarginHead.update_state` -- called once per forward in ``train()`` mode only, for heads
   whose state evolves during training (SphereFace's iteration counter, AdaCos's ``s``,
-  CurricularFace's ``t``).
+  CurricularFace's ``t``, AdaFace's feature-norm statistics).
 * :meth:`MarginHead.apply_margin` -- the wider form of :meth:`MarginHead.target_logit`, for
   margins that need more than the target cosine: the feature norm (AdaFace, MagFace) or a
   change of the non-target logits that depends on the target (CurricularFace's hard
@@ -36,11 +36,16 @@ cross-entropy that is not a logit (MagFace's ``λ_g · g(‖x‖)``) defines a m
   ``getattr(head, "regularizer", None)``;
 * it reads and updates no state, and behaves the same in ``train()`` and ``eval()`` mode.
 
-Sharded centres (:class:`facerec.partial_fc.PartialFC`). A head may hold only a shard of the
-classes; then ``forward(embeddings, labels, share_target=...)`` takes ``-1`` for the samples
+Sharded centres (:class:`facerec.criteria.partial_fc.PartialFC`). A head may hold only a shard of
+the classes; then ``forward(embeddings, labels, share_target=...)`` takes ``-1`` for the samples
 whose class lives on another shard: their row gets no margin (the owner of the class applies
 it), and ``share_target`` supplies their target cosine, without gradient, for the state updates
-and margins that read every row's target (CurricularFace's ``t`` and hard negatives).
+and margins that read every row's target (CurricularFace's ``t`` and hard negatives). Whether
+a head can be sharded at all is its class attribute ``shardable`` (True for every
+:class:`MarginHead` unless a subclass says otherwise, as AdaCos does), which Partial FC reads.
+
+The safe maths the hooks use (``sin θ`` and ``θ`` from ``cos θ`` with finite derivatives at ±1,
+the fused normalise-and-multiply of the cosine) is in :mod:`facerec.heads.functional`.
 """
 
 from __future__ import annotations
@@ -50,154 +55,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-__all__ = ["MarginHead", "normalized_linear", "safe_acos", "sin_from_cos"]
+from facerec.heads.functional import normalized_linear
 
-
-def _floor(dtype: torch.dtype) -> float:
-    # Floor under 1 - cos² in the *backward* only. finfo.eps is the resolution of cos just
-    # below 1, so the derivative at cos = ±1 exactly (1/sqrt(eps): 2.9e3 in float32) matches the
-    # one at the neighbouring representable cosine instead of jumping to inf (or to 0, which is
-    # what a clamp inside the forward would give).
-    return torch.finfo(dtype).eps
-
-
-class _SinFromCos(torch.autograd.Function):
-    """``sqrt(1 - c²)`` with its exact value and a derivative that stays finite at ``c = ±1``.
-
-    ``|c|`` a few ulp above 1 gives 0, not NaN.
-
-    Clamping ``1 - c²`` to ``eps`` in the forward would move the value by ``sqrt(eps)``
-    (3.5e-4 in float32: cos(θ + m) off by 1.7e-4 at θ = 0), so the floor is applied in the
-    backward only.
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, cos: Tensor) -> Tensor:
-        ctx.save_for_backward(cos)
-        return torch.sqrt((1.0 - cos * cos).clamp(min=0.0))
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        (cos,) = ctx.saved_tensors
-        return -grad * cos * torch.rsqrt((1.0 - cos * cos).clamp(min=_floor(cos.dtype)))
-
-
-class _Acos(torch.autograd.Function):
-    """``acos`` with its exact value and a derivative that stays finite at ``c = ±1``.
-
-    ``d acos(c)/dc = -1/sqrt(1 - c²)`` is infinite at ``c = ±1``, which is exactly where a
-    well-trained embedding sits (θ = 0). Clamping the *input* to ``[-1 + eps, 1 - eps]`` would
-    move the value by ``sqrt(2·eps)`` (5e-4 rad in float32), so only the backward is floored.
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, cos: Tensor) -> Tensor:
-        ctx.save_for_backward(cos)
-        # Clamped here rather than by the caller: outside autograd, so a (B, C) input does not
-        # pay for clamp's masked backward.
-        return torch.acos(cos.clamp(-1.0, 1.0))
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        (cos,) = ctx.saved_tensors
-        # -grad / sqrt(max(1 - cos², eps)), in place on one temporary: this runs on all (B, C)
-        # entries for AirFace.
-        factor = cos.square().neg_().add_(1.0).clamp_(min=_floor(cos.dtype)).rsqrt_()
-        return factor.mul_(grad).neg_()
-
-
-# F.normalize's default: a centre whose norm is below it is divided by it instead.
-_NORM_EPS = 1e-12
-
-
-class _NormalizedLinear(torch.autograd.Function):
-    """``(x @ Wᵀ) / max(‖w_c‖, eps)``: the product with the *normalised* rows of ``W``.
-
-    The same value as ``F.linear(x, W) / vector_norm(W, dim=1).clamp(min=eps)`` (the division
-    is the same one), with a hand-written backward. Besides the two matmuls, autograd's
-    backward of that expression makes several elementwise passes over the ``(B, C)`` product
-    and the ``(C, D)`` weight (the division's two gradients, the norm's backward, the sum of
-    ``W``'s two gradients); this one makes two elementwise ``(B, C)`` passes, a column sum and
-    one in-place ``(C, D)`` pass. With ``n_c = max(‖w_c‖, eps)``, ``p = x Wᵀ``,
-    ``out = p / n`` and ``g' = g / n`` (per column):
-
-    * ``∂L/∂x = g' W``;
-    * ``∂L/∂W = g'ᵀ x - W · diag(Σ_b g'_bc out_bc / n_c)``, from
-      ``∂n_c/∂w_c = w_c / n_c``; the second term is dropped for the rows where the clamp is
-      active (``‖w_c‖ < eps``, zero gradient through ``max``, as ``F.normalize``), so a zero
-      centre gets ``g'ᵀ x`` and no NaN.
-
-    ``out`` is saved for the backward: callers must not modify it in place (autograd's
-    version counter would raise).
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, weight: Tensor) -> Tensor:
-        norm = torch.linalg.vector_norm(weight, dim=1)
-        out = F.linear(x, weight).div_(norm.clamp(min=_NORM_EPS))
-        ctx.save_for_backward(x, weight, norm, out)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor | None, Tensor | None]:
-        x, weight, norm, out = ctx.saved_tensors
-        clamped = norm.clamp(min=_NORM_EPS)
-        grad = grad / clamped  # g', a fresh tensor: reused in place below
-        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = grad.t() @ x
-            # Σ_b g'_bc out_bc / n_c, zero where the clamp is active (and so for zero rows).
-            coef = grad.mul_(out).sum(dim=0).div_(clamped)
-            coef = torch.where(norm >= _NORM_EPS, coef, 0.0)
-            grad_weight.addcmul_(weight, coef.unsqueeze(1), value=-1.0)
-        return grad_x, grad_weight
-
-
-def normalized_linear(x: Tensor, weight: Tensor) -> Tensor:
-    """``x`` times the L2-normalised rows of ``weight``: ``(x @ Wᵀ) / max(‖w_c‖, 1e-12)``.
-
-    Args:
-        x: Shape ``(B, D)``.
-        weight: Shape ``(C, D)``, same dtype as ``x``; a row of norm below ``1e-12`` is divided
-            by ``1e-12`` (as ``F.normalize``): a zero row gives a zero column, not NaN.
-
-    Returns:
-        Shape ``(B, C)``. Differentiable once (no double backward); do not modify it in place
-        before the backward.
-    """
-    return _NormalizedLinear.apply(x, weight)
-
-
-def sin_from_cos(cos: Tensor) -> Tensor:
-    """``sin θ = sqrt(1 - cos² θ)`` for θ in [0, π], with a finite gradient at ``cos = ±1``.
-
-    Args:
-        cos: Cosines in ``[-1, 1]``, any shape.
-
-    Returns:
-        ``sin θ``, same shape. Exact value; the derivative ``-cos/sqrt(1 - cos²)`` is evaluated
-        with ``1 - cos²`` floored at the dtype's machine epsilon.
-    """
-    return _SinFromCos.apply(cos)
-
-
-def safe_acos(cos: Tensor) -> Tensor:
-    """θ = acos(cos) with a finite gradient everywhere on ``[-1, 1]``.
-
-    Args:
-        cos: Cosines, any shape; values a few ulp outside ``[-1, 1]`` are clamped.
-
-    Returns:
-        Angles in ``[0, π]``, same shape. Exact value; the derivative ``-1/sqrt(1 - cos²)`` is
-        evaluated with ``1 - cos²`` floored at the dtype's machine epsilon.
-    """
-    return _Acos.apply(cos)
+__all__ = ["MarginHead"]
 
 
 class MarginHead(nn.Module):
@@ -218,7 +79,12 @@ class MarginHead(nn.Module):
 
     Attributes:
         weight: Class centres, shape ``(C, D)``; normalised on the fly, so their norm is free.
+        shardable: Whether the head may hold only a shard of the classes (Partial FC): its
+            logits, margin and state need nothing but its own columns and the shared target
+            cosines (see :meth:`forward`). A class attribute; True unless a subclass says not.
     """
+
+    shardable: bool = True
 
     def __init__(self, embedding_size: int, num_classes: int, s: float | None = 30.0) -> None:
         super().__init__()
@@ -276,7 +142,9 @@ class MarginHead(nn.Module):
         """
         return self.s
 
-    def update_state(self, cos: Tensor, cos_target: Tensor, index: Tensor) -> None:
+    def update_state(
+        self, cos: Tensor, cos_target: Tensor, index: Tensor, embeddings: Tensor
+    ) -> None:
         """Advance training-time state; called under ``no_grad`` in ``train()`` mode only.
 
         Called once per forward, before the other hooks, so a step's logits use the state
@@ -288,7 +156,10 @@ class MarginHead(nn.Module):
             index: Labels as a column, shape ``(B, 1)``, int64. On a shard (``share_target``
                 given to :meth:`forward`) the rows of other shards' classes hold 0 here, not
                 their class: a head whose state needs every row's target *column* (AdaCos)
-                cannot be sharded.
+                declares ``shardable = False``.
+            embeddings: Un-normalised embeddings in the compute dtype, shape ``(B, D)`` (every
+                row, also on a shard), for state read from the features themselves (AdaFace's
+                norm statistics).
         """
 
     def apply_margin(
@@ -337,7 +208,7 @@ class MarginHead(nn.Module):
         # same cosine, but the backward of a (C, D) normalisation costs several passes over
         # the largest tensor of the head (C·D = 5.4M for CASIA at D = 512), which made the
         # head 1.35x a plain linear layer on CPU. The division and its backward are one
-        # autograd Function (see _NormalizedLinear): autograd's own backward of the division
+        # autograd Function (normalized_linear): autograd's own backward of the division
         # still made the heads 1.15-1.26x.
         return normalized_linear(x, self.weight.to(dtype))
 
@@ -377,10 +248,10 @@ class MarginHead(nn.Module):
             if share_target is not None:
                 shared = share_target(torch.where(known, cos_target.detach(), 0.0))
                 cos_target = torch.where(known, cos_target, shared)
+            embeddings = embeddings.to(cos.dtype)
             if self.training:
                 with torch.no_grad():
-                    self.update_state(cos, cos_target, index)
-            embeddings = embeddings.to(cos.dtype)
+                    self.update_state(cos, cos_target, index, embeddings)
             scale = self.scale(embeddings)
             logits, target = self.apply_margin(self.logits(cos), cos_target, embeddings)
             if share_target is not None:

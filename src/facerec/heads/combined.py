@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from facerec.heads.base import MarginHead, safe_acos, sin_from_cos
+from facerec.heads.base import MarginHead
+from facerec.heads.functional import cos_plus_angle, safe_acos
 
 __all__ = ["CombinedMargin"]
 
@@ -49,9 +50,7 @@ class CombinedMargin(MarginHead):
         if self.m1 == 1.0:
             # The usual ArcFace/CosFace settings: the angle-addition form avoids acos and has
             # the same gradient as ArcFace.
-            cos_theta_m = cos_target * math.cos(self.m2) - sin_from_cos(cos_target) * math.sin(
-                self.m2
-            )
+            cos_theta_m = cos_plus_angle(cos_target, math.cos(self.m2), math.sin(self.m2))
         else:
             cos_theta_m = torch.cos(self.m1 * safe_acos(cos_target) + self.m2)
         return cos_theta_m - self.m3

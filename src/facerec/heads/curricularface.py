@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from facerec.heads.arcface import ArcFace
-from facerec.heads.base import sin_from_cos
+from facerec.heads.functional import cos_plus_angle
 
 __all__ = ["CurricularFace"]
 
@@ -88,7 +88,9 @@ class CurricularFace(ArcFace):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, momentum={self.momentum}"
 
-    def update_state(self, cos: Tensor, cos_target: Tensor, index: Tensor) -> None:
+    def update_state(
+        self, cos: Tensor, cos_target: Tensor, index: Tensor, embeddings: Tensor
+    ) -> None:
         self.t.mul_(1.0 - self.momentum).add_(self.momentum * cos_target.mean())
 
     def apply_margin(
@@ -98,6 +100,6 @@ class CurricularFace(ArcFace):
         logits, target = super().apply_margin(logits, cos_target, embeddings)
         with torch.no_grad():
             # cos(θ_y + m) without the fallback: only a threshold, so no gradient is needed.
-            threshold = cos_target * self.cos_m - sin_from_cos(cos_target) * self.sin_m
+            threshold = cos_plus_angle(cos_target, self.cos_m, self.sin_m)
         # The target column is overwritten afterwards, so whether it counts as "hard" is moot.
         return _HardNegatives.apply(logits, threshold, self.t.to(logits.dtype)), target

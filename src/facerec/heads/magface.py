@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from facerec.heads.arcface import ArcFaceFallback
-from facerec.heads.base import MarginHead, sin_from_cos
+from facerec.heads.arcface import ArcFaceFallback, additive_angular_margin, check_fallback
+from facerec.heads.base import MarginHead
 
 __all__ = ["MagFace"]
 
@@ -66,8 +66,7 @@ class MagFace(MarginHead):
     ) -> None:
         if not 0.0 < l_a < u_a:
             raise ValueError(f"l_a and u_a must satisfy 0 < l_a < u_a, got {l_a!r}, {u_a!r}")
-        if fallback not in ("th_mm", "easy_margin", "none"):
-            raise ValueError(f"fallback must be 'th_mm', 'easy_margin' or 'none', got {fallback!r}")
+        check_fallback(fallback)
         super().__init__(embedding_size, num_classes, s=s)
         self.l_a = float(l_a)
         self.u_a = float(u_a)
@@ -109,15 +108,11 @@ class MagFace(MarginHead):
     def apply_margin(
         self, logits: Tensor, cos_target: Tensor, embeddings: Tensor
     ) -> tuple[Tensor, Tensor]:
-        m = self.margin(self.magnitude(embeddings))  # (B, 1)
-        cos_theta_m = cos_target * torch.cos(m) - sin_from_cos(cos_target) * torch.sin(m)
-        if self.fallback == "th_mm":
-            # θ_y > π - m  <=>  cos θ_y < cos(π - m) = -cos m.
-            fallback = cos_target - m * torch.sin(m)
-            return logits, torch.where(cos_target < -torch.cos(m), fallback, cos_theta_m)
-        if self.fallback == "easy_margin":
-            return logits, torch.where(cos_target > 0, cos_theta_m, cos_target)
-        return logits, cos_theta_m
+        m = self.margin(self.magnitude(embeddings))  # (B, 1), with its gradient
+        cos_m = torch.cos(m)
+        # ArcFace's margin and fallback with a per-sample m; cos(π - m) = -cos m.
+        target = additive_angular_margin(cos_target, m, cos_m, torch.sin(m), -cos_m, self.fallback)
+        return logits, target
 
     def regularizer(self, embeddings: Tensor) -> Tensor:
         """``lambda_g · mean_i g(a_i)`` with ``g(a) = 1/a + a/u_a²``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,11 @@ class Softmax(nn.Module):
     Attributes:
         weight: Class weights, shape ``(C, D)``.
         bias: Class biases, shape ``(C,)``.
+        shardable: True: each logit needs only its own class's row and bias, so a shard of
+            the classes computes its columns alone (Partial FC).
     """
+
+    shardable: bool = True
 
     def __init__(self, embedding_size: int, num_classes: int) -> None:
         super().__init__()
@@ -40,12 +45,21 @@ class Softmax(nn.Module):
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}"
 
-    def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None = None,
+        share_target: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """Compute ``W x + b``.
 
         Args:
             embeddings: Shape ``(B, D)``, float.
-            labels: Shape ``(B,)``; unused, accepted so all heads share one call signature.
+            labels: Shape ``(B,)``; unused, accepted so all heads share one call signature
+                (``-1`` for another shard's class is fine: nothing reads it).
+            share_target: Ignored: there is no margin, so no target cosine to share. Accepted
+                so a caller passes it to any shardable head alike
+                (:meth:`facerec.heads.base.MarginHead.forward`).
 
         Returns:
             Logits, shape ``(B, C)``, at least float32.

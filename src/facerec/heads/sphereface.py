@@ -107,7 +107,9 @@ class SphereFace(MarginHead):
         decayed = self.base * (1.0 + self.gamma * self.iteration.to(dtype)) ** (-self.power)
         return decayed.clamp(min=self.lambda_min)
 
-    def update_state(self, cos: Tensor, cos_target: Tensor, index: Tensor) -> None:
+    def update_state(
+        self, cos: Tensor, cos_target: Tensor, index: Tensor, embeddings: Tensor
+    ) -> None:
         self.iteration.add_(1)
 
     def scale(self, embeddings: Tensor) -> Tensor:
