@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Hydra flags that take a value: their value is not an override.
@@ -55,12 +55,14 @@ def overrides_of(argv: Sequence[str]) -> list[str]:
 
 def unknown_key_message(cfg: DictConfig, key: str) -> str | None:
     """Says which keys exist next to ``key`` when ``key`` is not in ``cfg``; None if it is."""
+    # Plain containers: a mandatory value still unset (``???``, e.g. data.root) is a key that
+    # exists, which `in` on a DictConfig denies.
+    node: object = OmegaConf.to_container(cfg, resolve=False)
     parts = key.split(".")
-    node = cfg
     for depth, part in enumerate(parts):
-        if not isinstance(node, DictConfig) or part not in node:
+        if not isinstance(node, dict) or part not in node:
             where = ".".join(parts[:depth]) or "the root config"
-            valid = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "(a value)"
+            valid = ", ".join(sorted(node)) if isinstance(node, dict) else "(a value)"
             return (
                 f"unknown config key '{key}': {where} has {valid}."
                 f" To add a new key on purpose use '+{key}=...'."

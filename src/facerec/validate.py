@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from facerec.speed import AMP_CHOICES
@@ -71,6 +72,23 @@ def check_numbers(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value} must be a finite number > 0")
 
 
+def check_head(head: DictConfig) -> None:
+    """The head's hyper-parameters inside the ranges its class declares (``bounds``), e.g.
+    ``head.m=-1`` for ArcFace: one line naming the key, instead of training to nonsense."""
+    target = head.get("_target_")
+    cls = get_class(target) if isinstance(target, str) else None
+    for key, (low, high) in getattr(cls, "bounds", {}).items():
+        value = head.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"head.{key}={value!r} must be a number")
+        if not low <= value <= high:
+            raise ValueError(
+                f"head.{key}={value}: {cls.__name__}'s {key} must be in [{low:g}, {high:g}]"
+            )
+
+
 def check_config(cfg: DictConfig, device: torch.device) -> None:
     """Impossible combinations stop here, before anything is built or written."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -86,6 +104,7 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise ValueError(f"{key}={value!r} must be {names}")
     check_numbers(cfg)
+    check_head(cfg.head)
     tcfg = cfg.trainer
     if tcfg.amp not in AMP_CHOICES:
         raise ValueError(f"trainer.amp={tcfg.amp!r}: choose one of {list(AMP_CHOICES)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -57,6 +58,13 @@ class AdaFace(MarginHead):
     Raises:
         ValueError: If ``momentum`` is not in ``[0, 1]``.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "m": (0.0, 1.0),
+        "h": (0.0, 1.0),
+        "momentum": (0.0, 1.0),
+    }
 
     batch_mean: Tensor
     batch_std: Tensor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -26,6 +27,9 @@ class AirFace(MarginHead):
         s: Scale.
         m: Additive angular margin in radians.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {"m": (0.0, math.pi / 2)}
 
     def __init__(
         self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.45

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -84,6 +84,9 @@ class ArcFace(MarginHead):
     Raises:
         ValueError: If ``fallback`` is not one of the three options.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {"m": (0.0, math.pi / 2)}
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -28,6 +29,13 @@ class CombinedMargin(MarginHead):
         m2: Additive angular margin in radians.
         m3: Additive cosine margin.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "m1": (1.0, 4.0),
+        "m2": (0.0, math.pi / 2),
+        "m3": (0.0, 1.0),
+    }
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from facerec.heads.base import MarginHead
@@ -21,6 +23,9 @@ class CosFace(MarginHead):
         s: Scale.
         m: Additive cosine margin.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {"m": (0.0, 1.0)}
 
     def __init__(
         self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.35

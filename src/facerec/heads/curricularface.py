@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -68,6 +71,12 @@ class CurricularFace(ArcFace):
     Raises:
         ValueError: If ``momentum`` is not in ``[0, 1]``.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "m": (0.0, math.pi / 2),
+        "momentum": (0.0, 1.0),
+    }
 
     t: Tensor
 

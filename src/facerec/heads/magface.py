@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -51,6 +54,15 @@ class MagFace(MarginHead):
     Raises:
         ValueError: If ``0 < l_a < u_a`` does not hold or ``fallback`` is unknown.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "l_m": (0.0, math.pi / 2),
+        "u_m": (0.0, math.pi / 2),
+        "l_a": (0.0, math.inf),
+        "u_a": (0.0, math.inf),
+        "lambda_g": (0.0, math.inf),
+    }
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -63,6 +64,13 @@ class SphereFace(MarginHead):
     Raises:
         ValueError: If ``m`` is not a positive integer.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "m": (1, 4),
+        "lambda_min": (0.0, math.inf),
+        "gamma": (0.0, math.inf),
+    }
 
     iteration: Tensor
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -44,6 +47,9 @@ class SubcenterArcFace(ArcFace):
     Attributes:
         weight: Sub-centres, shape ``(C · k, D)``, class-major.
     """
+
+    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {"m": (0.0, math.pi / 2), "k": (1, 64)}
 
     def __init__(
         self,
