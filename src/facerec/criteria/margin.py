@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -49,6 +50,7 @@ class MarginLoss(Criterion):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Scalar loss of ``embeddings`` ``(B, D)`` with ``labels`` ``(B,)``."""
-        # float32 cross-entropy: under autocast the logits may be bf16/fp16.
-        loss = F.cross_entropy(self.head(embeddings, labels).float(), labels)
+        logits = self.head(embeddings, labels)
+        # At least float32: under autocast the logits may be bf16/fp16 (float64 stays float64).
+        loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels)
         return add_regularizer(self.head, embeddings, loss)
