@@ -42,7 +42,8 @@ from torchvision import datasets, transforms
 from torchvision.io import decode_jpeg
 
 from facerec.data.folder import FaceFolder
-from facerec.data.packed import PackedDataset, pack_images
+from facerec.data.pack_writer import pack_images
+from facerec.data.packed import PackedDataset
 from facerec.data.transforms import augmentation, decode_rgb, geometry
 
 ROOT = Path(__file__).resolve().parents[1]

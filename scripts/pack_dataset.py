@@ -19,7 +19,8 @@ import logging
 import time
 from pathlib import Path
 
-from facerec.data.packed import DEFAULT_SHARD_BYTES, pack_folder
+from facerec.data.pack_writer import pack_folder
+from facerec.data.packed import DEFAULT_SHARD_BYTES
 from facerec.data.pairs import read_people
 
 

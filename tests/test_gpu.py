@@ -24,7 +24,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from facerec.data.device_decode import decode_batch
-from facerec.data.packed import PackedDataModule, PackedDataset, pack_images
+from facerec.data.pack_writer import pack_images
+from facerec.data.packed import PackedDataset
+from facerec.data.packed_module import PackedDataModule
 from facerec.model import Recognizer
 from facerec.model import build_recognizer as build
 from facerec.speed import compile_backbone, resolve_amp, resolve_compile

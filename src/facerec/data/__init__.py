@@ -2,7 +2,9 @@
 
 from facerec.data.folder import FaceFolder, scan_folder
 from facerec.data.module import DataModule, FaceDataModule, PairsSet
-from facerec.data.packed import PackedDataModule, PackedDataset, pack_folder, pack_images
+from facerec.data.pack_writer import pack_folder, pack_images
+from facerec.data.packed import PackedDataset
+from facerec.data.packed_module import PackedDataModule
 from facerec.data.recordio import RecordIODataModule, RecordIODataset
 from facerec.data.sampler import ResumableSampler
 from facerec.data.transforms import normalize

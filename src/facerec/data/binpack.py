@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from facerec.data.module import Pairs
 from facerec.data.pairs import read_pairs
-from facerec.data.transforms import geometry, read_image, to_tensor
+from facerec.data.transforms import decode_rgb, geometry, read_image, to_tensor
 
 __all__ = [
     "BinPack",
@@ -128,10 +128,10 @@ def decode_image(data: bytes, what: str = "image") -> np.ndarray:
     Raises:
         OSError: the bytes are not a decodable image.
     """
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    image = decode_rgb(np.frombuffer(data, np.uint8))  # the one decoder of workers and packs
     if image is None:
         raise OSError(f"{what}: cannot decode ({len(data)} bytes; corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def encode_image(image: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes:

@@ -18,17 +18,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facerec.data.encoded import EncodedSource
 from facerec.data.transforms import decode_rgb, to_tensor
-
-if TYPE_CHECKING:
-    from facerec.data.packed import PackedDataset
+from facerec.data.unreadable import UNREADABLE, read_or_blank
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +129,11 @@ class EncodedView(Dataset):
     decoding, as with CPU decoding.
 
     Args:
-        dataset: the pack.
+        dataset: the pack (any :class:`facerec.data.encoded.EncodedSource`).
         hflip: draw random horizontal flips (probability 1/2).
     """
 
-    def __init__(self, dataset: PackedDataset, hflip: bool) -> None:
+    def __init__(self, dataset: EncodedSource, hflip: bool) -> None:
         self.dataset = dataset
         self.hflip = hflip
         self._blank: torch.Tensor | None = None
@@ -157,12 +155,10 @@ class EncodedView(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         # The flip is a pure function of the sampler's seed, as CPU augmentation is.
         flip = self.hflip and bool(np.random.default_rng(seed).random() < 0.5)
-        try:
-            data, label = self.dataset.encoded(index)
-        except OSError as error:
-            log.warning("skipping sample: %s", error)
-            return (self.blank, False), -1
-        return (data, flip), label
+        (data, label), ok = read_or_blank(
+            lambda: self.dataset.encoded(index), lambda: (self.blank, UNREADABLE)
+        )
+        return (data, flip and ok), label
 
 
 def collate_encoded(

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facerec.data.transforms import read_image, to_tensor
+from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +134,8 @@ class FaceFolder(Dataset):
         if seed is not None:
             self.augment.set_random_seed(seed)
         label = int(self.labels[index])
-        try:
-            image = self.load(index)
-        except OSError as error:
-            # One broken file must not kill a multi-day run: the sample comes back with label
-            # -1, the trainer drops it and counts it, and the path is in the log.
-            log.warning("skipping sample: %s", error)
-            image, label = self._blank(), -1
-        if label < 0:  # also marked unreadable when it was preloaded
-            return to_tensor(self._blank()), -1
+        image, ok = read_or_blank(lambda: self.load(index), lambda: None)
+        if not ok or label < 0:  # label < 0: found unreadable while preloading
+            size = self.cache.shape[1] if self.cache is not None else self.geometry_size
+            return blank_image(size), UNREADABLE
         return to_tensor(self.augment(image=image)["image"]), label
-
-    def _blank(self) -> np.ndarray:
-        size = self.cache.shape[1] if self.cache is not None else self.geometry_size
-        return np.zeros((size, size, 3), dtype=np.uint8)

@@ -17,6 +17,7 @@ from facerec.data.pairs import read_pairs, read_people
 from facerec.data.sampler import ResumableSampler
 from facerec.data.scan import default_cache, scan_dataset
 from facerec.data.transforms import augmentation, geometry, read_image, to_tensor
+from facerec.data.unreadable import blank_image, read_or_blank
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,8 @@ class _Tolerant(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, bool]:
-        try:
-            return self.images[index], True
-        except OSError as error:
-            log.warning("skipping sample: %s", error)
-            size = self.images.image_size
-            return torch.zeros(3, size, size, dtype=torch.uint8), False
+        size = self.images.image_size
+        return read_or_blank(lambda: self.images[index], lambda: blank_image(size))
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 
-from facerec.data.module import DataModule, PairsSet
-from facerec.data.packed import DatasetInfo, EncodedImages
+from facerec.data.encoded import DatasetInfo, EncodedImages, IndexedDataModule
+from facerec.data.module import PairsSet
 from facerec.data.transforms import augmentation
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ class RecordIODataset(EncodedImages):
         return np.frombuffer(image, dtype=np.uint8), label
 
 
-class RecordIODataModule(DataModule):
+class RecordIODataModule(IndexedDataModule):
     """Training data from an insightface ``train.rec``/``train.idx`` (MS1M, Glint360K, ...).
 
     Args:
@@ -269,28 +269,10 @@ class RecordIODataModule(DataModule):
         num_workers: int = 2,
         val: Mapping[str, PairsSet] | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, val)
-        self.root = Path(root)
-        self.image_size = image_size
+        super().__init__(root, image_size, hflip, batch_size, num_workers, val)
         self.center_crop = center_crop
-        self.hflip = hflip
-        self.scan: DatasetInfo | None = None
-        self._dataset: RecordIODataset | None = None
 
-    @property
-    def source(self) -> Path:
-        return self.root
-
-    def _make(self) -> RecordIODataset:
+    def make(self) -> RecordIODataset:
         return RecordIODataset(
             self.root, augmentation(self.hflip), self.image_size, self.center_crop
         )
-
-    def setup(self) -> DatasetInfo:
-        self._dataset = self._make()
-        self.scan = self._dataset.info
-        log.info("training data %s: %s", self.root, self.scan.summary())
-        return self.scan
-
-    def train_dataset(self, scan: DatasetInfo, show_progress: bool) -> RecordIODataset:
-        return self._dataset or self._make()

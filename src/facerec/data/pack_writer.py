@@ -1,0 +1,258 @@
+"""Writing a pack (layout in :mod:`facerec.data.packed`): decode, crop, resize and re-encode
+every source image once, in a process pool, into a few large shard files."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from facerec.data.encoded import DatasetInfo
+from facerec.data.folder import scan_folder
+from facerec.data.packed import (
+    COLUMNS,
+    DEFAULT_SHARD_BYTES,
+    FORMAT,
+    HEADER,
+    INDEX,
+    SHARD_FILE,
+    VERSION,
+    PackedDataset,
+    jpeg_sampling,
+)
+from facerec.data.transforms import decode_rgb, geometry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["pack_folder", "pack_images"]
+
+
+@dataclass
+class _Encoder:
+    """Turns one source file into the pack's JPEG bytes (picklable for a process pool)."""
+
+    image_size: int
+    center_crop: int | None
+    quality: int
+    reduce: bool
+    chroma: str = "420"
+    _geometry: dict = field(default_factory=dict)
+
+    def geometry(self, factor: int) -> A.Compose:
+        if factor not in self._geometry:
+            crop = round(self.center_crop / factor) if self.center_crop else None
+            self._geometry[factor] = geometry(self.image_size, crop)
+        return self._geometry[factor]
+
+    def factor(self, width: int, height: int) -> int:
+        """Largest JPEG DCT scale 1/f whose output still has the region at >= image_size.
+
+        libjpeg decodes at 1/2, 1/4, 1/8 scale for a fraction of the full decode's cost (and
+        its DCT-domain scaling is a proper low-pass); only taken when no upsampling follows.
+        """
+        if not self.reduce:
+            return 1
+        region = self.center_crop or min(width, height)
+        return next((f for f in (8, 4, 2) if region // f >= self.image_size), 1)
+
+    def __call__(self, path: Path) -> bytes | str:
+        """JPEG bytes of the geometry output, or the reason the file is unreadable."""
+        try:
+            data = np.fromfile(str(path), dtype=np.uint8)
+        except OSError as error:
+            return f"cannot read: {error}"
+        if data.size == 0:
+            return "empty file"
+        try:
+            with Image.open(io.BytesIO(data.tobytes())) as im:  # header only: the size
+                width, height, is_jpeg = *im.size, im.format == "JPEG"
+        except Exception:  # PIL raises several types for non-images; cv2 has the last word
+            width = height = 0
+            is_jpeg = False
+        size = self.image_size
+        as_is = is_jpeg and (width, height) == (size, size) and not self.center_crop
+        if as_is and (self.chroma == "420" or jpeg_sampling(data) == [0x11] * 3):
+            # Already an aligned crop (insightface-style): store as is, no generation loss.
+            # (Asked for 4:4:4, a subsampled one is re-encoded below: GPU decoding needs it.)
+            return data.tobytes() if decode_rgb(data) is not None else "cannot decode"
+        factor = self.factor(width, height) if is_jpeg else 1
+        flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}  # fmt: skip
+        # BGR in, BGR to imencode: the geometry does not care about channel order.
+        image = cv2.imdecode(data, flags[factor])
+        if image is None:
+            return "cannot decode (corrupt, truncated or not an image)"
+        image = self.geometry(factor)(image=image)["image"]
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+        if self.chroma == "444":  # full-resolution colour: what GPU (nvjpeg) decoding wants
+            params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+        ok, buf = cv2.imencode(".jpg", image, params)
+        return buf.tobytes() if ok else "cannot encode"
+
+
+def pack_images(
+    paths: Sequence[Path],
+    labels: Sequence[int] | np.ndarray,
+    classes: Sequence[str],
+    out: str | Path,
+    image_size: int = 112,
+    center_crop: int | None = None,
+    quality: int = 95,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    workers: int = 0,
+    reduce: bool = True,
+    chroma: str = "420",
+    source: str = "",
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> DatasetInfo:
+    """Decode, centre crop, resize and re-encode images into a pack folder.
+
+    Args:
+        paths: image files.
+        labels: class index of each path, in ``0..len(classes)-1``.
+        classes: identity names.
+        out: the pack folder (created).
+        image_size: side of the stored square images.
+        center_crop: side of the centre crop taken before resizing (None: none).
+        quality: JPEG quality of the stored images (95: re-encoding error well below what
+            training augmentations do; smaller files at lower values).
+        shard_bytes: start a new shard file beyond this size.
+        workers: encoding processes (0: this process).
+        reduce: decode JPEGs at 1/2, 1/4 or 1/8 scale (DCT-domain) when the crop still has
+            ``image_size`` pixels or more, which is several times faster for large sources.
+        chroma: JPEG chroma subsampling, ``420`` (smaller) or ``444`` (decoded identically by
+            nvjpeg and libjpeg-turbo; for ``data.decode=device``). With ``444``, already
+            aligned JPEG sources that are subsampled are re-encoded instead of stored as is.
+        source: where the images came from (recorded in the header).
+        overwrite: replace an existing pack in ``out``.
+        show_progress: show a progress bar.
+
+    Returns:
+        The pack's :class:`DatasetInfo`. Unreadable sources are skipped, logged and listed in
+        the header under ``unreadable``.
+
+    Raises:
+        FileExistsError: ``out`` holds a pack and ``overwrite`` is False.
+        ValueError: nothing to pack, labels out of range, or no source image was readable.
+    """
+    out = Path(out)
+    if chroma not in ("420", "444"):
+        raise ValueError(f"chroma must be '420' or '444', got {chroma!r}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(paths) == 0 or len(paths) != len(labels):
+        raise ValueError(f"need one label per image, got {len(paths)} images, {len(labels)} labels")
+    if labels.min() < 0 or labels.max() >= len(classes):
+        raise ValueError(f"labels must be in 0..{len(classes) - 1}")
+    if (out / HEADER).exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a pack (pass overwrite to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    # The old header goes first (an interrupted repack is then no pack at all), and a smaller
+    # new pack must not leave the old one's extra shards behind.
+    for stale in [out / HEADER, *out.glob("shard-*.dat")]:
+        stale.unlink(missing_ok=True)
+
+    encoder = _Encoder(image_size, center_crop, int(quality), reduce, chroma)
+    start = time.perf_counter()
+    rows = np.empty((len(paths), len(COLUMNS)), dtype=np.int64)
+    shards: list[dict] = []
+    unreadable: list[str] = []
+    n = 0
+    handle = None
+    pool = multiprocessing.get_context().Pool(workers) if workers > 0 else None
+    try:
+        results: Iterable[bytes | str] = (
+            pool.imap(encoder, paths, chunksize=32) if pool else map(encoder, paths)
+        )
+        bar = tqdm(results, total=len(paths), desc="pack", unit="img", disable=not show_progress)
+        for path, label, result in zip(paths, labels, bar, strict=True):
+            if isinstance(result, str):
+                log.warning("not packed: %s: %s", path, result)
+                unreadable.append(str(path))
+                continue
+            full = handle is not None and shards[-1]["bytes"] + len(result) > shard_bytes
+            if handle is None or (full and shards[-1]["images"]):
+                if handle is not None:
+                    handle.close()
+                shards.append({"file": SHARD_FILE.format(len(shards)), "bytes": 0, "images": 0})
+                handle = (out / shards[-1]["file"]).open("wb")
+            shard = shards[-1]
+            rows[n] = (len(shards) - 1, shard["bytes"], len(result), label, zlib.crc32(result))
+            handle.write(result)
+            shard["bytes"] += len(result)
+            shard["images"] += 1
+            n += 1
+    finally:
+        if handle is not None:
+            handle.close()
+        if pool is not None:
+            pool.terminate()  # all results are in (or packing failed): nothing to wait for
+    if n == 0:
+        raise ValueError(f"none of the {len(paths)} images could be read (see the log)")
+
+    tmp = out / (INDEX + ".tmp")
+    with tmp.open("wb") as f:
+        np.save(f, rows[:n])
+    os.replace(tmp, out / INDEX)
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "columns": list(COLUMNS),
+        "image_size": image_size,
+        "center_crop": center_crop,
+        "quality": int(quality),
+        "chroma": chroma,
+        "encoding": "jpeg",
+        "num_images": n,
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "shards": shards,
+        "source": source,
+        "unreadable": unreadable,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    tmp = out / (HEADER + ".tmp")
+    tmp.write_text(json.dumps(header, indent=1), encoding="utf-8")
+    os.replace(tmp, out / HEADER)  # last: its presence marks a complete pack
+    info = PackedDataset(out).info
+    log.info("packed %s: %s", out, info.summary())
+    return info
+
+
+def pack_folder(
+    root: str | Path,
+    out: str | Path,
+    people: Iterable[str] | None = None,
+    min_images: int = 1,
+    **options,
+) -> DatasetInfo:
+    """Pack a folder dataset (``root/<identity>/<image>``, see :func:`scan_folder`).
+
+    Args:
+        root: dataset folder; each sub-folder is one identity.
+        out: the pack folder.
+        people: if given, only these identities.
+        min_images: identities with fewer images are dropped.
+        **options: passed to :func:`pack_images` (``image_size``, ``center_crop``,
+            ``quality``, ``shard_bytes``, ``workers``, ``reduce``, ``chroma``, ``overwrite``,
+            ``show_progress``).
+    """
+    scan = scan_folder(root, set(people) if people is not None else None, min_images)
+    log.info("packing %s: %s", root, scan.summary())
+    return pack_images(scan.paths, scan.labels, scan.classes, out, source=str(root), **options)
+
+
+# ----------------------------------------------------------------------------- data module
