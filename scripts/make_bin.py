@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def make(args: argparse.Namespace) -> int:
-    from facerec.data.binpack import pack_pairs
+    from facerec.data.binpack_writer import pack_pairs
 
     if args.center_crop and not args.size:
         raise ValueError("--center-crop needs --size (the side to resize the crop to)")

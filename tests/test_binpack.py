@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from facerec.data.binpack import BinSet, decode_image, encode_image, pack_pairs, read_bin, write_bin
+from facerec.data.binpack import BinSet, decode_image, read_bin
+from facerec.data.binpack_writer import encode_image, pack_pairs, write_bin
 from facerec.data.module import PairsSet
 from facerec.data.pairs import read_pairs
 from facerec.data.transforms import geometry, read_image

@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec import inference
-from facerec.data.binpack import pack_pairs
+from facerec.data.binpack_writer import pack_pairs
 from facerec.data.transforms import normalize
 from facerec.eval import evaluate_pairs, hardest_pairs
 from facerec.eval.plots import pair_grid_image
