@@ -23,16 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from facerec import checkpoint
-from facerec.cli import CONFIG_DIR
 from facerec.data.folder import IMAGE_EXTENSIONS
 from facerec.data.transforms import geometry, read_image, to_tensor
 from facerec.distributed import resolve_device
 from facerec.eval.verification import fuse_flip
 from facerec.evaluate import embed_batches
 from facerec.model import FaceModel, build_face_model
+from facerec.model_config import model_config
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -110,54 +109,6 @@ def load_model(
         "device": str(device),
     }
     return model, cfg, meta
-
-
-def component_targets(group: str) -> frozenset[str]:
-    """The ``_target_`` of every choice in ``configs/<group>/``: facerec's own components."""
-    return frozenset(
-        str(OmegaConf.load(f).get("_target_")) for f in (CONFIG_DIR / group).glob("*.yaml")
-    )
-
-
-def targets_in(node: Any) -> list[str]:
-    """Every ``_target_`` value anywhere in a nested config (nested ones are built too)."""
-    if isinstance(node, Mapping):
-        own = [str(node["_target_"])] if "_target_" in node else []
-        return own + [t for value in node.values() for t in targets_in(value)]
-    if isinstance(node, (list, tuple)):
-        return [t for value in node for t in targets_in(value)]
-    return []
-
-
-def model_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """The checkpoint's config, checked to build only facerec's own backbones and embeddings.
-
-    A file's config is data: the model is rebuilt from it only when every ``_target_`` in its
-    ``backbone`` and ``embedding`` sections is one of ``configs/backbone`` or
-    ``configs/embedding``; anything else (an importable function with chosen arguments) is
-    refused before anything is imported or called.
-
-    Raises:
-        ValueError: naming ``path``: no such sections, or a ``_target_`` outside the list.
-    """
-    cfg = state.get("config")
-    if not isinstance(cfg, Mapping) or not all(
-        isinstance(cfg.get(k), Mapping) and "_target_" in cfg[k] for k in ("backbone", "embedding")
-    ):
-        raise ValueError(
-            f"{path} is not a facerec training checkpoint: it holds no config with backbone and "
-            f"embedding sections, so the model cannot be rebuilt"
-        )
-    for group in ("backbone", "embedding"):
-        allowed = component_targets(group)
-        for target in targets_in(cfg[group]):
-            if target not in allowed:
-                raise ValueError(
-                    f"{path} refused: its {group} config names _target_ {target!r}, which is not"
-                    f" one of facerec's {group} components ({', '.join(sorted(allowed))})"
-                )
-    # Plain values only from here: interpolations (${...}) are resolved once, here.
-    return OmegaConf.to_container(OmegaConf.create(dict(cfg)), resolve=True)
 
 
 def batch_size_for(device: torch.device, requested: int | None = None) -> int:

@@ -1,17 +1,35 @@
-"""The training loop's plain numbers and switches, read once from the ``trainer`` config."""
+"""What the training loop works on: its plain numbers (:class:`Loop`, read once from the
+``trainer`` config) and the :class:`Training` of built objects, no config past it."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from facerec import distributed
+from facerec.checkpoint import TrainState
+from facerec.engine import NonFiniteGuard
+from facerec.evaluate import Verifier
+from facerec.model import Recognizer
+from facerec.report import Reporter
 from facerec.speed import AMP_DTYPES
 
-__all__ = ["Loop", "best_metric", "describe", "loop_settings", "scaled_lr"]
+__all__ = [
+    "Loop",
+    "Preempted",
+    "Training",
+    "best_metric",
+    "describe",
+    "loop_settings",
+    "scaled_lr",
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,37 @@ class Loop:
     @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+@dataclass
+class Training:
+    """Everything the loop needs, built once by :func:`setup`; no config past this point."""
+
+    env: distributed.Dist
+    loop: Loop
+    run_dir: Path
+    recognizer: Recognizer  # eager modules: verification and checkpoints
+    stepper: nn.Module  # what the step trains through (compiled/DDP; shares every parameter)
+    loader: Any
+    verifiers: dict[str, Verifier]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    guard: NonFiniteGuard
+    state: TrainState
+    report: Reporter
+    classes: list[str]
+    config: dict[str, Any]  # the resolved config, saved in every checkpoint
+    lock: contextlib.AbstractContextManager  # the run directory's lock (rank 0), held by fit
+
+
+class Preempted(Exception):
+    """Raised after the preemption checkpoint is written; carries the exit status."""
+
+    def __init__(self, step: int, exit_code: int) -> None:
+        super().__init__(f"preempted: checkpoint written at step {step}, exit {exit_code}")
+        self.step = step
+        self.exit_code = exit_code
 
 
 def loop_settings(

@@ -20,7 +20,6 @@ import itertools
 import json
 import logging
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from facerec import checkpoint, distributed
 from facerec.checkpoint import TrainState
 from facerec.engine import NonFiniteGuard, Preemption, train_step
 from facerec.evaluate import Verifier
-from facerec.loop import Loop, best_metric, describe, loop_settings, scaled_lr
+from facerec.loop import Preempted, Training, best_metric, describe, loop_settings, scaled_lr
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.report import Reporter
@@ -55,41 +54,10 @@ log = logging.getLogger("facerec")
 MIN_BATCH = 2
 
 
-class Preempted(Exception):
-    """Raised after the preemption checkpoint is written; carries the exit status."""
-
-    def __init__(self, step: int, exit_code: int) -> None:
-        super().__init__(f"preempted: checkpoint written at step {step}, exit {exit_code}")
-        self.step = step
-        self.exit_code = exit_code
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class Training:
-    """Everything the loop needs, built once by :func:`setup`; no config past this point."""
-
-    env: distributed.Dist
-    loop: Loop
-    run_dir: Path
-    recognizer: Recognizer  # eager modules: verification and checkpoints
-    stepper: nn.Module  # what the step trains through (compiled/DDP; shares every parameter)
-    loader: Any
-    verifiers: dict[str, Verifier]
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    guard: NonFiniteGuard
-    state: TrainState
-    report: Reporter
-    classes: list[str]
-    config: dict[str, Any]  # the resolved config, saved in every checkpoint
-    lock: contextlib.AbstractContextManager  # the run directory's lock (rank 0), held by fit
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
