@@ -53,35 +53,63 @@ def extract(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from facerec import inference
-    from facerec.data.module import ImageList
+    from facerec.data.module import ImageList, TolerantImages
 
     paths = inference.list_images(args.folder)  # before the model: a bad folder fails fast
     model, cfg, _ = inference.load_model(args.checkpoint, args.device)
     device = next(model.parameters()).device
     crop = inference.center_crop(cfg, args.center_crop)
     loader = DataLoader(
-        ImageList(paths, inference.image_size(cfg), crop),
+        # Unreadable files come back flagged (and logged by name): skipped, not fatal.
+        TolerantImages(ImageList(paths, inference.image_size(cfg), crop)),
         batch_size=inference.batch_size_for(device, args.batch_size),
         num_workers=args.workers,
     )
     tick = time.perf_counter()
     # Streamed batch by batch: the folder may not fit in memory, its embeddings do.
-    chunks = [
-        inference.embed_images(model, batch, device, flip=not args.no_flip) for batch in loader
-    ]
+    chunks, readable = [], []
+    for batch, ok in loader:
+        readable.append(ok.numpy())
+        if bool(ok.any()):
+            chunks.append(inference.embed_images(model, batch[ok], device, flip=not args.no_flip))
     seconds = time.perf_counter() - tick
+    keep = np.concatenate(readable)
+    kept = [p for p, k in zip(paths, keep, strict=True) if k]
+    if not kept:
+        raise ValueError(f"{args.folder}: none of its {len(paths)} images could be read")
     emb = np.concatenate(chunks)
-
     out = args.out if args.out.suffix == ".npy" else args.out.with_name(args.out.name + ".npy")
     index = out.with_suffix(".txt")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, emb)
-    index.write_text("".join(f"{p.relative_to(args.folder).as_posix()}\n" for p in paths))
+    write_both(out, emb, index, [p.relative_to(args.folder).as_posix() for p in kept])
+    skipped = [str(p) for p, k in zip(paths, keep, strict=True) if not k]
     print(
-        f"{len(paths)} images -> {out} {emb.shape} float32 (flip: {not args.no_flip}, "
-        f"crop: {crop}), index {index}; {len(paths) / seconds:.1f} images/s on {device}"
+        f"{len(kept)} images -> {out} {emb.shape} float32 (flip: {not args.no_flip}, "
+        f"crop: {crop}), index {index}; {len(kept) / seconds:.1f} images/s on {device}"
     )
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s), not in the index: "
+              f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")  # fmt: skip
     return 0
+
+
+def write_both(out: Path, emb, index: Path, names: list[str]) -> None:
+    """The embeddings and their index, each written in full to a temporary file and renamed
+    only when both are complete: an interrupted run leaves the previous pair as it was."""
+    import os
+
+    import numpy as np
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out, tmp_index = out.with_name(out.name + ".tmp"), index.with_name(index.name + ".tmp")
+    try:
+        with open(tmp_out, "wb") as f:
+            np.save(f, emb)
+        tmp_index.write_text("".join(f"{name}\n" for name in names))
+        os.replace(tmp_out, out)
+        os.replace(tmp_index, index)
+    finally:
+        tmp_out.unlink(missing_ok=True)
+        tmp_index.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -293,3 +293,46 @@ def test_batches_shrunk_to_one_sample_or_none_are_skipped_not_fatal(tmp_path):
     assert metrics["skipped_steps"] == 0  # nothing non-finite
     assert metrics["skipped_samples"] == 3 * 3  # 3 unreadable images, 3 epochs
     assert metrics["step"] == 3 * 6
+
+
+# --- one line for every tool and every malformed pack header ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("image_size", "112"), ("num_images", -3), ("classes", "abc"), ("shards", [{"file": 3}]),
+     ("shards", [{"file": "../../etc/passwd", "bytes": 1}]), ("quality", None)],
+)  # fmt: skip
+def test_a_malformed_pack_header_is_one_line_naming_the_field(field, value, tmp_path):
+    from facerec.data.pack_writer import pack_folder
+    from facerec.data.packed import PackedDataset
+
+    pack = tmp_path / "pack"
+    pack_folder(faces(tmp_path / "d", people=2, each=2), pack)
+    header = json.loads((pack / "pack.json").read_text())
+    header[field] = value
+    (pack / "pack.json").write_text(json.dumps(header))
+    with pytest.raises(ValueError, match=f"pack.json: corrupt pack header.*{field}"):
+        PackedDataset(pack)
+
+
+@pytest.mark.parametrize("case", ["missing root", "existing output"])
+def test_pack_dataset_errors_are_one_line(case, tmp_path):
+    root, out = faces(tmp_path / "d", people=2, each=2), tmp_path / "pack"
+    if case == "missing root":
+        root = tmp_path / "nowhere"
+    else:
+        assert (
+            subprocess.run(
+                [sys.executable, str(ROOT / "scripts" / "pack_dataset.py"), str(root), str(out)],
+                env=env(),
+                capture_output=True,
+            ).returncode
+            == 0
+        )
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_dataset.py"), str(root),
+                             str(out)], env=env(), capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("pack_dataset.py: error:")
+    assert str(root if case == "missing root" else out) in line

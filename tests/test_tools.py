@@ -236,6 +236,21 @@ def test_extract_writes_rows_and_index(tiny_run, lfw_root, tmp_path):
     assert code == 0 and noflip.shape == emb.shape and not np.allclose(noflip, emb)
 
 
+def test_extract_skips_names_and_counts_unreadable_images(tiny_run, lfw_root, tmp_path):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for src in lfw_images(lfw_root, ["Aaron_Peirsol"]):
+        shutil.copy(src, folder / src.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    out = tmp_path / "emb.npy"
+    result = run_script("extract", tiny_run[0], folder, "--out", out, "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 unreadable image" in result.stdout and "broken.jpg" in result.stdout
+    index = (tmp_path / "emb.txt").read_text().splitlines()
+    assert "broken.jpg" not in index and len(index) == len(np.load(out)) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npy", "emb.txt", "faces"]
+
+
 def test_verify_prints_a_decision_with_its_threshold_source(checkpoint_copy, lfw_root, capsys):
     a, b = lfw_images(lfw_root, ["Aaron_Peirsol"])[:2]
     assert call_script("verify", checkpoint_copy, a, b) == 2

@@ -37,7 +37,7 @@ class ImageList(Dataset):
         return to_tensor(self.geometry(image=read_image(self.paths[index]))["image"])
 
 
-class _Tolerant(Dataset):
+class TolerantImages(Dataset):
     """``(image, True)``, or a blank image and False for an unreadable file (logged)."""
 
     def __init__(self, images: ImageList) -> None:
@@ -270,7 +270,7 @@ class FaceDataModule(DataModule):
         cache = np.empty((len(paths), self.image_size, self.image_size, 3), dtype=np.uint8)
         readable = np.ones(len(paths), dtype=bool)
         loader = DataLoader(
-            _Tolerant(ImageList(paths, self.image_size, self.center_crop)),
+            TolerantImages(ImageList(paths, self.image_size, self.center_crop)),
             batch_size=64,
             num_workers=self.num_workers,
         )

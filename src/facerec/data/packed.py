@@ -83,7 +83,32 @@ def read_pack_header(root: str | Path) -> dict:
                if k not in header]  # fmt: skip
     if missing:
         raise ValueError(f"{path}: corrupt pack header (no {', '.join(missing)})")
+    check_header_types(header, path)
     return header
+
+
+def check_header_types(header: dict, path: Path) -> None:
+    """Every field the reader uses has the type it needs (a hand-edited or hostile header
+    gets one line naming the field, not a traceback from deep in numpy).
+
+    Raises:
+        ValueError: naming the file and the field.
+    """
+
+    def count(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    problems = [name for name in ("image_size", "quality", "num_images") if not count(header[name])]
+    classes, shards = header["classes"], header["shards"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        problems.append("classes (a list of names)")
+    if not isinstance(shards, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("file"), str) and "/" not in s["file"]
+        and ".." not in s["file"] and count(s.get("bytes")) for s in shards
+    ):  # fmt: skip
+        problems.append("shards (a list of {file, bytes} in the pack folder)")
+    if problems:
+        raise ValueError(f"{path}: corrupt pack header (wrong type: {', '.join(problems)})")
 
 
 class PackedDataset(EncodedImages):

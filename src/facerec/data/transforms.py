@@ -29,10 +29,7 @@ def read_image(path: str | Path) -> np.ndarray:
         OSError: naming the file when it is missing, truncated or not an image.
     """
     data = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile: non-ASCII paths work too
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise OSError(f"cannot decode image {path} (corrupt, truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return decode_image(data, f"image {path}")
 
 
 # OpenCV >= 4.10 decodes straight to RGB (libjpeg-turbo writes RGB), saving a cvtColor; on this
@@ -53,6 +50,30 @@ def decode_rgb(data: np.ndarray) -> np.ndarray | None:
         return cv2.imdecode(data, _IMREAD_RGB)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def decode_image(data: np.ndarray | bytes, what: str = "image") -> np.ndarray:
+    """:func:`decode_rgb`, raising when the bytes do not decode: RGB uint8 ``(H, W, 3)``.
+
+    The one place that turns "does not decode" into an error, so every reader (image files,
+    packs, RecordIO, ``.bin`` verification packs, the device decoder's CPU fallback) names
+    the broken sample the same way.
+
+    Args:
+        data: uint8 ``(L,)`` file contents, or the same as ``bytes``.
+        what: how to name the image in the error, e.g. ``"lfw.bin: image 17"``.
+
+    Raises:
+        OSError: naming ``what``: the bytes are not a decodable image.
+    """
+    if not isinstance(data, np.ndarray):
+        data = np.frombuffer(data, np.uint8)
+    image = decode_rgb(data)
+    if image is None:
+        raise OSError(
+            f"{what}: cannot decode ({data.size} bytes; corrupt, truncated or not an image)"
+        )
+    return image
 
 
 def geometry(image_size: int = 112, center_crop: int | None = None) -> A.Compose:

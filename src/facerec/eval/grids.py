@@ -62,32 +62,58 @@ def pair_grid_image(
     if columns < 1:
         raise ValueError(f"columns must be >= 1, got {columns}")
     s = thumb / 112
+    title_h = round(24 * s) if title else 0
+    if len(a) == 0:
+        pad, _ = _spacing(s)
+        img = np.full((round(40 * s) + title_h, 2 * thumb + 3 * pad, 3), 255, dtype=np.uint8)
+        centre = (img.shape[1] // 2, title_h + round(20 * s))
+        text(img, "no pairs", centre, 0.45 * s, anchor="center")
+    else:
+        img = _tile_pairs(a, b, captions, min(columns, len(a)), title_h, s)
+    if title:
+        text(img, title, (img.shape[1] // 2, round(6 * s)), 0.45 * s, anchor="top")
+    return img
+
+
+def _spacing(s: float) -> tuple[int, int]:
+    """``(pad, gap)`` in pixels for thumbnails ``s`` times 112 px wide."""
     pad = max(4, round(14 * s))  # between pairs: wide, so that pairs read as units
     gap = max(1, round(2 * s))  # between the two faces of a pair
+    return pad, gap
+
+
+def _tile_pairs(
+    a: np.ndarray, b: np.ndarray, captions: list[str], cols: int, top: int, s: float
+) -> np.ndarray:
+    """Lay the pairs out in rows of ``cols``, each captioned below, on a white canvas.
+
+    Args:
+        a: uint8 ``(K, T, T, 3)`` first thumbnails, ``K >= 1``.
+        b: uint8 ``(K, T, T, 3)`` second thumbnails.
+        captions: ``K`` captions.
+        cols: pairs per row, ``1 <= cols <= K``.
+        top: pixels left free above the grid (for the title).
+        s: scale of text and spacing, ``T / 112``.
+
+    Returns:
+        uint8 RGB ``(H, W, 3)``.
+    """
+    thumb = a.shape[1]
+    pad, gap = _spacing(s)
     caption_h = round(20 * s)
-    title_h = round(24 * s) if title else 0
-    fs = 0.45 * s
-    if len(a) == 0:
-        img = np.full((round(40 * s) + title_h, 2 * thumb + 3 * pad, 3), 255, dtype=np.uint8)
-        text(img, "no pairs", (img.shape[1] // 2, title_h + round(20 * s)), fs, anchor="center")
-    else:
-        cols = min(columns, len(a))
-        rows = math.ceil(len(a) / cols)
-        tile_w, tile_h = 2 * thumb + gap, thumb + caption_h
-        img = np.full(
-            (title_h + rows * (tile_h + pad) + pad, cols * (tile_w + pad) + pad, 3),
-            255,
-            dtype=np.uint8,
-        )
-        for i, caption in enumerate(captions):
-            r, c = divmod(i, cols)
-            x = pad + c * (tile_w + pad)
-            y = title_h + pad + r * (tile_h + pad)
-            img[y : y + thumb, x : x + thumb] = a[i]
-            img[y : y + thumb, x + thumb + gap : x + tile_w] = b[i]
-            text(img, caption, (x + tile_w // 2, y + thumb + caption_h // 2), fs, anchor="center")
-    if title:
-        text(img, title, (img.shape[1] // 2, round(6 * s)), fs, anchor="top")
+    rows = math.ceil(len(a) / cols)
+    tile_w, tile_h = 2 * thumb + gap, thumb + caption_h
+    img = np.full(
+        (top + rows * (tile_h + pad) + pad, cols * (tile_w + pad) + pad, 3), 255, dtype=np.uint8
+    )
+    for i, caption in enumerate(captions):
+        r, c = divmod(i, cols)
+        x = pad + c * (tile_w + pad)
+        y = top + pad + r * (tile_h + pad)
+        img[y : y + thumb, x : x + thumb] = a[i]
+        img[y : y + thumb, x + thumb + gap : x + tile_w] = b[i]
+        centre = (x + tile_w // 2, y + thumb + caption_h // 2)
+        text(img, caption, centre, 0.45 * s, anchor="center")
     return img
 
 

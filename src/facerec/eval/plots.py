@@ -138,20 +138,9 @@ def distance_histogram_image(
     yt = nice_ticks(0.0, ymax)
     ax.draw_frame(img, xt, [fmt(v) for v in xt], yt, [fmt(v) for v in yt])
 
-    for h, color in zip(hists, (GREEN, RED), strict=True):
-        overlay = img.copy()
-        steps = []
-        for i, v in enumerate(h):
-            (u0, v0), (u1, _) = ax.px(edges[i], v), ax.px(edges[i + 1], 0.0)
-            if v > 0:
-                cv2.rectangle(overlay, (int(u0), int(v0)), (int(u1), ax.y1), color, -1)
-            steps += [(u0, v0), (u1, v0)]
-        cv2.addWeighted(overlay, 0.3, img, 0.7, 0, dst=img)
-        polyline(img, np.array(steps), color, max(1, round(1.5 * s)))
+    _draw_histograms(img, ax, edges, hists, s)
     if threshold is not None:
-        u = int(np.rint(ax.px(threshold, 0.0)[0]))
-        cv2.line(img, (u, ax.y0), (u, ax.y1), BLUE, max(1, round(1.5 * s)), cv2.LINE_AA)
-        text(img, f"thr={threshold:.3f}", (u + round(4 * s), ax.y0 + round(10 * s)), 0.42 * s, BLUE)
+        _draw_threshold(img, ax, threshold, s)
 
     _legend(img, ax, s, int(same.sum()), int((~same).sum()))
     fs = 0.45 * s
@@ -164,6 +153,38 @@ def distance_histogram_image(
     )
     text(img, "squared L2 distance", ((ax.x0 + ax.x1) // 2, size - round(18 * s)), fs, anchor="top")
     return img
+
+
+def _draw_histograms(
+    img: np.ndarray, ax: Axes, edges: np.ndarray, hists: list[np.ndarray], s: float
+) -> None:
+    """Same (green) then different (red) histograms: translucent bars under a step outline.
+
+    Args:
+        img: uint8 ``(H, W, 3)`` canvas, drawn on in place.
+        ax: the axes of ``img``.
+        edges: ``(B + 1,)`` bin edges.
+        hists: two ``(B,)`` bar heights, same pairs first.
+        s: scale of line widths.
+    """
+    for h, color in zip(hists, (GREEN, RED), strict=True):
+        # Bars go on a copy blended back at 30 %, so the class drawn second does not hide the first.
+        overlay = img.copy()
+        steps = []
+        for i, v in enumerate(h):
+            (u0, v0), (u1, _) = ax.px(edges[i], v), ax.px(edges[i + 1], 0.0)
+            if v > 0:
+                cv2.rectangle(overlay, (int(u0), int(v0)), (int(u1), ax.y1), color, -1)
+            steps += [(u0, v0), (u1, v0)]
+        cv2.addWeighted(overlay, 0.3, img, 0.7, 0, dst=img)
+        polyline(img, np.array(steps), color, max(1, round(1.5 * s)))
+
+
+def _draw_threshold(img: np.ndarray, ax: Axes, threshold: float, s: float) -> None:
+    """The decision threshold as a labelled vertical line across the axes."""
+    u = int(np.rint(ax.px(threshold, 0.0)[0]))
+    cv2.line(img, (u, ax.y0), (u, ax.y1), BLUE, max(1, round(1.5 * s)), cv2.LINE_AA)
+    text(img, f"thr={threshold:.3f}", (u + round(4 * s), ax.y0 + round(10 * s)), 0.42 * s, BLUE)
 
 
 def _distance_range(d: np.ndarray) -> tuple[float, float]:
