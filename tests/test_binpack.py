@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from facerec.data.binpack import BinSet, decode_image, read_bin
+from facerec.data.binpack import BinSet, read_bin
 from facerec.data.binpack_writer import encode_image, pack_pairs, write_bin
 from facerec.data.module import PairsSet
 from facerec.data.pairs import read_pairs
-from facerec.data.transforms import geometry, read_image
+from facerec.data.transforms import decode_image, geometry, read_image
 from facerec.evaluate import Verifier
 from facerec.model import FaceModel
 

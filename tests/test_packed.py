@@ -27,8 +27,8 @@ from facerec.data import (
     scan_folder,
 )
 from facerec.data.device_decode import EncodedBatch, EncodedView, collate_encoded, decode_batch
-from facerec.data.pack_writer import pack_images
-from facerec.data.packed import jpeg_sampling, read_pack_header
+from facerec.data.pack_writer import jpeg_sampling, pack_images
+from facerec.data.packed import read_pack_header
 from facerec.data.packed_module import PackedDataModule
 from facerec.data.transforms import augmentation, geometry, read_image
 from facerec.train import run

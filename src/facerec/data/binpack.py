@@ -23,20 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from facerec.data.module import Pairs
-from facerec.data.transforms import decode_rgb, geometry, to_tensor
+from facerec.data.transforms import decode_image, decodes, geometry, to_tensor
 
-__all__ = [
-    "BinPack",
-    "BinSet",
-    "decode_image",
-    "read_bin",
-]
+__all__ = ["BinPack", "BinSet", "read_bin"]
 
 # What a pack's pickle may reference: containers and bytes are opcodes, not globals, so only
 # the helpers that numpy arrays/scalars (a numpy ``issame`` array) and protocol-2 bytes need.
@@ -112,22 +106,6 @@ def _as_bool(value: object) -> bool | None:
     return None
 
 
-def decode_image(data: bytes, what: str = "image") -> np.ndarray:
-    """Decode encoded image bytes to RGB uint8 ``(H, W, 3)``.
-
-    Args:
-        data: JPEG/PNG/... file contents.
-        what: how to name the image in the error, e.g. ``"lfw.bin: image 17"``.
-
-    Raises:
-        OSError: the bytes are not a decodable image.
-    """
-    image = decode_rgb(np.frombuffer(data, np.uint8))  # the one decoder of workers and packs
-    if image is None:
-        raise OSError(f"{what}: cannot decode ({len(data)} bytes; corrupt or not an image)")
-    return image
-
-
 def read_bin(path: str | Path, check_images: bool = True) -> BinPack:
     """Read an insightface verification pack.
 
@@ -199,13 +177,11 @@ def read_bin(path: str | Path, check_images: bool = True) -> BinPack:
                 f"{path}: image {k} (pair {k // 2}) is a {type(item).__name__}, not encoded "
                 f"image bytes"
             )
-        if check_images:
-            small = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
-            if small is None:
-                raise OSError(
-                    f"{path}: image {k} (pair {k // 2}) cannot be decoded ({len(data)} bytes; "
-                    f"corrupt or not an image)"
-                )
+        if check_images and not decodes(np.frombuffer(data, np.uint8)):
+            raise OSError(
+                f"{path}: image {k} (pair {k // 2}) cannot be decoded ({len(data)} bytes; "
+                f"corrupt or not an image)"
+            )
         images.append(data)
     return BinPack(images, issame)
 

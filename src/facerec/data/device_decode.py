@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facerec.data.encoded import EncodedSource
-from facerec.data.transforms import decode_rgb, to_tensor
+from facerec.data.transforms import decode_image, to_tensor
 from facerec.data.unreadable import UNREADABLE, read_or_blank
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,7 @@ def decode_cpu(data: torch.Tensor) -> torch.Tensor:
     Raises:
         OSError: the bytes do not decode.
     """
-    image = decode_rgb(data.numpy())
-    if image is None:
-        raise OSError(f"cannot decode a {data.numel()}-byte JPEG record (corrupt)")
-    return to_tensor(image)
+    return to_tensor(decode_image(data.numpy(), "JPEG record"))
 
 
 @dataclass
@@ -122,14 +119,14 @@ class EncodedBatch:
 
 
 class EncodedView(Dataset):
-    """A pack's samples as JPEG bytes + a flip drawn from the sample's seed.
+    """An encoded dataset's samples (a pack) as JPEG bytes + a flip drawn from the sample's seed.
 
     Items: ``(index, seed) -> ((bytes uint8 (L,), flip), label)``. A record that fails its CRC
     comes back as a black image with label -1 (logged), which the trainer drops before
     decoding, as with CPU decoding.
 
     Args:
-        dataset: the pack (any :class:`facerec.data.encoded.EncodedSource`).
+        dataset: the pack, or any :class:`facerec.data.encoded.EncodedSource` of JPEGs.
         hflip: draw random horizontal flips (probability 1/2).
     """
 

@@ -1,15 +1,14 @@
 """Datasets of encoded images in memory-mapped files (packs, RecordIO): the shared base.
 
 :class:`EncodedImages` decodes, crops and augments a sample whose bytes a subclass finds;
-:class:`EncodedSource` is what the device decoder needs of such a dataset;
-:class:`IndexedDataModule` is the data-module set-up both formats share.
+:class:`EncodedSource` is what the device decoder needs of such a dataset (both formats
+satisfy it); :class:`DatasetInfo` is what such a dataset reports of itself. The data-module
+set-up both formats share is :mod:`facerec.data.indexed_module`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,13 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facerec.data.module import DataModule, PairsSet
-from facerec.data.transforms import augmentation, decode_rgb, geometry, to_tensor
+from facerec.data.transforms import augmentation, decode_image, geometry, to_tensor
 from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
 
-__all__ = ["DatasetInfo", "EncodedImages", "EncodedSource", "IndexedDataModule"]
-
-log = logging.getLogger(__name__)
+__all__ = ["DatasetInfo", "EncodedImages", "EncodedSource"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +112,16 @@ class EncodedImages(Dataset):
         """How to name sample ``index`` in messages."""
         return f"sample {index}"
 
+    def encoded(self, index: int) -> tuple[torch.Tensor, int]:
+        """Encoded bytes of sample ``index`` as an owned uint8 ``(L,)`` tensor (for decoding
+        elsewhere: the memory-map slice is copied, a worker can hand it on) and its label.
+
+        Raises:
+            OSError: naming the file and record, when the record is corrupt.
+        """
+        data, label = self.record(index)
+        return torch.from_numpy(np.array(data)), label
+
     def load(self, index: int) -> tuple[np.ndarray, int]:
         """Decoded image ``index``, uint8 ``(S, S, 3)`` RGB, and its label.
 
@@ -123,9 +129,7 @@ class EncodedImages(Dataset):
             OSError: the record is corrupt or does not decode.
         """
         data, label = self.record(index)
-        image = decode_rgb(data)
-        if image is None:
-            raise OSError(f"{self.where(index)}: cannot decode ({data.size} bytes; corrupt)")
+        image = decode_image(data, self.where(index))
         size = self.image_size
         if self.center_crop or image.shape[:2] != (size, size):
             image = self.geometry(image=image)["image"]
@@ -158,55 +162,3 @@ class EncodedSource(Protocol):
         """Encoded bytes uint8 ``(L,)`` of sample ``index`` and its label (``OSError`` if
         corrupt)."""
         ...
-
-
-class IndexedDataModule(DataModule):
-    """A data module over one indexed dataset (a pack, a RecordIO file): set up once, its
-    :class:`DatasetInfo` reported, reused as the training dataset.
-
-    Subclasses implement :meth:`make` (and may check the dataset in :meth:`check`).
-
-    Args:
-        root: the pack folder or the folder of ``train.rec``.
-        image_size: side of the training images.
-        hflip: random horizontal flips.
-        batch_size: images per step on each process.
-        num_workers: DataLoader worker processes per training process.
-        val: verification sets by name.
-    """
-
-    def __init__(self, root: str, image_size: int, hflip: bool, batch_size: int,
-                 num_workers: int, val: Mapping[str, PairsSet] | None) -> None:  # fmt: skip
-        super().__init__(batch_size, num_workers, val)
-        self.root = Path(root)
-        self.image_size = image_size
-        self.hflip = hflip
-        self.scan: DatasetInfo | None = None
-        self._dataset: EncodedImages | None = None
-
-    @property
-    def source(self) -> Path:
-        return self.root
-
-    def make(self) -> EncodedImages:
-        """A new dataset of ``root``."""
-        raise NotImplementedError
-
-    def check(self, dataset: EncodedImages) -> None:
-        """Refuse a dataset that does not fit the config (raise ``ValueError``)."""
-
-    def dataset(self) -> EncodedImages:
-        """The dataset, made on first use."""
-        if self._dataset is None:
-            self._dataset = self.make()
-        return self._dataset
-
-    def setup(self) -> DatasetInfo:
-        dataset = self.dataset()
-        self.check(dataset)
-        self.scan = dataset.info
-        log.info("training data %s: %s", self.root, self.scan.summary())
-        return self.scan
-
-    def train_dataset(self, scan: DatasetInfo, show_progress: bool) -> Dataset:
-        return self.dataset()

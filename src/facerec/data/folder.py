@@ -135,7 +135,7 @@ class FaceFolder(Dataset):
             self.augment.set_random_seed(seed)
         label = int(self.labels[index])
         image, ok = read_or_blank(lambda: self.load(index), lambda: None)
-        if not ok or label < 0:  # label < 0: found unreadable while preloading
+        if not ok or label == UNREADABLE:  # UNREADABLE: found so while preloading
             size = self.cache.shape[1] if self.cache is not None else self.geometry_size
             return blank_image(size), UNREADABLE
         return to_tensor(self.augment(image=image)["image"]), label

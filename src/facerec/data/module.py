@@ -17,7 +17,7 @@ from facerec.data.pairs import read_pairs, read_people
 from facerec.data.sampler import ResumableSampler
 from facerec.data.scan import default_cache, scan_dataset
 from facerec.data.transforms import augmentation, geometry, read_image, to_tensor
-from facerec.data.unreadable import blank_image, read_or_blank
+from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,8 @@ class FaceDataModule(DataModule):
         cache, labels = None, scan.labels
         if self.preload:
             cache, readable = self._decode_all(scan.paths, show_progress)
-            labels = np.where(readable, scan.labels, -1)  # -1: skipped and counted by the trainer
+            # Marked now, served blank by FaceFolder, dropped and counted by the trainer.
+            labels = np.where(readable, scan.labels, UNREADABLE)
         return FaceFolder(
             scan.paths,
             labels,

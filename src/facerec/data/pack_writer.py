@@ -31,13 +31,30 @@ from facerec.data.packed import (
     SHARD_FILE,
     VERSION,
     PackedDataset,
-    jpeg_sampling,
 )
 from facerec.data.transforms import decode_rgb, geometry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["pack_folder", "pack_images"]
+__all__ = ["jpeg_sampling", "pack_folder", "pack_images"]
+
+
+def jpeg_sampling(data: np.ndarray | bytes) -> list[int] | None:
+    """The per-component sampling-factor bytes of a JPEG's frame header, None if not found.
+
+    ``[0x22, 0x11, 0x11]`` is 4:2:0 (YCbCr, chroma at half resolution both ways),
+    ``[0x11, 0x11, 0x11]`` is 4:4:4. Walks the marker segments up to the first SOF.
+    """
+    data = bytes(data)
+    i = 2  # after SOI
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            count = data[i + 9] if i + 9 < len(data) else 0
+            factors = [data[i + 11 + 3 * c] for c in range(count) if i + 11 + 3 * c < len(data)]
+            return factors if len(factors) == count else None
+        i += 2 + (data[i + 2] << 8 | data[i + 3])
+    return None
 
 
 @dataclass
@@ -253,6 +270,3 @@ def pack_folder(
     scan = scan_folder(root, set(people) if people is not None else None, min_images)
     log.info("packing %s: %s", root, scan.summary())
     return pack_images(scan.paths, scan.labels, scan.classes, out, source=str(root), **options)
-
-
-# ----------------------------------------------------------------------------- data module

@@ -34,13 +34,12 @@ from pathlib import Path
 
 import albumentations as A
 import numpy as np
-import torch
 
 from facerec.data.encoded import DatasetInfo, EncodedImages
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SHARD_BYTES", "FORMAT", "PackedDataset", "jpeg_sampling", "read_pack_header"]
+__all__ = ["DEFAULT_SHARD_BYTES", "FORMAT", "PackedDataset", "read_pack_header"]
 
 FORMAT = "facerec-packed"
 VERSION = 1
@@ -214,33 +213,3 @@ class PackedDataset(EncodedImages):
                 f" fails its CRC check: corrupt shard"
             )
         return data, label
-
-    def encoded(self, index: int) -> tuple[torch.Tensor, int]:
-        """JPEG bytes of sample ``index`` as uint8 ``(L,)`` (for decoding elsewhere), label.
-
-        Raises:
-            OSError: naming the file and record, when the record is corrupt.
-        """
-        data, label = self.record(index)
-        return torch.from_numpy(np.array(data)), label
-
-
-# --------------------------------------------------------------------------------- packing
-
-
-def jpeg_sampling(data: np.ndarray | bytes) -> list[int] | None:
-    """The per-component sampling-factor bytes of a JPEG's frame header, None if not found.
-
-    ``[0x22, 0x11, 0x11]`` is 4:2:0 (YCbCr, chroma at half resolution both ways),
-    ``[0x11, 0x11, 0x11]`` is 4:4:4. Walks the marker segments up to the first SOF.
-    """
-    data = bytes(data)
-    i = 2  # after SOI
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
-            count = data[i + 9] if i + 9 < len(data) else 0
-            factors = [data[i + 11 + 3 * c] for c in range(count) if i + 11 + 3 * c < len(data)]
-            return factors if len(factors) == count else None
-        i += 2 + (data[i + 2] << 8 | data[i + 3])
-    return None

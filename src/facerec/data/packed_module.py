@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 
 from torch.utils.data import Dataset
 
 from facerec.data.device_decode import EncodedView, collate_encoded
-from facerec.data.encoded import DatasetInfo, IndexedDataModule
+from facerec.data.encoded import DatasetInfo
+from facerec.data.indexed_module import IndexedDataModule
 from facerec.data.module import PairsSet
 from facerec.data.packed import PackedDataset
 from facerec.data.transforms import augmentation
-
-log = logging.getLogger(__name__)
 
 __all__ = ["PackedDataModule"]
 

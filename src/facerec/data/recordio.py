@@ -20,7 +20,6 @@ The format, as dmlc-core's ``recordio.h`` writes it and insightface's ``MXFaceDa
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,11 +27,10 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 
-from facerec.data.encoded import DatasetInfo, EncodedImages, IndexedDataModule
+from facerec.data.encoded import DatasetInfo, EncodedImages
+from facerec.data.indexed_module import IndexedDataModule
 from facerec.data.module import PairsSet
 from facerec.data.transforms import augmentation
-
-log = logging.getLogger(__name__)
 
 __all__ = ["RecordIODataModule", "RecordIODataset", "read_idx", "read_record", "unpack"]
 

@@ -76,6 +76,12 @@ def decode_image(data: np.ndarray | bytes, what: str = "image") -> np.ndarray:
     return image
 
 
+def decodes(data: np.ndarray) -> bool:
+    """Whether encoded image bytes uint8 ``(L,)`` decode, checked cheaply: a JPEG decoded at
+    1/8 scale in grey still parses its whole stream, for a fraction of a full decode."""
+    return data.size > 0 and cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+
+
 def geometry(image_size: int = 112, center_crop: int | None = None) -> A.Compose:
     """Deterministic part: optional centre crop (padding images that are too small), resize.
 
