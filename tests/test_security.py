@@ -127,3 +127,18 @@ def test_a_plausible_threshold_file_is_read(tmp_path):
     ckpt = tmp_path / "model.pt"
     inference.threshold_path(ckpt).write_text(json.dumps({"threshold": 1.21, "step": 3}))
     assert inference.load_threshold(ckpt)["threshold"] == 1.21
+
+
+def test_a_timm_backbone_config_cannot_make_timm_load_a_file(tmp_path):
+    """The backbone _target_ is allowed, but its options must not point timm at a (hostile)
+    weights file: refused before timm opens it."""
+    evil, marker = malicious_pickle(tmp_path)
+    backbone = {"_target_": "facerec.backbones.timm.TimmBackbone", "model_name": "resnet10t",
+                "checkpoint_path": str(evil)}  # fmt: skip
+    embedding = {"_target_": "facerec.embedding.Embedding"}
+    ckpt = tmp_path / "timm.pt"
+    torch.save({"model": {}, "step": 1, "config": {"backbone": backbone, "embedding": embedding}},
+               ckpt)  # fmt: skip
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        inference.load_model(ckpt, "cpu")
+    assert not marker.exists()

@@ -90,9 +90,10 @@ def load_model(
     try:
         model = build_face_model(cfg)
     except Exception as error:
+        cause = error.__cause__ or error  # Hydra wraps the component's own message
         raise ValueError(
             f"{path}: cannot rebuild the model from its saved config "
-            f"(backbone {cfg['backbone']['_target_']}): {str(error).splitlines()[0]}"
+            f"(backbone {cfg['backbone']['_target_']}): {str(cause).splitlines()[0]}"
         ) from None
     try:
         model.load_state_dict(state["model"])

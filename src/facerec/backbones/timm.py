@@ -25,6 +25,11 @@ def _close_names(model_name: str, limit: int = 10) -> list[str]:
     return names[:limit]
 
 
+FILE_OPTIONS = frozenset(
+    {"checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"}
+)
+
+
 class TimmBackbone(nn.Module):
     """A timm model without its classifier: images ``(B, 3, H, W)`` -> ``(B, num_features)``.
 
@@ -44,6 +49,14 @@ class TimmBackbone(nn.Module):
 
     def __init__(self, model_name: str = "resnet18", **timm_kwargs: Any) -> None:
         super().__init__()
+        # Options that make timm read a file (or fetch weights): a config saved in a checkpoint
+        # someone else wrote must not reach them, and nothing downloads at run time.
+        loaders = sorted(set(timm_kwargs) & FILE_OPTIONS)
+        if loaders:
+            raise ValueError(
+                f"backbone option(s) {', '.join(loaders)} would make timm load files or weights;"
+                " facerec builds timm backbones untrained"
+            )
         if not timm.is_model(model_name):
             close = _close_names(model_name)
             hint = f" Close names: {', '.join(close)}." if close else ""
