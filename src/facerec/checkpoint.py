@@ -10,7 +10,8 @@ A training checkpoint is a dict; :func:`training_checkpoint` writes its layout a
     scheduler, scaler, guard
                  the loop's stateful objects
     step, epoch  where training stands
-    state        :class:`TrainState` as a dict: step, best, best_step, skipped_samples, results
+    state        :class:`TrainState` as a dict: step, best, best_step, skipped_samples,
+                 skipped_batches, results
     rng          every random generator (:func:`rng_state`)
     classes      identity names, in label order
     config       the resolved training config

@@ -119,13 +119,24 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
             dist.broadcast(buffer, src=src)
 
 
-def all_agree(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is True on every rank (one tiny all-reduce)."""
+def _reduce_flag(flag: bool, device: torch.device, op: dist.ReduceOp) -> bool:
+    """``flag`` combined over the ranks with ``op`` (one tiny all-reduce; NCCL reduces on
+    the GPU, gloo on the CPU); ``flag`` itself in a single process."""
     if not (dist.is_available() and dist.is_initialized()):
         return flag
     box = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(box, op=dist.ReduceOp.MIN)
+    dist.all_reduce(box, op=op)
     return bool(box.item())
+
+
+def all_agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on every rank."""
+    return _reduce_flag(flag, device, dist.ReduceOp.MIN)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank as soon as ``flag`` is True on any rank."""
+    return _reduce_flag(flag, device, dist.ReduceOp.MAX)
 
 
 def barrier() -> None:

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+from facerec import distributed
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,7 @@ class Preemption:
         Args:
             device: this rank's device (NCCL reduces on the GPU, gloo on the CPU).
         """
-        flag = self.received is not None
-        if dist.is_available() and dist.is_initialized():
-            box = torch.tensor([float(flag)], device=device)
-            dist.all_reduce(box, op=dist.ReduceOp.MAX)
-            flag = bool(box.item())
-        return flag
+        return distributed.any_rank(self.received is not None, device)
 
     def close(self) -> None:
         for sig, handler in self._previous.items():

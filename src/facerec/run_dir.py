@@ -136,8 +136,10 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / self.NAME
         self.file = open(self.path, "a+")  # noqa: SIM115 - held open for the whole run
+        self.locked = False
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.locked = True
         except BlockingIOError:
             self.file.seek(0)
             holder = self.file.read().strip() or "another process"
@@ -163,8 +165,10 @@ class RunLock:
         self.release()
 
     def release(self) -> None:
-        if not self.file.closed:
+        if self.locked:  # not on a filesystem without locks: unlocking would fail there too
             fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.locked = False
+        if not self.file.closed:
             self.file.close()
 
 

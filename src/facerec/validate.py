@@ -53,10 +53,15 @@ MINIMUMS: dict[str, int] = {
 POSITIVE = ("optim.lr", "trainer.grad_clip", "head.s")
 
 
+def is_number(value: object) -> bool:
+    """An int or float, and not a bool (``head.s=true`` must not pass as 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_numbers(cfg: DictConfig) -> None:
     """Impossible values: one line naming the key, before anything is built.
 
-    A head's own ranges (its margin) are checked by the head's constructor.
+    A head's own ranges (its margin) are checked by :func:`check_head`.
     """
     for key, low in MINIMUMS.items():
         value = OmegaConf.select(cfg, key)
@@ -66,7 +71,7 @@ def check_numbers(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise ValueError(f"{key}={value!r} must be a number")
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{key}={value} must be a finite number > 0")
@@ -81,7 +86,7 @@ def check_head(head: DictConfig) -> None:
         value = head.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise ValueError(f"head.{key}={value!r} must be a number")
         if not low <= value <= high:
             raise ValueError(

@@ -392,5 +392,5 @@ class PartialFC(Criterion):
                 f"{shard} was written at step {state['step']} by {state['world_size']}"
                 f" processes; this run resumes step {ckpt['step']} on {self.world_size}"
             )
-        self.load_state_dict(state["head"])
+        checkpoint.load_module_state(self, state, "head", shard)
         optimizer.load_state_dict(state["optimizer"])
