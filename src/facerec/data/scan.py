@@ -93,6 +93,16 @@ def _stamp(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def _read_cache(cache_file: str | Path | None) -> dict[str, list[str]]:
+    """Each file's ``[stamp, status]`` from an earlier scan; empty without a readable cache."""
+    if cache_file and Path(cache_file).is_file():
+        try:
+            return json.loads(Path(cache_file).read_text())
+        except json.JSONDecodeError:
+            log.warning("ignoring unreadable scan cache %s", cache_file)
+    return {}
+
+
 def scan_dataset(
     root: str | Path,
     min_images: int = 1,
@@ -115,12 +125,7 @@ def scan_dataset(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
-    cache: dict[str, list[str]] = {}
-    if cache_file and Path(cache_file).is_file():
-        try:
-            cache = json.loads(Path(cache_file).read_text())
-        except json.JSONDecodeError:
-            log.warning("ignoring unreadable scan cache %s", cache_file)
+    cache = _read_cache(cache_file)
     report = ScanReport()
     images: dict[str, list[Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
