@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
 
 from facerec import distributed
 from facerec.checkpoint import TrainState
 from facerec.engine import NonFiniteGuard
 from facerec.evaluate import Verifier
+from facerec.finetune import BackboneFreeze
 from facerec.model import Recognizer
 from facerec.report import Reporter
 from facerec.speed import AMP_DTYPES
@@ -65,7 +65,7 @@ class Training:
     loop: Loop
     run_dir: Path
     recognizer: Recognizer  # eager modules: verification and checkpoints
-    stepper: nn.Module  # what the step trains through (compiled/DDP; shares every parameter)
+    stepper: BackboneFreeze  # .module(step): what the step trains through (compiled/DDP)
     loader: Any
     verifiers: dict[str, Verifier]
     optimizer: torch.optim.Optimizer

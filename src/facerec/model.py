@@ -88,6 +88,12 @@ class Recognizer(nn.Module):
         """The criterion's margin head (its class centres are ``head.weight``)."""
         return getattr(self.criterion, "head", None)
 
+    @property
+    def parts(self) -> dict[str, nn.Module]:
+        """The parts whose learning rate can be scaled (``trainer.lr_scale``)."""
+        return {"backbone": self.model.backbone, "embedding": self.model.embedding,
+                "criterion": self.criterion}  # fmt: skip
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss of a batch.
 

@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from facerec import checkpoint, distributed
+from facerec import checkpoint, distributed, finetune
 from facerec.checkpoint import TrainState
 from facerec.engine import NonFiniteGuard, Preemption, train_step
 from facerec.evaluate import Verifier
@@ -112,13 +113,20 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     recognizer = build_recognizer(cfg, len(scan.classes), env)
     if tcfg.sync_bn and env.enabled:
         recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
-    loader = data.train_loader(env.rank, env.world_size, cfg.seed, show_progress=env.is_main)
+    loader = data.train_loader(env.rank, env.world_size, cfg.seed, show_progress=env.is_main,
+                               sampler=instantiate(cfg.sampler, _partial_=True))  # fmt: skip
     loop = loop_settings(tcfg, env, len(loader), data.batch_size, amp, best_metric(tcfg, verifiers))
+    if tcfg.init_from and resume_from is None:
+        log.info(finetune.init_from(tcfg.init_from, recognizer.model))
     recognizer.to(env.device, memory_format=loop.memory_format)
     compile_step = resolve_compile(tcfg.compile, env.device)
-    stepper = step_module(recognizer, compile_step, env)
     lr = scaled_lr(cfg, loop.global_batch)
-    optimizer = instantiate(cfg.optim, lr=lr)(param_groups([recognizer], cfg.optim.weight_decay))
+    groups = finetune.lr_scaled_groups(recognizer.parts, tcfg.lr_scale, lr, cfg.optim.weight_decay,
+                                       param_groups)  # fmt: skip
+    optimizer = instantiate(cfg.optim, lr=lr)(groups)
+    build_stepper = partial(step_module, recognizer, compile_step, env)
+    stepper = finetune.BackboneFreeze(recognizer.model.backbone, tcfg.freeze_backbone_steps,
+                                      build_stepper)  # fmt: skip
     scheduler = instantiate(cfg.sched)(
         optimizer, steps_per_epoch=loop.steps_per_epoch, total_steps=loop.total_steps
     )
@@ -126,6 +134,8 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     guard = NonFiniteGuard(tcfg.max_nonfinite_steps)
     state = TrainState()
     if resume_from is not None:
+        if tcfg.init_from:
+            log.info("trainer.init_from is not read: resuming the run from its own checkpoint")
         check_same_run(resume_from[1].get("config"), cfg, resume_from[0])
         state = resume(*resume_from, recognizer, scan.classes, optimizer,
                        scheduler=scheduler, scaler=scaler, guard=guard)  # fmt: skip
@@ -178,7 +188,8 @@ def train_one_epoch(t: Training, preemption: Preemption) -> None:
         micro = [batch for batch in micro if len(batch[1]) >= MIN_BATCH]
         lr = t.optimizer.param_groups[0]["lr"]
         if distributed.all_agree(bool(micro), t.env.device):
-            loss, norm, finite = train_step(t.stepper, micro, t.optimizer, t.scheduler, t.scaler,
+            stepper = t.stepper.module(state.step)
+            loss, norm, finite = train_step(stepper, micro, t.optimizer, t.scheduler, t.scaler,
                                             loop.amp_dtype, loop.grad_clip,
                                             t.recognizer.clip_grad_norm_)  # fmt: skip
             t.guard.update(finite, state.step + 1, lr, t.scaler)

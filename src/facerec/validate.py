@@ -33,6 +33,8 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "trainer.compile": (bool, str),
     "trainer.tf32": (bool,),
     "trainer.channels_last": (bool,),
+    "trainer.init_from": (str, type(None)),
+    "trainer.freeze_backbone_steps": (int,),
 }
 
 
@@ -48,6 +50,7 @@ MINIMUMS: dict[str, int] = {
     "trainer.keep_checkpoints": 1,
     "trainer.max_nonfinite_steps": 1,
     "trainer.lr_reference_batch": 1,
+    "trainer.freeze_backbone_steps": 0,
 }
 # Must be finite and > 0 where set (a NaN learning rate trains to NaN weights and exits 0).
 POSITIVE = ("optim.lr", "trainer.grad_clip", "head.s")

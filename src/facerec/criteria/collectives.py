@@ -22,6 +22,7 @@ __all__ = [
     "class_rows",
     "class_shard",
     "clip_grad_norm_",
+    "gather_batch",
     "gather_rows",
     "num_classes_as",
 ]
@@ -60,8 +61,11 @@ class AllGather(torch.autograd.Function):
     Backward: every rank holds the gradient of its own loss term w.r.t. the *whole* gathered
     batch (its shard's contribution); their sum over the ranks is the full gradient. It is
     all-reduced (a reduce-scatter would move half the bytes, but gloo has none and the tensor
-    is only ``(B_global, D)``), this rank's rows are kept and multiplied by ``world_size`` so
-    that DDP's average of the backbone gradients over the ranks is the exact gradient.
+    is only ``(B_global, D)``), this rank's rows are kept and multiplied by ``grad_scale``:
+    ``world_size`` when the ranks' losses are parts of one sum (Partial FC), so that DDP's
+    average of the backbone gradients over the ranks is the exact gradient; 1 when each rank's
+    loss is its own mean (the triplet loss's local anchors: DDP's average is then the gradient
+    of the mean of the ranks' losses).
     """
 
     @staticmethod
@@ -71,19 +75,47 @@ class AllGather(torch.autograd.Function):
         sizes: list[int],
         rank: int,
         group: dist.ProcessGroup | None,
+        grad_scale: float,
     ) -> Tensor:
-        ctx.sizes, ctx.rank, ctx.group = sizes, rank, group
+        ctx.sizes, ctx.rank, ctx.group, ctx.grad_scale = sizes, rank, group, grad_scale
         return gather_rows(local, sizes, group)
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor, None, None, None]:
+    ) -> tuple[Tensor, None, None, None, None]:
         total = grad.contiguous().clone()  # autograd may hand the same tensor to others
         dist.all_reduce(total, group=ctx.group)
         start = sum(ctx.sizes[: ctx.rank])
         mine = total[start : start + ctx.sizes[ctx.rank]]
-        return mine * len(ctx.sizes), None, None, None
+        return mine * ctx.grad_scale, None, None, None, None
+
+
+def gather_batch(
+    embeddings: Tensor, labels: Tensor, rank: int, world_size: int,
+    group: dist.ProcessGroup | None, grad_scale: float,
+) -> tuple[Tensor, Tensor, int]:  # fmt: skip
+    """The global batch, in rank order, and where this rank's rows start in it.
+
+    Args:
+        embeddings: this rank's ``(B_local, D)``; the ranks may have different ``B_local``
+            (the trainer drops unreadable images).
+        labels: this rank's ``(B_local,)`` int64.
+        grad_scale: see :class:`AllGather`.
+
+    Returns:
+        ``(B_global, D)`` embeddings (differentiable), ``(B_global,)`` labels, and the index of
+        this rank's first row.
+    """
+    if world_size == 1:
+        return embeddings, labels, 0
+    # One tiny collective and a host sync for the sizes: all_gather needs equal shapes.
+    size = torch.tensor([embeddings.shape[0]], device=embeddings.device)
+    sizes = [torch.empty_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size, group=group)
+    counts = [int(n) for n in torch.cat(sizes).tolist()]
+    everything = AllGather.apply(embeddings, counts, rank, group, grad_scale)
+    return everything, gather_rows(labels, counts, group), sum(counts[:rank])
 
 
 def gather_rows(local: Tensor, sizes: list[int], group: dist.ProcessGroup | None) -> Tensor:

@@ -80,12 +80,11 @@ from torch.nn.parallel import DistributedDataParallel
 from facerec import checkpoint, distributed
 from facerec.criteria.base import Criterion
 from facerec.criteria.collectives import (
-    AllGather,
     ShardedCrossEntropy,
     class_rows,
     class_shard,
     clip_grad_norm_,
-    gather_rows,
+    gather_batch,
     num_classes_as,
 )
 from facerec.criteria.margin import add_regularizer
@@ -241,15 +240,9 @@ class PartialFC(Criterion):
             gradient's scale) and ``(B_global,)`` labels. The ranks may have different
             ``B_local`` (the trainer drops unreadable images).
         """
-        if self.world_size == 1:
-            return embeddings, labels
-        # One tiny collective and a host sync for the sizes: all_gather needs equal shapes.
-        size = torch.tensor([embeddings.shape[0]], device=embeddings.device)
-        sizes = [torch.empty_like(size) for _ in range(self.world_size)]
-        dist.all_gather(sizes, size, group=self.group)
-        counts = [int(n) for n in torch.cat(sizes).tolist()]
-        everything = AllGather.apply(embeddings, counts, self.rank, self.group)
-        return everything, gather_rows(labels, counts, self.group)
+        everything, labels, _ = gather_batch(embeddings, labels, self.rank, self.world_size,
+                                             self.group, grad_scale=self.world_size)  # fmt: skip
+        return everything, labels
 
     def sample(self, labels: Tensor) -> Tensor:
         """The local classes used this step: every positive, then random negatives.

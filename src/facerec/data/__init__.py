@@ -1,6 +1,7 @@
 """Face data: folder, packed and RecordIO datasets, transforms, samplers and verification pairs."""
 
 from facerec.data.folder import FaceFolder, scan_folder
+from facerec.data.identity_sampler import IdentitySampler
 from facerec.data.module import DataModule, FaceDataModule, PairsSet
 from facerec.data.pack_writer import pack_folder, pack_images
 from facerec.data.packed import PackedDataset
@@ -13,6 +14,7 @@ __all__ = [
     "DataModule",
     "FaceDataModule",
     "FaceFolder",
+    "IdentitySampler",
     "PackedDataModule",
     "PackedDataset",
     "PairsSet",

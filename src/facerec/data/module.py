@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from facerec.data.folder import FaceFolder, FolderScan, scan_folder
@@ -160,11 +160,15 @@ class DataModule:
         return self.scan.classes
 
     def train_loader(
-        self, rank: int = 0, world_size: int = 1, seed: int = 0, show_progress: bool = True
-    ) -> DataLoader:
+        self, rank: int = 0, world_size: int = 1, seed: int = 0, show_progress: bool = True,
+        sampler: Callable[..., Sampler] | None = None,
+    ) -> DataLoader:  # fmt: skip
         """Shuffled, sharded loader of ``(images uint8 (B,3,H,W), labels (B,))``, full batches only.
 
-        Its ``sampler`` is a :class:`ResumableSampler`: call ``set_epoch(epoch, start)``.
+        Args:
+            sampler: ``sampler(dataset, batch_size=, num_replicas=, rank=, seed=)`` (the
+                ``sampler=...`` config group); default the uniform :class:`ResumableSampler`.
+                Either way call ``loader.sampler.set_epoch(epoch, start)``.
         """
         scan = self.scan or self.setup()
         if len(scan.paths) < self.batch_size * world_size:
@@ -173,7 +177,9 @@ class DataModule:
                 f" {self.batch_size} on each of {world_size} process(es); lower data.batch_size"
             )
         dataset = self.train_dataset(scan, show_progress)
-        sampler = ResumableSampler(len(dataset), world_size, rank, seed)
+        make_sampler = sampler or ResumableSampler.build
+        sampler = make_sampler(dataset, batch_size=self.batch_size, num_replicas=world_size,
+                               rank=rank, seed=seed)  # fmt: skip
         workers = self.loader_workers
         return DataLoader(
             dataset,

@@ -200,6 +200,11 @@ class PackedDataset(EncodedImages):
     def __len__(self) -> int:
         return self._length
 
+    @property
+    def labels(self) -> np.ndarray:
+        """``(N,)`` int64 label of every record, from the index (no image is read)."""
+        return self._load_index()[:, LABEL]
+
     def where(self, index: int) -> str:
         return f"{self.root}: record {index}"
 

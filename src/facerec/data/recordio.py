@@ -229,6 +229,14 @@ class RecordIODataset(EncodedImages):
     def __len__(self) -> int:
         return len(self.offsets)
 
+    @property
+    def labels(self) -> np.ndarray:
+        """``(N,)`` int64 label of every image record: one pass over the record headers (the
+        images are not decoded), for ``sampler=identity``."""
+        rec = self._map()
+        pairs = zip(self.keys.tolist(), self.offsets.tolist(), strict=True)
+        return np.array([self._label(rec, o, k) for k, o in pairs], dtype=np.int64)
+
     def where(self, index: int) -> str:
         return f"{self.rec_path}: record {int(self.keys[index])}"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 
 import torch
 from torch.utils.data import Sampler
@@ -35,6 +35,14 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         self.num_samples = math.ceil(size / num_replicas)
         self.epoch = 0
         self.start = 0
+
+    @classmethod
+    def build(
+        cls, dataset: Sized, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0
+    ) -> ResumableSampler:
+        """The loader's factory (``configs/sampler/uniform.yaml``): every sample of ``dataset``
+        once per epoch, whatever the batch size."""
+        return cls(len(dataset), num_replicas, rank, seed)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch = epoch
