@@ -18,15 +18,18 @@ def term(gap: torch.Tensor, margin: float, soft: bool) -> torch.Tensor:
     return torch.log1p(torch.exp(gap)) if soft else torch.clamp(gap + margin, min=0)
 
 
-def naive(emb, labels, mining, kind, margin, soft):
-    """The loss by loops over anchors, positives and negatives (first index wins ties)."""
+def naive(emb, labels, mining, kind, margin, soft, anchors=None):
+    """The loss by loops over anchors, positives and negatives (first index wins ties).
+
+    ``anchors``: the rows that act as anchors (default all); positives and negatives are drawn
+    from every row (a DDP rank's anchors against the gathered batch)."""
     n = len(labels)
     d = [[distance(emb[i], emb[j], kind) for j in range(n)] for i in range(n)]
     lab = labels.tolist()
     pos = {a: [p for p in range(n) if p != a and lab[p] == lab[a]] for a in range(n)}
     neg = {a: [k for k in range(n) if lab[k] != lab[a]] for a in range(n)}
     terms = []
-    for a in range(n):
+    for a in range(n) if anchors is None else anchors:
         if not neg[a]:
             continue
         if mining == "batch_hard":
