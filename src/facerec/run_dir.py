@@ -73,7 +73,7 @@ def run_dir_of(path: Path) -> Path | None:
 
 # What makes a run the run it is: resuming with another value is another experiment. (Another
 # backbone or embedding is refused by the weights themselves, which do not fit.)
-SAME_RUN = ("head", "criterion", "optim._target_", "sched._target_")
+SAME_RUN = ("head", "criterion", "sampler", "optim._target_", "sched._target_")
 
 
 def leaves(node: Any, prefix: str) -> dict[str, Any]:
