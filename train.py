@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from facerec.cli import UsageError, check_overrides, fail
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="src/facerec/configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     # Imported after Hydra parsed the CLI, so `--help` stays fast.
     from facerec.engine import NonFiniteError

@@ -29,6 +29,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from facerec.cli import CONFIG_DIR
 from facerec.criteria.partial_fc import PartialFC, class_shard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +72,8 @@ def main() -> None:
     torch.manual_seed(0)
     start, local = class_shard(args.classes, args.rank, args.world)
     elements = local * args.dim
-    head_cfg = OmegaConf.load(ROOT / "configs" / "head" / f"{args.head}.yaml")
-    optim_cfg = OmegaConf.load(ROOT / "configs" / "optim" / "sgd.yaml")
+    head_cfg = OmegaConf.load(CONFIG_DIR / "head" / f"{args.head}.yaml")
+    optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")
 
     def build(classes: int) -> tuple[PartialFC, torch.optim.Optimizer]:
         head = instantiate(head_cfg, embedding_size=args.dim, num_classes=classes)

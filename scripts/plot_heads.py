@@ -33,8 +33,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from facerec.cli import CONFIG_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-HEAD_DIR = ROOT / "configs" / "head"
+HEAD_DIR = CONFIG_DIR / "head"
 
 try:
     import matplotlib

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from facerec.cli import CONFIG_DIR
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = CONFIG_DIR
 
 
 def lfw_path() -> Path:

@@ -10,13 +10,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec import distributed
+from facerec.cli import CONFIG_DIR
 from facerec.train import fit
 
 if __name__ == "__main__":
     out, overrides = Path(sys.argv[1]), sys.argv[2:]
-    with initialize_config_dir(
-        str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"
-    ):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     env = distributed.init(cfg.trainer.device)
     try:

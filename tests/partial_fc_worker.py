@@ -21,9 +21,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from facerec import distributed
+from facerec.cli import CONFIG_DIR
 from facerec.criteria.partial_fc import PartialFC, class_shard
 
-HEAD_DIR = Path(__file__).resolve().parents[1] / "configs" / "head"
+HEAD_DIR = CONFIG_DIR / "head"
 WORLD = 2
 D_IN, D = 5, 6
 

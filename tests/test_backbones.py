@@ -14,11 +14,12 @@ from torch import nn
 
 from facerec.backbones.iresnet import IResNet
 from facerec.backbones.mobilefacenet import MobileFaceNet
+from facerec.cli import CONFIG_DIR
 from facerec.embedding import Embedding
 from facerec.flops import count_macs, count_parameters
 from facerec.model import FaceModel
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 BACKBONE_CONFIGS = sorted((CONFIGS / "backbone").glob("*.yaml"))
 TIMM_TEST_MODEL = "resnet10t"  # small, BatchNorm CNN: quick at batch 2 on CPU
 

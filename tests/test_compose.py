@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from facerec.cli import CONFIG_DIR
 from facerec.model import Recognizer
 from facerec.model import build_recognizer as build
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 BACKBONES = sorted(p.stem for p in (CONFIGS / "backbone").glob("*.yaml"))
 HEADS = sorted(p.stem for p in (CONFIGS / "head").glob("*.yaml"))
 NUM_CLASSES = 7

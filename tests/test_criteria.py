@@ -4,7 +4,6 @@ the trainer uses; in float64 each equals the plain cross-entropy of the unsharde
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +11,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from triplet_reference import naive
 
+from facerec.cli import CONFIG_DIR
 from facerec.criteria import Criterion
 from facerec.model import FaceModel, build_recognizer
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 CRITERIA = sorted(p.stem for p in (CONFIGS / "criterion").glob("*.yaml"))
 CLASSES = 6
 

@@ -23,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from facerec.cli import CONFIG_DIR
 from facerec.data.device_decode import decode_batch
 from facerec.data.pack_writer import pack_images
 from facerec.data.packed import PackedDataset
@@ -34,7 +35,7 @@ from facerec.speed import compile_backbone, resolve_amp, resolve_compile
 pytestmark = pytest.mark.gpu
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = CONFIG_DIR
 HEAD_FILES = sorted((CONFIGS / "head").glob("*.yaml"))
 CUDA = torch.device("cuda")
 

@@ -29,9 +29,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.func import functional_call
 
+from facerec.cli import CONFIG_DIR
 from facerec.heads.functional import normalized_linear, safe_acos, sin_from_cos
 
-HEAD_DIR = Path(__file__).resolve().parents[1] / "configs" / "head"
+HEAD_DIR = CONFIG_DIR / "head"
 HEAD_FILES = sorted(HEAD_DIR.glob("*.yaml"))
 
 D, C = 8, 9

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
+from facerec.cli import CONFIG_DIR
 from facerec.data import (
     FaceFolder,
     PackedDataset,
@@ -467,7 +468,7 @@ def overrides(lfw_root: Path, tmp_path: Path, data: str, root: Path, *extra: str
 
 def test_recordio_config_gives_a_training_loader(faces, lfw_root, tmp_path):
     write_rec(tmp_path / "rec", insightface_records(faces))
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides(lfw_root, tmp_path, "recordio", tmp_path / "rec"))
     data = instantiate(cfg.data)
     scan = data.setup()
@@ -482,7 +483,7 @@ def test_recordio_config_gives_a_training_loader(faces, lfw_root, tmp_path):
 @pytest.mark.parametrize("decode", ["workers", "device"])
 def test_two_training_steps_on_a_pack(pack, lfw_root, tmp_path, decode):
     extra = ("trainer.max_steps=2", f"data.decode={decode}")
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides(lfw_root, tmp_path, "packed", pack, *extra))
     metrics = run(cfg)
     saved = json.loads((Path(metrics["run_dir"]) / "metrics.json").read_text())

@@ -23,12 +23,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from facerec.cli import CONFIG_DIR
 from facerec.criteria.collectives import class_shard, clip_grad_norm_
 from facerec.criteria.partial_fc import PartialFC
 from facerec.heads.arcface import ArcFace
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAD_FILES = sorted((ROOT / "configs" / "head").glob("*.yaml"))
+HEAD_FILES = sorted((CONFIG_DIR / "head").glob("*.yaml"))
 TOL = {"rtol": 1e-6, "atol": 1e-6}
 
 
@@ -244,7 +245,7 @@ def test_single_process_is_plain_cross_entropy(path: Path) -> None:
 
 
 def test_single_process_sampling_count_determinism_and_resume() -> None:
-    path = ROOT / "configs" / "head" / "arcface.yaml"
+    path = CONFIG_DIR / "head" / "arcface.yaml"
     labels = torch.tensor([3, 3, 17, 40, 41, 49])
     make = lambda seed: PartialFC(head_from(path, 50), 50, 8, 0.2, seed=seed)  # noqa: E731
     a, b, other = make(5), make(5), make(6)
@@ -280,7 +281,7 @@ def test_single_process_sampling_count_determinism_and_resume() -> None:
 
 @pytest.mark.parametrize("name", ["softmax", "arcface"])
 def test_bf16_embeddings_under_autocast_give_a_float32_loss(name: str) -> None:
-    path = ROOT / "configs" / "head" / f"{name}.yaml"
+    path = CONFIG_DIR / "head" / f"{name}.yaml"
     head = instantiate(OmegaConf.load(path), embedding_size=8, num_classes=20)
     pfc = PartialFC(head, 20, 8, 0.5)
     x = torch.randn(6, 8, requires_grad=True)
@@ -306,12 +307,12 @@ def test_class_shard_covers_every_class_once() -> None:
 
 
 def test_rejects_what_cannot_be_sharded() -> None:
-    adacos = ROOT / "configs" / "head" / "adacos.yaml"
+    adacos = CONFIG_DIR / "head" / "adacos.yaml"
     with pytest.raises(ValueError, match="AdaCos cannot run under Partial FC"):
         PartialFC(head_from(adacos, 5), 10, 8, rank=0, world_size=2)
     with pytest.raises(ValueError, match="AdaCos"):
         PartialFC(head_from(adacos, 10), 10, 8, sample_rate=0.5)
-    arcface = ROOT / "configs" / "head" / "arcface.yaml"
+    arcface = CONFIG_DIR / "head" / "arcface.yaml"
     with pytest.raises(ValueError, match="num_classes=5"):
         PartialFC(head_from(arcface, 10), 10, 8, rank=1, world_size=2)
     with pytest.raises(ValueError, match="sample_rate"):

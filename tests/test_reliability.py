@@ -18,6 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec import checkpoint
+from facerec.cli import CONFIG_DIR
 from facerec.run_dir import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ def test_too_few_pairs_for_ten_folds_fails_before_step_one(tmp_path):
 def test_impossible_values_are_one_line_errors_naming_the_key(override, key):
     from facerec.validate import check_config
 
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["data.root=/nowhere", *override.split()])
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         check_config(cfg, torch.device("cpu"))
@@ -167,7 +168,7 @@ def test_disk_full_mid_run_then_resume_finishes(tmp_path, monkeypatch):
     from facerec.train import run
 
     data = faces(tmp_path / "d")
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=args(data, tmp_path / "o"))
         resumed = compose("train", overrides=args(data, tmp_path / "o", "trainer.resume=auto"))
     real_save, calls = torch.save, []

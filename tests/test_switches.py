@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from facerec.cli import CONFIG_DIR
 from facerec.model import Recognizer
 from facerec.model import build_recognizer as build
 from facerec.speed import compile_backbone, resolve_amp, resolve_compile
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 
 
 def recognizer():

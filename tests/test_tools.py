@@ -17,6 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec import inference
+from facerec.cli import CONFIG_DIR
 from facerec.data.binpack_writer import pack_pairs
 from facerec.data.transforms import normalize
 from facerec.eval import evaluate_pairs, hardest_pairs
@@ -125,7 +126,7 @@ def tiny_run(lfw_root, tmp_path_factory):
         "trainer.eval_batch_size=16",
         "name=tools",
     ]
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     metrics = run(cfg)
     return Path(metrics["run_dir"]) / "checkpoints" / "last.pt", pairs

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from facerec import checkpoint
+from facerec.cli import CONFIG_DIR
 from facerec.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def smoke_overrides(lfw_root: Path, tmp_path: Path, *extra: str) -> list[str]:
 
 
 def compose_train(overrides: list[str]):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
 
 

@@ -22,7 +22,6 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-HEAD_DIR = Path(__file__).resolve().parents[1] / "configs" / "head"
+from facerec.cli import CONFIG_DIR
+
+HEAD_DIR = CONFIG_DIR / "head"
 
 
 def make_step(

@@ -60,6 +60,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
+from facerec.cli import CONFIG_DIR
 from facerec.distributed import resolve_device
 from facerec.engine import train_step
 from facerec.flops import count_macs
@@ -67,7 +68,7 @@ from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.speed import compile_backbone, configure_kernels
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 ON_OFF = {"on": True, "off": False}
 
