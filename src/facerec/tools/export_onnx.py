@@ -31,7 +31,6 @@ MIN_COSINE = 0.9999
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="export_onnx.py",
         description="Export backbone + embedding to ONNX (dynamic batch) and check it with "
         "onnxruntime.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
