@@ -19,21 +19,13 @@ from facerec.cli import CONFIG_DIR
 from facerec.commands import main as facerec
 
 
-def tiny_pairs(out: Path) -> Path:
-    """10 same pairs among George_W_Bush 1-5, 10 different against Colin_Powell 1-2."""
-    same = [f"George_W_Bush {i} {j}" for i in range(1, 6) for j in range(i + 1, 6)]
-    diff = [f"George_W_Bush {i} Colin_Powell {j}" for i in range(1, 6) for j in (1, 2)]
-    out.write_text("\n".join(["10", *same, *diff]) + "\n")
-    return out
-
-
 @pytest.fixture(scope="module")
-def exported(lfw_root, tmp_path_factory):
+def exported(lfw_root, tiny_pairs, tmp_path_factory):
     """``(checkpoint, folder, pairs)``: 2 training steps on LFW, then ``facerec export``."""
     from facerec.train import run
 
     tmp = tmp_path_factory.mktemp("pretrained")
-    pairs = tiny_pairs(tmp / "pairs_tiny.txt")
+    pairs = tiny_pairs
     overrides = [
         f"data.root={lfw_root}", f"paths.output_dir={tmp / 'runs'}", "trainer.device=cpu",
         "trainer.progress=false", "trainer.max_steps=2", "data.min_images=20",
