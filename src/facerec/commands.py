@@ -68,14 +68,15 @@ def dispatch(table: Table, argv: Sequence[str], prog: str) -> int:
         return 2
     module_name, function = table[name][0].split(":")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        print(f"{prog} {name}: error: not available in this installation ({error.name} is not "
+        command = getattr(importlib.import_module(module_name), function)
+    except (ModuleNotFoundError, AttributeError) as error:
+        missing = error.name if isinstance(error, ModuleNotFoundError) else table[name][0]
+        print(f"{prog} {name}: error: not available in this installation ({missing} is not "
               f"installed)", file=sys.stderr)  # fmt: skip
         return 2
     # argparse names itself after argv[0]: "facerec evaluate", not "evaluate.py".
     sys.argv = [f"{prog} {name}", *rest]
-    return int(getattr(module, function)(rest) or 0)
+    return int(command(rest) or 0)
 
 
 def bench(argv: Sequence[str] | None = None) -> int:
