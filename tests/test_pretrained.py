@@ -126,6 +126,34 @@ def test_verify_takes_the_folder_and_its_threshold(exported, lfw_root, capsys):
     assert "decision:" in out and str(folder / "threshold.json") in out
 
 
+def test_the_tools_run_the_onnx_export_of_the_folder(exported, lfw_root, tmp_path, capsys):
+    """export-onnx takes the folder; evaluate/extract/verify take the .onnx it writes (CPU,
+    onnxruntime) and give the PyTorch embeddings to float tolerance; export refuses ONNX."""
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(module)
+    ckpt, folder, _ = exported
+    onnx_file = tmp_path / "model.onnx"
+    args = ["export-onnx", str(folder), "--out", str(onnx_file), "--check-images", "4"]
+    assert facerec(args) == 0
+    model, cfg, meta = inference.load_model(onnx_file, "auto")
+    assert meta["device"] == "cpu" and meta["step"] == 2 and inference.center_crop(cfg) == 150
+    torch_model, _, _ = inference.load_model(ckpt, "cpu")
+    images = inference.load_images(faces(lfw_root), 112, 150)
+    cpu = torch.device("cpu")
+    np.testing.assert_allclose(
+        inference.embed_images(model, images, cpu),
+        inference.embed_images(torch_model, images, cpu),
+        atol=1e-4,
+    )
+    a, b, _ = faces(lfw_root)
+    capsys.readouterr()
+    assert facerec(["verify", str(onnx_file), str(a), str(b), "--threshold", "1.0"]) == 0
+    assert "decision:" in capsys.readouterr().out
+    assert facerec(["export", str(onnx_file), "--out", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not ONNX" in err[0]
+
+
 # ----------------------------------------------------------------------------------------------
 # crafted folders: one line, nothing built
 

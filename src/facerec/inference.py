@@ -60,8 +60,9 @@ def load_model(
     """Rebuild backbone + embedding from a training checkpoint or an exported folder.
 
     Args:
-        checkpoint_path: a ``.pt`` file written by the trainer (``best.pt``, ``last.pt``), or
-            a folder written by ``facerec export`` (:mod:`facerec.pretrained`).
+        checkpoint_path: a ``.pt`` file written by the trainer (``best.pt``, ``last.pt``), a
+            folder written by ``facerec export`` (:mod:`facerec.pretrained`), or a ``.onnx``
+            file written by ``facerec export-onnx`` (:mod:`facerec.onnx_model`, CPU only).
         device: ``"auto"``, ``"cpu"``, an accelerator name, or a ``torch.device``.
 
     Returns:
@@ -78,8 +79,10 @@ def load_model(
     path = Path(checkpoint_path)
     if not isinstance(device, torch.device):
         device = resolve_device(device)
-    load = _from_folder if pretrained.is_pretrained(path) else _from_checkpoint
+    load = next((loader for test, loader in _LOADERS if test(path)), _from_checkpoint)
     model, cfg, summary = load(path)
+    # A loader may pin the device: ONNX runs in onnxruntime on the CPU.
+    device = torch.device(summary.pop("device", device))
     model.to(device).eval()
     meta = {
         "path": str(path),
@@ -108,6 +111,22 @@ def _from_checkpoint(path: Path) -> tuple[FaceModel, dict[str, Any], dict[str, A
 def _from_folder(path: Path) -> tuple[FaceModel, dict[str, Any], dict[str, Any]]:
     cfg, weights = pretrained.read_pretrained(path)
     return rebuild(cfg, weights, path / pretrained.WEIGHTS), cfg, pretrained.summary(cfg)
+
+
+def _from_onnx(path: Path) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    from facerec.onnx_model import load_onnx  # onnxruntime only when an ONNX file is given
+
+    model, cfg, summary = load_onnx(path)
+    return model, cfg, {**summary, "device": "cpu"}
+
+
+def is_onnx(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX file (by its suffix): a model to run, not to re-export."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+# What else a model path may be besides a training checkpoint, tried in order.
+_LOADERS = ((pretrained.is_pretrained, _from_folder), (is_onnx, _from_onnx))
 
 
 def batch_size_for(device: torch.device, requested: int | None = None) -> int:

@@ -47,6 +47,10 @@ def export(args: argparse.Namespace) -> int:
 
     if args.out.resolve() == args.checkpoint.resolve():
         raise ValueError(f"--out {args.out} is the checkpoint itself")
+    if inference.is_onnx(args.checkpoint):
+        raise ValueError(
+            f"{args.checkpoint}: export takes a checkpoint or a model folder, not ONNX"
+        )
     model, cfg, meta = inference.load_model(args.checkpoint, "cpu")
     threshold = inference.load_threshold(args.checkpoint)
     folder = pretrained.save_pretrained(model, cfg, args.out, meta=meta, threshold=threshold)
