@@ -63,7 +63,8 @@ def test_the_folder_holds_weights_config_card_and_threshold(exported):
     card = (folder / "README.md").read_text()
     assert "## Verification" in card and "| lfw_devtest |" in card and "10 folds" in card
     assert "## Training data" in card and "## Recipe" in card and "ArcFace" in card
-    assert "after 2 training steps" in card
+    assert "after 2 training steps" in card and "| criterion | MarginLoss |" in card
+    assert f"lfw_devtest (`{exported[2]}`)" in card  # the set and the pairs file it read
     stored = json.loads(inference.threshold_path(ckpt).read_text())
     assert json.loads((folder / "threshold.json").read_text())["threshold"] == stored["threshold"]
 

@@ -14,9 +14,13 @@ __all__ = ["model_card"]
 
 
 def _name(section: Any) -> str:
-    """``facerec.heads.arcface.ArcFace`` -> ``ArcFace``; ``-`` when there is no section."""
+    """``facerec.heads.arcface.ArcFace`` -> ``ArcFace``, ``...MarginCriterion.build`` ->
+    ``MarginCriterion`` (the class, not its factory); ``-`` when there is no section."""
     target = section.get("_target_") if isinstance(section, Mapping) else None
-    return str(target).rsplit(".", 1)[-1] if target else "-"
+    if not target:
+        return "-"
+    parts = str(target).split(".")
+    return next((part for part in reversed(parts) if part[:1].isupper()), parts[-1])
 
 
 def _arguments(section: Any, skip: tuple[str, ...] = ()) -> str:
@@ -79,13 +83,15 @@ def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = 
     training = config.get("training") or {}
     prep = config["preprocessing"]
     data = training.get("data") or {}
+    val = training.get("val") or {}
     title = training.get("name") or f"{_name(config['backbone'])}-{_name(training.get('head'))}"
     data_lines = [
         f"- data module `{data.get('_target_')}`, root `{data.get('root')}`"
         + (f", images `{data['image_dir']}`" if data.get("image_dir") else ""),
         f"- identities kept: people file `{data.get('people_file')}`, at least "
         f"{data.get('min_images')} image(s) each; {training.get('num_classes')} classes",
-        f"- verified on: {', '.join(training.get('val') or []) or 'none'}",
+        "- verified on: "
+        + (", ".join(f"{name} (`{where}`)" for name, where in val.items()) or "none"),
     ]
     decision = (
         f"Threshold {threshold['threshold']:.4f} (squared distance; same person below it), "

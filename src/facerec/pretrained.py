@@ -105,7 +105,10 @@ def describe(cfg: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> d
             **{k: meta.get(k) for k in ("step", "epoch", "best", "best_step", "num_classes")},
             "results": meta.get("results") or {},
             "data": {k: v for k, v in data.items() if k != "val"},
-            "val": sorted((data.get("val") or {}).keys()),
+            "val": {  # each verification set and the file it read
+                name: (node or {}).get("pairs_file") or (node or {}).get("bin_file")
+                for name, node in (data.get("val") or {}).items()
+            },
             **{k: cfg[k] for k in recipe_keys if k in cfg},
         },
     }
