@@ -64,6 +64,10 @@ def test_the_command_lists_every_command_and_refuses_an_unknown_one(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown command 'trian'" in err[0] and "train" in err[0]
     assert main([]) == 2  # no command: the usage, and a failure status
+    argv = list(sys.argv)
+    with pytest.raises(SystemExit):
+        main(["verify", "--help"])
+    assert sys.argv == argv  # the caller's command line is left as it was
 
 
 def test_train_help_and_python_m_facerec(tmp_path):

@@ -74,9 +74,13 @@ def dispatch(table: Table, argv: Sequence[str], prog: str) -> int:
         print(f"{prog} {name}: error: not available in this installation ({missing} is not "
               f"installed)", file=sys.stderr)  # fmt: skip
         return 2
-    # argparse names itself after argv[0]: "facerec evaluate", not "evaluate.py".
-    sys.argv = [f"{prog} {name}", *rest]
-    return int(command(rest) or 0)
+    # argparse names itself after argv[0]: "facerec evaluate", not "evaluate.py". Restored
+    # after, for callers in the same process (tests, notebooks).
+    saved, sys.argv = sys.argv, [f"{prog} {name}", *rest]
+    try:
+        return int(command(rest) or 0)
+    finally:
+        sys.argv = saved
 
 
 def bench(argv: Sequence[str] | None = None) -> int:
