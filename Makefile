@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## venv + torch/torchvision from PyPI + facerec (editable) + dev tools
 
 lfw:  ## make sure $(LFW) holds LFW (downloads it when the folder is missing)
-	@test -f "$(LFW)/pairsDevTest.txt" || $(PY) scripts/get_lfw.py --to "$(LFW)"
+	@test -f "$(LFW)/pairsDevTest.txt" || $(PY) -m facerec get-lfw --to "$(LFW)"
 
 demo: install lfw  ## the main job: ~15 min of ArcFace training on LFW DevTrain, flip-LFW accuracy
 	$(PY) train.py experiment=demo $(ARGS)
@@ -45,17 +45,17 @@ format: install
 CKPT ?= $(lastword $(sort $(wildcard runs/*/*/checkpoints/best.pt)))
 
 evaluate: install  ## evaluate CKPT=<checkpoint> on its verification sets (ARGS="--sets name=pairs:root")
-	$(PY) scripts/evaluate.py $(CKPT) $(ARGS)
+	$(PY) -m facerec evaluate $(CKPT) $(ARGS)
 
 export: install  ## export CKPT to ONNX and check it against PyTorch on real LFW images
-	$(PY) scripts/export_onnx.py $(CKPT) --out $(or $(OUT),model.onnx) --check-lfw $(LFW)
+	$(PY) -m facerec export-onnx $(CKPT) --out $(or $(OUT),model.onnx) --check-lfw $(LFW)
 
 lfw-bin: install  ## write LFW's pairs.txt as an insightface-style lfw.bin pack
-	$(PY) scripts/make_bin.py $(LFW)/pairs.txt $(LFW)/lfw-deepfunneled --out $(or $(OUT),data/lfw.bin) --center-crop 150 --size 112
+	$(PY) -m facerec make-bin $(LFW)/pairs.txt $(LFW)/lfw-deepfunneled --out $(or $(OUT),data/lfw.bin) --center-crop 150 --size 112
 
 bench: install  ## speed benchmarks (ratios against plain baselines in the same process)
-	$(PY) scripts/bench_heads.py
-	$(PY) scripts/bench_data.py --lfw $(LFW)
+	$(PY) -m facerec bench heads
+	$(PY) -m facerec bench data --lfw $(LFW)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

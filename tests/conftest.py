@@ -32,6 +32,17 @@ def lfw_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_pairs(tmp_path_factory) -> Path:
+    """An LFW-format pairs file of 20 pairs over only 7 images (every forward pass costs on a
+    shared CPU): 10 same pairs among George_W_Bush 1-5, 10 different against Colin_Powell 1-2."""
+    same = [f"George_W_Bush {i} {j}" for i in range(1, 6) for j in range(i + 1, 6)]
+    diff = [f"George_W_Bush {i} Colin_Powell {j}" for i in range(1, 6) for j in (1, 2)]
+    out = tmp_path_factory.mktemp("pairs") / "pairs_tiny.txt"
+    out.write_text("\n".join(["10", *same, *diff]) + "\n")
+    return out
+
+
 def pytest_collection_modifyitems(config, items):
     """``gpu`` tests skip, with the reason, where no CUDA device is found."""
     import torch

@@ -16,7 +16,7 @@ from facerec.backbones.iresnet import IResNet
 from facerec.backbones.mobilefacenet import MobileFaceNet
 from facerec.cli import CONFIG_DIR
 from facerec.embedding import Embedding
-from facerec.flops import count_macs, count_parameters
+from facerec.flops import count_flops, count_macs, count_parameters
 from facerec.model import FaceModel
 
 CONFIGS = CONFIG_DIR
@@ -200,3 +200,23 @@ def test_count_macs_by_hand() -> None:
     assert count_macs(model, (2, 3, 8, 8)) == 2 * (6912 + 4608 + 2560)
     assert model.training  # mode restored
     assert count_parameters(model) == (4 * 27 + 4) + (4 * 18 + 4) + 8 + (2560 + 10)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilefacenet", "timm"])
+def test_torch_flop_counter_cross_checks_the_hand_mac_count(name: str) -> None:
+    """PyTorch's FlopCounterMode (its own per-operator formulas) gives exactly 2 x the hand
+    count on convolutional backbones + embedding: the two counters check each other."""
+    model = build_model(CONFIGS / "backbone" / f"{name}.yaml").train()
+    assert count_flops(model) == 2 * count_macs(model) > 0
+    assert model.training  # mode restored
+
+
+def test_torch_flop_counter_counts_attention() -> None:
+    """A timm ViT at 112x112: FlopCounterMode adds exactly attention's two matrix products per
+    block (q @ k^T and attn @ v), which the hand count leaves out."""
+    from facerec.backbones.timm import TimmBackbone
+
+    vit = TimmBackbone("vit_tiny_patch16_224", img_size=112)
+    tokens, width, blocks = (112 // 16) ** 2 + 1, 192, 12  # patches + class token
+    attention = blocks * 2 * (2 * tokens * tokens * width)
+    assert count_flops(vit) - 2 * count_macs(vit) == attention

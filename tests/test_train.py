@@ -79,6 +79,8 @@ def test_smoke_run_writes_checkpoint_metrics_and_config(lfw_root, tmp_path):
     images = set(events.Tags()["images"])
     for figure in ("roc", "distances", "hardest_pairs"):
         assert f"val/lfw_devtest_{figure}" in images
+    kinds = ("same", "different")  # TensorBoard's native histograms beside the figure
+    assert {f"val/lfw_devtest_distance_{k}" for k in kinds} <= set(events.Tags()["histograms"])
     assert {"train/loss", "train/lr", "train/images_per_sec", "val/lfw_devtest_accuracy"} <= set(
         events.Tags()["scalars"]
     )

@@ -71,15 +71,47 @@ def unknown_key_message(cfg: DictConfig, key: str) -> str | None:
     return None
 
 
+def flag_value(argv: Sequence[str], *names: str) -> str | None:
+    """The value of the last ``--flag VALUE`` / ``--flag=VALUE`` among ``names`` in ``argv``."""
+    value = None
+    for i, arg in enumerate(argv):
+        name, sep, rest = arg.partition("=")
+        if name in names:
+            value = rest if sep else (argv[i + 1] if i + 1 < len(argv) else None)
+    return value
+
+
+def search_path_overrides(argv: Sequence[str]) -> list[str]:
+    """Hydra's ``--config-dir DIR`` as the ``hydra.searchpath`` override the compose API takes.
+
+    ``@hydra.main`` adds that folder after the package's configs; composing the same way here
+    lets the check accept the choices it adds (``head=my_head``).
+
+    Raises:
+        UsageError: the folder does not exist.
+    """
+    config_dir = flag_value(argv, "--config-dir", "-cd")
+    if config_dir is None or any(o.startswith("hydra.searchpath=") for o in overrides_of(argv)):
+        return []
+    path = Path(config_dir).resolve()
+    if not path.is_dir():
+        raise UsageError(f"--config-dir {config_dir}: no such folder")
+    return [f"hydra.searchpath=[file://{path}]"]
+
+
 def check_overrides(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """Compose the config from ``argv`` and turn composition errors into a :class:`UsageError`."""
-    overrides = overrides_of(argv)
+    """Compose the config from ``argv`` and turn composition errors into a :class:`UsageError`.
+
+    ``--config-dir`` and ``hydra.searchpath=[...]`` count: a user's folder adds choices.
+    """
+    overrides = overrides_of(argv) + search_path_overrides(argv)
     with initialize_config_dir(str(config_dir), version_base="1.3"):
         try:
             return compose("train", overrides=overrides)
         except HydraException as error:
             # Re-compose with only the group choices to find the key the user got wrong.
             choices = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
+            choices += [o for o in overrides if o.startswith("hydra.searchpath=")]
             try:
                 base = compose("train", overrides=choices)
             except HydraException:

@@ -1,7 +1,7 @@
 """A trained model outside the trainer: load a checkpoint, embed images, keep a threshold.
 
-The shared library of the standalone tools in ``scripts/`` (``evaluate.py``, ``extract.py``,
-``verify.py``, ``export_onnx.py``)::
+The shared library of the tools (``facerec evaluate|extract|verify|export|export-onnx``,
+:mod:`facerec.tools`); each takes a training checkpoint or an exported model folder::
 
     model, cfg, meta = load_model("runs/demo/<stamp>/checkpoints/best.pt", "auto")
     images = load_images([path1, path2], image_size(cfg), center_crop(cfg))  # uint8 (2,3,H,W)
@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from facerec import checkpoint
+from facerec import checkpoint, pretrained
 from facerec.data.folder import IMAGE_EXTENSIONS
 from facerec.data.transforms import geometry, read_image, to_tensor
 from facerec.distributed import resolve_device
 from facerec.eval.verification import fuse_flip
 from facerec.evaluate import embed_batches
-from facerec.model import FaceModel, build_face_model
-from facerec.model_config import model_config
+from facerec.model import FaceModel
+from facerec.model_config import model_config, rebuild
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -57,26 +57,43 @@ PREPROCESSING = (
 def load_model(
     checkpoint_path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[FaceModel, dict[str, Any], dict[str, Any]]:
-    """Rebuild backbone + embedding from a training checkpoint and load its weights.
+    """Rebuild backbone + embedding from a training checkpoint or an exported folder.
 
     Args:
-        checkpoint_path: a ``.pt`` file written by the trainer (``best.pt``, ``last.pt``).
+        checkpoint_path: a ``.pt`` file written by the trainer (``best.pt``, ``last.pt``), a
+            folder written by ``facerec export`` (:mod:`facerec.pretrained`), or a ``.onnx``
+            file written by ``facerec export-onnx`` (:mod:`facerec.onnx_model`, CPU only).
         device: ``"auto"``, ``"cpu"``, an accelerator name, or a ``torch.device``.
 
     Returns:
         ``(model, cfg, meta)``: the model in eval mode on ``device``; the resolved training
-        config as a plain dict; ``meta`` with ``path``, ``step``, ``epoch``, ``best``,
-        ``best_step``, ``results`` (last verification summaries), ``num_classes``, ``backbone``
-        (its ``_target_``) and ``device``.
+        config (a folder: its ``config.json``) as a plain dict; ``meta`` with ``path``,
+        ``step``, ``epoch``, ``best``, ``best_step``, ``results`` (last verification
+        summaries), ``num_classes``, ``backbone`` (its ``_target_``) and ``device``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: naming the file: not a facerec checkpoint (not a torch file, no weights or
-            no saved config), or weights that do not fit the saved architecture.
+        ValueError: naming the file: not a facerec checkpoint or model folder, or weights that
+            do not fit the saved architecture.
     """
     path = Path(checkpoint_path)
     if not isinstance(device, torch.device):
         device = resolve_device(device)
+    load = next((loader for test, loader in _LOADERS if test(path)), _from_checkpoint)
+    model, cfg, summary = load(path)
+    # A loader may pin the device: ONNX runs in onnxruntime on the CPU.
+    device = torch.device(summary.pop("device", device))
+    model.to(device).eval()
+    meta = {
+        "path": str(path),
+        **summary,
+        "backbone": cfg["backbone"]["_target_"],
+        "device": str(device),
+    }
+    return model, cfg, meta
+
+
+def _from_checkpoint(path: Path) -> tuple[FaceModel, dict[str, Any], dict[str, Any]]:
     try:
         state = checkpoint.load(path)
     except ValueError as error:
@@ -87,29 +104,29 @@ def load_model(
             ) from None
         raise
     cfg = model_config(state, path)
-    try:
-        model = build_face_model(cfg)
-    except Exception as error:
-        cause = error.__cause__ or error  # Hydra wraps the component's own message
-        raise ValueError(
-            f"{path}: cannot rebuild the model from its saved config "
-            f"(backbone {cfg['backbone']['_target_']}): {str(cause).splitlines()[0]}"
-        ) from None
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise ValueError(
-            f"{path}: the weights do not fit the saved architecture "
-            f"({cfg['backbone']['_target_']}): {str(error).splitlines()[0]}"
-        ) from None
-    model.to(device).eval()
-    meta = {
-        "path": str(path),
-        **checkpoint.summary(state),  # the same reader the trainer's resume uses
-        "backbone": cfg["backbone"]["_target_"],
-        "device": str(device),
-    }
-    return model, cfg, meta
+    # checkpoint.summary: the same reader the trainer's resume uses
+    return rebuild(cfg, state["model"], path), cfg, checkpoint.summary(state)
+
+
+def _from_folder(path: Path) -> tuple[FaceModel, dict[str, Any], dict[str, Any]]:
+    cfg, weights = pretrained.read_pretrained(path)
+    return rebuild(cfg, weights, path / pretrained.WEIGHTS), cfg, pretrained.summary(cfg)
+
+
+def _from_onnx(path: Path) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    from facerec.onnx_model import load_onnx  # onnxruntime only when an ONNX file is given
+
+    model, cfg, summary = load_onnx(path)
+    return model, cfg, {**summary, "device": "cpu"}
+
+
+def is_onnx(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX file (by its suffix): a model to run, not to re-export."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+# What else a model path may be besides a training checkpoint, tried in order.
+_LOADERS = ((pretrained.is_pretrained, _from_folder), (is_onnx, _from_onnx))
 
 
 def batch_size_for(device: torch.device, requested: int | None = None) -> int:
@@ -126,16 +143,22 @@ def batch_size_for(device: torch.device, requested: int | None = None) -> int:
     return 32 if device.type == "cpu" else 256
 
 
+def preprocessing(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Where a config keeps image size and crop: an exported folder's ``preprocessing``, a
+    training config's ``data``."""
+    return cfg.get("preprocessing") or cfg.get("data") or {}
+
+
 def image_size(cfg: Mapping[str, Any]) -> int:
     """The side of the square images the model was trained on (``data.image_size``)."""
-    return int((cfg.get("data") or {}).get("image_size") or 112)
+    return int(preprocessing(cfg).get("image_size") or 112)
 
 
 def center_crop(cfg: Mapping[str, Any], override: int | None = None) -> int | None:
     """The centre crop to use: ``override`` if given (0 = none), else the training one."""
     if override is not None:
         return override or None
-    return (cfg.get("data") or {}).get("center_crop") or None
+    return preprocessing(cfg).get("center_crop") or None
 
 
 def load_images(
@@ -214,8 +237,11 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def threshold_path(checkpoint_path: str | Path) -> Path:
-    """``<checkpoint>.threshold.json``: where ``scripts/evaluate.py`` leaves its threshold."""
+    """Where ``facerec evaluate`` leaves its threshold: ``<checkpoint>.threshold.json``, or
+    ``threshold.json`` inside an exported model folder (it travels with the model)."""
     path = Path(checkpoint_path)
+    if pretrained.is_pretrained(path):
+        return path / pretrained.THRESHOLD
     return path.with_name(path.name + ".threshold.json")
 
 

@@ -18,6 +18,7 @@ from facerec.eval.verification import hardest_pairs
 from facerec.evaluate import Verifier
 
 log = logging.getLogger("facerec")
+DISTANCE_BINS = np.linspace(0.0, 4.0, 81)  # squared distances of unit vectors, steps of 0.05
 
 
 def hardest_pairs_grid(verifier: Verifier, result: Any, k: int = 8) -> np.ndarray:
@@ -119,6 +120,13 @@ class Reporter:
         histogram = distance_histogram_image(result.distances, result.issame,
                                              threshold=result.threshold)  # fmt: skip
         self.writer.add_image(f"val/{name}_distances", histogram, step, dataformats="HWC")
+        # TensorBoard's own histograms beside the drawn figure: its Histograms and
+        # Distributions tabs show both distributions moving apart over the steps. Fixed bins
+        # over [0, 4] (squared distances of unit vectors) keep the steps comparable.
+        distances, same = np.asarray(result.distances), np.asarray(result.issame, dtype=bool)
+        for kind, values in (("same", distances[same]), ("different", distances[~same])):
+            self.writer.add_histogram(f"val/{name}_distance_{kind}", values, step,
+                                      bins=DISTANCE_BINS)  # fmt: skip
         grid = hardest_pairs_grid(verifier, result)
         self.writer.add_image(f"val/{name}_hardest_pairs", grid, step, dataformats="HWC")
         self.projector(name, verifier, step)

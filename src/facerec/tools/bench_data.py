@@ -46,11 +46,9 @@ from facerec.data.pack_writer import pack_images
 from facerec.data.packed import PackedDataset
 from facerec.data.transforms import augmentation, decode_rgb, geometry
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def default_lfw() -> Path:
-    return Path(os.environ.get("FACEREC_LFW_ROOT") or ROOT.parent / "shared" / "data" / "lfw")
+    return Path(os.environ.get("FACEREC_LFW_ROOT") or "data/lfw")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--lfw", type=Path, default=default_lfw(),
         help="LFW folder holding lfw-deepfunneled/ (default: $FACEREC_LFW_ROOT or\n"
-             "../shared/data/lfw beside the repository)",
+             "data/lfw)",
     )  # fmt: skip
     parser.add_argument("--images", type=int, default=2000, help="images sampled (2000)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per slice (2)")

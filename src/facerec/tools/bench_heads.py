@@ -75,7 +75,7 @@ def time_once(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=512)
@@ -91,7 +91,7 @@ def main() -> None:
         help="torch intra-op threads (default 1: on a shared CPU, OpenMP workers spin-waiting "
         "on descheduled siblings inflate CPU time, mostly in the heads' elementwise ops)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)

@@ -8,7 +8,7 @@ synchronisations.
 
 MFU (model FLOP utilisation) = images/s x training FLOPs per image / peak FLOP/s, with the
 training FLOPs taken as 3 (forward + backward) x 2 (multiply + add) x the forward MACs of
-backbone + embedding (:func:`facerec.flops.count_macs`; the head's ``D x C`` MACs, under 1 %
+backbone + embedding (:func:`facerec.flops.count_flops` / 2; the head's ``D x C`` MACs, under 1 %
 for a ResNet, are left out). The peak is ``--peak-tflops`` or, on a known accelerator, its
 dense tensor-core figure for the row's dtype (H100 SXM: bf16/fp16 989, TF32 495, fp32 67
 TFLOP/s); fp32 rows use the TF32 figure while ``torch.backends.cudnn.allow_tf32`` is on (the
@@ -63,7 +63,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from facerec.cli import CONFIG_DIR
 from facerec.distributed import resolve_device
 from facerec.engine import train_step
-from facerec.flops import count_macs
+from facerec.flops import count_flops
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.speed import compile_backbone, configure_kernels
@@ -149,8 +149,9 @@ def build(backbone: str, classes: int, head: str) -> Recognizer:
 
 
 def macs_per_image(backbone: str) -> int:
-    """Forward MACs of backbone + embedding for one 112x112 image (on the CPU, once)."""
-    return count_macs(build(backbone, 2, "normface").model, (1, 3, 112, 112))
+    """Forward MACs of backbone + embedding for one 112x112 image (on the CPU, once):
+    FlopCounterMode's FLOPs / 2, attention included (= count_macs for convolutional nets)."""
+    return count_flops(build(backbone, 2, "normface").model, (1, 3, 112, 112)) // 2
 
 
 def facerec_step(row: Row, args: argparse.Namespace, device: torch.device) -> Callable[[], bool]:
@@ -364,7 +365,7 @@ def print_comparison(rows: list[Row]) -> None:
         print("\n".join(lines))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -420,7 +421,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -26,7 +26,6 @@ from facerec.tool_args import add_runtime_arguments
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="evaluate.py",
         description="Face verification accuracy of a facerec checkpoint "
         "(10-fold, flip-fused, as insightface).",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -31,7 +31,6 @@ MIN_COSINE = 0.9999
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="export_onnx.py",
         description="Export backbone + embedding to ONNX (dynamic batch) and check it with "
         "onnxruntime.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -90,6 +89,8 @@ def export(args: argparse.Namespace) -> int:
 
     from facerec import inference
 
+    if inference.is_onnx(args.checkpoint):
+        raise ValueError(f"{args.checkpoint} is already ONNX; give a checkpoint or model folder")
     model, cfg, meta = inference.load_model(args.checkpoint, "cpu")
     size = inference.image_size(cfg)
     example = torch.rand(2, 3, size, size) * 2 - 1

@@ -24,7 +24,6 @@ from facerec.tool_args import add_runtime_arguments
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="extract.py",
         description="Embeddings (float32, L2-normalised) of every image under a folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 2)[1],

@@ -1,0 +1,1 @@
+"""facerec's Hydra configs (``pkg://facerec/configs``): train.yaml + one folder per group."""
