@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_train import compose_train, smoke_overrides
 
-from facerec import checkpoint, finetune
+from facerec import checkpoint, finetune, pretrained
 from facerec.model import build_face_model, build_recognizer
 from facerec.optim import param_groups
 from facerec.train import run
@@ -55,6 +56,24 @@ def test_init_from_loads_backbone_and_embedding_and_keeps_the_new_head(tmp_path)
     for key, value in recognizer.criterion.head.state_dict().items():
         assert torch.equal(value, head_before[key])  # untouched: the new head starts fresh
     assert recognizer.criterion.head.weight.shape[0] == 5
+
+
+def test_init_from_an_exported_model_folder(tmp_path):
+    """``facerec export``'s folder (safetensors + JSON) starts a run like a checkpoint."""
+    cfg = compose_train(["embedding.embedding_size=32"])
+    torch.manual_seed(7)
+    source = build_face_model(cfg)
+    folder = pretrained.save_pretrained(source, OmegaConf.to_container(cfg, resolve=True),
+                                        tmp_path / "exported")  # fmt: skip
+    torch.manual_seed(8)
+    model = build_face_model(cfg)
+    line = finetune.init_from(folder, model)
+    assert "exported model" in line
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config\.json"):
+        finetune.init_from(folder, model)
 
 
 def test_init_from_another_architecture_names_the_layer(tmp_path):

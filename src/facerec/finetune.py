@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facerec import checkpoint
+from facerec import checkpoint, pretrained
 
 __all__ = ["BackboneFreeze", "init_from", "lr_scaled_groups"]
 
@@ -29,8 +29,15 @@ PARTS = ("backbone", "embedding", "criterion")
 
 
 def _read_weights(path: Path) -> tuple[Mapping[str, torch.Tensor], str]:
-    """The face model's state dict in ``path`` (a facerec checkpoint, read without unpickling
-    code) and a description of where it came from."""
+    """The face model's state dict in ``path`` and a description of where it came from.
+
+    ``path`` is a facerec checkpoint (read as plain data, never unpickled code) or a model
+    folder written by ``facerec export`` (safetensors + JSON, :mod:`facerec.pretrained`).
+    """
+    if path.is_dir():
+        config, weights = pretrained.read_pretrained(path)
+        backbone = (config.get("backbone") or {}).get("_target_", "an unknown backbone")
+        return weights, f"{path} (exported model, backbone {backbone})"
     ckpt = checkpoint.load(path, required=("model",))
     config = ckpt.get("config") or {}
     backbone = (config.get("backbone") or {}).get("_target_", "an unknown backbone")
@@ -42,8 +49,8 @@ def _read_weights(path: Path) -> tuple[Mapping[str, torch.Tensor], str]:
 
 
 def init_from(path: str | Path, model: nn.Module) -> str:
-    """Load the backbone + embedding weights of checkpoint ``path`` into ``model``
-    (a :class:`facerec.model.FaceModel`); the head, optimizer and step are not read.
+    """Load the backbone + embedding weights of checkpoint or exported folder ``path`` into
+    ``model`` (a :class:`facerec.model.FaceModel`); the head, optimizer and step are not read.
 
     Returns:
         A line describing what was loaded (the log line of the run).
