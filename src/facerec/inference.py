@@ -234,6 +234,24 @@ def align_paths(
             for orig, (src, dst) in zip(paths, jobs, strict=True)]  # fmt: skip
 
 
+def align_sets(sets: Mapping[str, Any], options, cfg: Mapping[str, Any], device="cpu") -> None:
+    """Align the images of each pairs-file set in place (``options`` None: nothing to do).
+
+    Each :class:`facerec.data.PairsSet` is re-pointed at an aligned copy of its images, made
+    once in the checkpoint's ``data.align_cache`` (the folder training used, so a set trained
+    on is not aligned twice) or beside the images. ``.bin`` packs are aligned already.
+    """
+    if options is None:
+        return
+    from facerec.align.dataset import align_training_data
+
+    cache = (cfg.get("data") or {}).get("align_cache")
+    for name, pairs_set in sets.items():
+        if hasattr(pairs_set, "image_root") and hasattr(pairs_set, "load"):
+            align_training_data(pairs_set.image_root, [], {name: pairs_set}, options, cache,
+                                str(device), progress=sys.stderr.isatty())  # fmt: skip
+
+
 def load_images(
     paths: Sequence[str | Path], size: int = 112, crop: int | None = None
 ) -> torch.Tensor:

@@ -10,16 +10,26 @@
 - :mod:`~facerec.align.tool`: ``scripts/align.py SRC DST``.
 """
 
-from facerec.align.folder import AlignOptions, Summary, align_files, align_folder
-from facerec.align.transform import ARCFACE_TEMPLATE, template, umeyama, warp_face
+from __future__ import annotations
 
-__all__ = [
-    "ARCFACE_TEMPLATE",
-    "AlignOptions",
-    "Summary",
-    "align_files",
-    "align_folder",
-    "template",
-    "umeyama",
-    "warp_face",
-]
+import importlib
+
+# Lazy (PEP 562): `facerec.align.tool --help` and the tools' argument parsers import this
+# package without paying for torch, OpenCV and albumentations.
+_EXPORTS = {
+    "ARCFACE_TEMPLATE": "transform",
+    "AlignOptions": "folder",
+    "Summary": "folder",
+    "align_files": "folder",
+    "align_folder": "folder",
+    "template": "transform",
+    "umeyama": "transform",
+    "warp_face": "transform",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'facerec.align' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"facerec.align.{_EXPORTS[name]}"), name)

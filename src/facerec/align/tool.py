@@ -22,18 +22,20 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_align_options", "main", "options_from_args"]
+__all__ = ["add_align_options", "align_for_pack", "main", "options_from_args"]
 
 
-def add_align_options(parser: argparse.ArgumentParser) -> None:
-    """The alignment options every aligning tool shares (``--select``, ``--on-missing`` ...)."""
+def add_align_options(parser: argparse.ArgumentParser, size: bool = True) -> None:
+    """The alignment options every aligning tool shares (``--select``, ``--on-missing`` ...);
+    ``size`` False leaves ``--size`` to the tool (``pack_dataset.py`` has its own)."""
     group = parser.add_argument_group("alignment")
     several = "several faces: keep the largest, or the one nearest the centre"
     group.add_argument("--select", choices=("largest", "center"), default="largest", help=several)
     group.add_argument("--on-missing", choices=("center", "skip"), default="center",
                        help="no face detected: centre-crop the image (default) or skip it; "
                             "counted and named either way")  # fmt: skip
-    group.add_argument("--size", type=int, default=112, help="side of the aligned crops (112)")
+    if size:
+        group.add_argument("--size", type=int, default=112, help="side of the aligned crops (112)")
     group.add_argument("--min-face", type=int, default=20, help="smallest face side searched (px)")
     group.add_argument("--align-batch", type=int, default=32,
                        help="same-sized images detected together (32)")  # fmt: skip
@@ -98,6 +100,24 @@ def align(args: argparse.Namespace) -> int:
     args.dst.mkdir(parents=True, exist_ok=True)
     (args.dst / "align-summary.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0
+
+
+def align_for_pack(args: argparse.Namespace, people: list[str] | None) -> Path:
+    """``pack_dataset.py --align``: align the images it would pack into ``<out>.aligned/``
+    (kept: a re-run, or a re-pack with other shard options, detects nothing) and return that
+    folder, which is then packed without a centre crop."""
+    from facerec.align.folder import align_folder
+    from facerec.data.folder import scan_folder
+    from facerec.malloc import keep_freed_memory
+
+    keep_freed_memory(True)
+    scan = scan_folder(args.root, set(people) if people is not None else None, args.min_images)
+    dst = args.out.with_name(args.out.name + ".aligned")
+    summary = align_folder(args.root, dst, options_from_args(args), scan.paths,
+                           batch_size=args.align_batch)  # fmt: skip
+    for line in summary.lines():
+        print(f"align: {line}")
+    return dst
 
 
 def main(argv: list[str] | None = None) -> int:
