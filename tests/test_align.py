@@ -234,3 +234,40 @@ def test_the_align_tool_on_a_folder(messy_folder, tmp_path, detector):
     report = json.loads((dst / "align-summary.json").read_text())
     assert len(report["aligned"]) == 4 and len(report["unreadable"]) == 2
     assert main([str(tmp_path / "missing"), str(dst)]) == 2  # one clear line, exit status 2
+
+
+def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, tmp_path, caplog):
+    """``data.align``: the training images and the pairs' images are aligned once into the
+    cache (same layout, so the pairs file still resolves) and the module reads them there."""
+    import shutil
+
+    from facerec.data import FaceDataModule, PairsSet
+
+    raw = tmp_path / "lfw" / "lfw-deepfunneled"
+    for name in ("Aaron_Peirsol", "Colin_Powell"):
+        (raw / name).mkdir(parents=True)
+        for i in (1, 2):
+            src = lfw_root / "lfw-deepfunneled" / name / f"{name}_{i:04d}.jpg"
+            shutil.copy(src, raw / name)
+    (raw / "Nobody").mkdir()
+    cv2.imwrite(str(raw / "Nobody" / "Nobody_0001.jpg"), np.full((250, 250, 3), 200, np.uint8))
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\t1\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t1\tColin_Powell\t2\n")
+    val = {"p": PairsSet(str(pairs), str(raw), center_crop=150)}
+    module = FaceDataModule(str(raw.parent), "lfw-deepfunneled", None, 1, 112, 150,
+                            batch_size=2, num_workers=0, val=val,
+                            align={"select": "largest", "on_missing": "center"},
+                            align_cache=str(tmp_path / "cache"))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="facerec.align"):
+        scan = module.setup()
+    key = AlignOptions(select="largest", on_missing="center").key
+    assert module.image_root == (tmp_path / "cache" / f"lfw-deepfunneled-{key}").resolve()
+    assert len(scan.paths) == 5 and all(p.is_file() for p in scan.paths)
+    assert all(module.image_root in p.parents for p in scan.paths) and module.center_crop is None
+    assert val["p"].image_root == module.image_root and val["p"].center_crop is None
+    assert all(p.is_file() for p in val["p"].load().images)
+    log = caplog.text
+    assert "5 images: 4 aligned, 1 without a detected face centre-cropped" in log
+    assert "Nobody_0001.jpg: no face detected" in log
+    image, label = module.train_dataset(scan, False)[0]
+    assert image.shape == (3, 112, 112) and label == 0

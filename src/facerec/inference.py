@@ -16,6 +16,7 @@ squared Euclidean distance (``2 - 2 cos``).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -203,7 +204,8 @@ def align_paths(
 ) -> list[Path]:
     """Detect and align image files; the aligned crops' paths, in order.
 
-    Crops are cached in ``cache`` (default ``~/.cache/facerec/align/files-<options key>``),
+    Crops are cached in ``cache`` (default ``$FACEREC_ALIGN_CACHE/files-<options key>``, else
+    ``~/.cache/facerec/align/files-<options key>``),
     named by a hash of the source path and keyed by its size and mtime, so a second call on
     the same photos detects nothing. ``options`` None returns ``paths`` unchanged. A file that
     yields no crop (unreadable, too small) keeps its own path, and the reader that follows
@@ -220,8 +222,8 @@ def align_paths(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"image not found: {p}")
-    root = Path(cache or Path.home() / ".cache" / "facerec" / "align" / f"files-{options.key}")
-    root = root.expanduser()
+    base = os.environ.get("FACEREC_ALIGN_CACHE") or Path.home() / ".cache" / "facerec" / "align"
+    root = Path(cache or Path(base) / f"files-{options.key}").expanduser()
     jobs = []
     for p in paths:
         name = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:20]
