@@ -215,6 +215,7 @@ def test_a_messy_folder_is_aligned_counted_and_named(detector, messy_folder, tmp
     again = align_folder(messy_folder, dst, AlignOptions(on_missing="skip"), None, NoDetector(),
                          progress=False)  # fmt: skip
     assert again.cached == 8 and name(again.aligned) == name(summary.aligned)
+    assert again.several_faces == 1
     assert name(again.unreadable) == name(summary.unreadable)
     assert json.loads((dst / MANIFEST).read_text())["key"] == AlignOptions(on_missing="skip").key
 

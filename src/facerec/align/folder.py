@@ -217,7 +217,7 @@ class _Manifest:
             except (OSError, ValueError):
                 log.warning("align: %s is not readable; re-aligning everything", self.path)
 
-    def lookup(self, src: Path, dst: Path | None) -> tuple[str, str | None] | None:
+    def lookup(self, src: Path, dst: Path | None) -> tuple[str, str | None, int] | None:
         entry = self.files.get(str(src))
         try:
             if entry is None or entry[:2] != _stamp(src):
@@ -226,11 +226,11 @@ class _Manifest:
             return None
         if entry[2] in WRITTEN and (dst is None or not dst.is_file()):
             return None
-        return entry[2], entry[3]
+        return entry[2], entry[3], int(entry[4]) if len(entry) > 4 else 0
 
-    def record(self, src: Path, outcome: str, message: str | None) -> None:
+    def record(self, src: Path, outcome: str, message: str | None, faces: int) -> None:
         with contextlib.suppress(OSError):  # vanished meanwhile: nothing to remember
-            self.files[str(src)] = [*_stamp(src), outcome, message]
+            self.files[str(src)] = [*_stamp(src), outcome, message, faces]
 
     def save(self) -> None:
         if self.path is None:
@@ -272,7 +272,9 @@ def align_files(
     pending: dict[tuple[int, ...], list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
     bar = tqdm(total=len(jobs), desc="align", unit="img", disable=not progress)
 
-    def finish(index: int, outcome: str, crop: np.ndarray | None, message: str | None) -> None:
+    def finish(
+        index: int, outcome: str, crop: np.ndarray | None, message: str | None, faces: int = 0
+    ) -> None:
         src, dst = jobs[index]
         if crop is not None and dst is not None:
             try:
@@ -282,7 +284,8 @@ def align_files(
         if message and outcome != ALIGNED:
             log.warning("align: %s", message)
         summary.add(str(src), outcome, message)
-        manifest.record(src, outcome, message)
+        summary.several_faces += faces > 1
+        manifest.record(src, outcome, message, faces)
         if crop is not None and sink is not None:
             sink(index, crop)
         bar.update(1)
@@ -306,20 +309,20 @@ def align_files(
                 finish(index, UNREADABLE, None, f"{src}: detector failed: {faces}")
                 continue
             crop, outcome, count = _crop(image, faces, scale, options)
-            summary.several_faces += count > 1
             message = None
             if outcome == CENTERED:
                 message = f"{src}: no face detected; centre-cropped instead"
             elif outcome == NO_FACE:
                 message = f"{src}: no face detected; skipped"
-            finish(index, outcome, crop, message)
+            finish(index, outcome, crop, message, count)
 
     detector_ = detector
     for index, (src, dst) in enumerate(jobs):
         cached = manifest.lookup(src, dst)
         if cached is not None:
-            outcome, message = cached
+            outcome, message, faces = cached
             summary.add(str(src), outcome, message)
+            summary.several_faces += faces > 1
             summary.cached += 1
             if sink is not None and outcome in WRITTEN:
                 sink(index, read_image(dst))
