@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from facerec.align.folder import AlignOptions, Summary, align_folder
+from facerec.align.folder import MANIFEST, AlignOptions, Summary, align_folder
 
 __all__ = ["align_training_data", "aligned_root"]
 
@@ -25,6 +25,17 @@ def aligned_root(image_root: Path, options: AlignOptions, cache: str | Path | No
     None means beside the data (``<image_root>/../aligned``)."""
     base = Path(cache) if cache else image_root.parent / "aligned"
     return base.expanduser().resolve() / f"{image_root.name}-{options.key}"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".facerec-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
 
 
 def align_training_data(
@@ -58,6 +69,11 @@ def align_training_data(
         options = AlignOptions.from_dict(dict(options))
     image_root = Path(image_root).resolve()
     dst = aligned_root(image_root, options, cache)
+    if not (dst / MANIFEST).is_file() and not _writable(dst):
+        # A read-only data folder (a shared or mounted LFW): the user's cache instead.
+        fallback = aligned_root(image_root, options, Path.home() / ".cache" / "facerec" / "align")
+        log.warning("align: %s is not writable; aligned copies go to %s", dst, fallback)
+        dst = fallback
     files = {Path(p).resolve() for p in paths}
     aligned_sets = []
     for name, pairs_set in val.items():
