@@ -406,3 +406,58 @@ def test_bad_input_gives_one_clear_line(case, tiny_run, lfw_root, tmp_path, caps
     assert "Traceback" not in err
     for text in expected:
         assert text in err, (text, err)
+
+
+# ----------------------------------------------------------------------------------------------
+# --align: detect + align raw photos (the align extra)
+
+
+def _raw_photo(path: Path, out: Path, angle: float) -> Path:
+    """An LFW image rotated, enlarged and placed off-centre in a bigger grey canvas."""
+    import cv2
+
+    face = cv2.imread(str(path))
+    m = cv2.getRotationMatrix2D((125, 125), angle, 1.5)
+    m[:, 2] += (300, 120)
+    cv2.imwrite(str(out), cv2.warpAffine(face, m, (800, 560), borderValue=(128, 128, 128)))
+    return out
+
+
+def test_tools_align_raw_photos_end_to_end(checkpoint_copy, lfw_root, tmp_path, capsys,
+                                           monkeypatch):  # fmt: skip
+    """verify.py and extract.py with --align on two raw photos; the checkpoint's preparation
+    (here centre crop) is the default, and the other choice is warned about."""
+    pytest.importorskip("facenet_pytorch", reason="the align extra: pip install 'facerec[align]'")
+    from facerec import checkpoint
+
+    monkeypatch.setenv("FACEREC_ALIGN_CACHE", str(tmp_path / "cache"))
+    a, b = lfw_images(lfw_root, ["Aaron_Peirsol"])[:2]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    raw_a, raw_b = _raw_photo(a, photos / "a.jpg", 20), _raw_photo(b, photos / "b.jpg", -15)
+    assert call_script("verify", checkpoint_copy, raw_a, raw_b, "--threshold", "1", "--align",
+                       "on") == 0  # fmt: skip
+    out = capsys.readouterr()
+    assert "trained on centre crops" in out.err and "--align on" in out.err
+    assert "decision:" in out.out
+
+    # A checkpoint whose config says its images were aligned: aligned by default, no warning.
+    state = checkpoint.load(checkpoint_copy)
+    state["config"]["data"]["align"] = {"select": "largest", "on_missing": "center"}
+    aligned_ckpt = checkpoint.save(state, tmp_path / "aligned.pt")
+    _, cfg, _ = inference.load_model(aligned_ckpt, "cpu")
+    assert inference.preparation(cfg)["method"] == "aligned"
+    options = inference.resolve_alignment(cfg, "auto")
+    crops = inference.align_paths([a, raw_a], options, cache=tmp_path / "cache")
+    aligned = inference.load_images(crops, 112, None).float()
+    centred = inference.load_images([a, raw_a], 112, 150).float()
+    # The raw photo aligned is nearly the original aligned; centre-cropped, it is not.
+    assert (aligned[0] - aligned[1]).abs().mean() < 12 < (centred[0] - centred[1]).abs().mean()
+    out_npy = tmp_path / "emb.npy"
+    assert call_script("extract", aligned_ckpt, photos, "--out", out_npy, "--workers", "0") == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err
+    assert np.load(out_npy).shape[0] == 2
+    args = ("--out", out_npy, "--workers", "0", "--align", "off")
+    assert call_script("extract", aligned_ckpt, photos, *args) == 0
+    assert "trained on aligned faces" in capsys.readouterr().err

@@ -26,9 +26,8 @@ COMMANDS: Table = {
     "export": ("facerec.tools.export:main", "a shareable model folder (safetensors, JSON, card)"),
     "export-onnx": ("facerec.tools.export_onnx:main", "ONNX file, checked with onnxruntime"),
     "pack": ("facerec.tools.pack_dataset:main", "pack a folder dataset into JPEG shards"),
-    # Engineer B's face alignment (MTCNN + similarity transform) plugs in here: the command
-    # works as soon as facerec.align has a main(argv); until then it says it is not available.
-    "align": ("facerec.align:main", "align faces (MTCNN landmarks, similarity transform)"),
+    # Needs the `align` extra (facenet-pytorch) only when it runs: it says so in one line.
+    "align": ("facerec.align.tool:main", "align faces (MTCNN landmarks, similarity transform)"),
     "scan": ("facerec.tools.scan_dataset:main", "check a folder dataset before training"),
     "make-bin": ("facerec.tools.make_bin:main", "pairs list -> insightface .bin pack"),
     "get-lfw": ("facerec.tools.get_lfw:main", "put LFW and its protocol files in one folder"),

@@ -16,6 +16,8 @@ squared Euclidean distance (``2 - 2 cos``).
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ from facerec.model_config import model_config, rebuild
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PREPROCESSING",
+    "align_paths",
     "batch_size_for",
     "center_crop",
     "embed_images",
@@ -44,6 +47,8 @@ __all__ = [
     "load_images",
     "load_model",
     "load_threshold",
+    "preparation",
+    "resolve_alignment",
     "save_threshold",
     "threshold_path",
 ]
@@ -154,11 +159,123 @@ def image_size(cfg: Mapping[str, Any]) -> int:
     return int(preprocessing(cfg).get("image_size") or 112)
 
 
-def center_crop(cfg: Mapping[str, Any], override: int | None = None) -> int | None:
-    """The centre crop to use: ``override`` if given (0 = none), else the training one."""
+def center_crop(
+    cfg: Mapping[str, Any], override: int | None = None, aligned: bool = False
+) -> int | None:
+    """The centre crop to use: ``override`` if given (0 = none), else none for ``aligned``
+    images (already the face), else the training one."""
     if override is not None:
         return override or None
+    if aligned:
+        return None
     return preprocessing(cfg).get("center_crop") or None
+
+
+# --------------------------------------------------------------------------------------------
+# how the training images were prepared, and the same for raw photos at inference
+
+
+def preparation(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """How a checkpoint's (or an exported folder's) training images were made.
+
+    Returns:
+        ``{"method": "aligned", "align": {...options}}`` (``data.align`` set: MTCNN + the
+        ArcFace template) or ``{"method": "center_crop", "center_crop": N or None}``.
+    """
+    prep = preprocessing(cfg)  # a checkpoint's data.align, an exported folder's alignment
+    align = prep.get("align") or prep.get("alignment")
+    if align is not None:
+        return {"method": "aligned", "align": {"size": image_size(cfg), **dict(align)}}
+    return {"method": "center_crop", "center_crop": prep.get("center_crop") or None}
+
+
+def resolve_alignment(cfg: Mapping[str, Any], choice: str = "auto", prog: str = "facerec"):
+    """The :class:`facerec.align.AlignOptions` to align raw photos with, or None (crop).
+
+    Args:
+        cfg: the checkpoint's config (:func:`load_model`).
+        choice: ``"auto"`` (as the checkpoint was trained), ``"on"`` or ``"off"``.
+        prog: the tool's name for the warning.
+
+    A choice that differs from the training preparation works but prints one warning on
+    stderr: embeddings of crops unlike the training ones are worse.
+    """
+    from facerec.align.folder import AlignOptions
+
+    trained = preparation(cfg)
+    aligned = trained["method"] == "aligned" if choice == "auto" else choice == "on"
+    if aligned != (trained["method"] == "aligned"):
+        how = ("aligned faces (data.align)" if trained["method"] == "aligned" else
+               f"centre crops (data.center_crop={trained.get('center_crop')})")  # fmt: skip
+        print(f"{prog}: warning: the checkpoint was trained on {how}, but --align {choice}: "
+              f"{'aligning' if aligned else 'centre-cropping'} these images instead; "
+              "accuracy will suffer", file=sys.stderr)  # fmt: skip
+    if not aligned:
+        return None
+    values = dict(trained.get("align") or {"size": image_size(cfg)})
+    # A raw photo with no detected face is still embedded (centre-cropped, and named in a
+    # warning): a tool's answer for every image beats one that silently lacks some.
+    values["on_missing"] = "center"
+    return AlignOptions.from_dict(values)
+
+
+def align_paths(
+    paths: Sequence[str | Path],
+    options,
+    device: str | torch.device = "cpu",
+    cache: str | Path | None = None,
+    progress: bool = False,
+) -> list[Path]:
+    """Detect and align image files; the aligned crops' paths, in order.
+
+    Crops are cached in ``cache`` (default ``$FACEREC_ALIGN_CACHE/files-<options key>``, else
+    ``~/.cache/facerec/align/files-<options key>``),
+    named by a hash of the source path and keyed by its size and mtime, so a second call on
+    the same photos detects nothing. ``options`` None returns ``paths`` unchanged. A file that
+    yields no crop (unreadable, too small) keeps its own path, and the reader that follows
+    names it as it would have anyway.
+    """
+    import hashlib
+
+    from facerec.align.detect import FaceDetector
+    from facerec.align.folder import WRITTEN, align_files
+
+    paths = [Path(p) for p in paths]
+    if options is None:
+        return paths
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"image not found: {p}")
+    base = os.environ.get("FACEREC_ALIGN_CACHE") or Path.home() / ".cache" / "facerec" / "align"
+    root = Path(cache or Path(base) / f"files-{options.key}").expanduser()
+    jobs = []
+    for p in paths:
+        name = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:20]
+        jobs.append((p.resolve(), root / f"{name}{p.suffix.lower() or '.png'}"))
+    device = device if isinstance(device, torch.device) else resolve_device(str(device))
+    detector = FaceDetector(device, min_face=options.min_face)
+    summary = align_files(jobs, options, detector, root, progress=progress)
+    outcome = {path: kind for kind in WRITTEN for path in getattr(summary, kind)}
+    return [dst if str(src) in outcome else orig
+            for orig, (src, dst) in zip(paths, jobs, strict=True)]  # fmt: skip
+
+
+def align_sets(sets: Mapping[str, Any], options, cfg: Mapping[str, Any], device="cpu") -> None:
+    """Align the images of each pairs-file set in place (``options`` None: nothing to do).
+
+    Each :class:`facerec.data.PairsSet` is re-pointed at an aligned copy of its images, made
+    once in the checkpoint's ``data.align_cache`` (the folder training used, so a set trained
+    on is not aligned twice) or beside the images. ``.bin`` packs are aligned already.
+    """
+    if options is None:
+        return
+    from facerec.align.dataset import align_training_data
+
+    cache = (cfg.get("data") or {}).get("align_cache")
+    for name, pairs_set in sets.items():
+        if hasattr(pairs_set, "image_root") and hasattr(pairs_set, "load"):
+            align_training_data(pairs_set.image_root, [], {name: pairs_set}, options, cache,
+                                str(device), progress=sys.stderr.isatty())  # fmt: skip
 
 
 def load_images(

@@ -16,3 +16,15 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, batches: bool = True)
             help="images per forward pass (default: 32 on a CPU, 256 on an accelerator)",
         )
         parser.add_argument("--workers", type=int, default=2, help="image decoding processes")
+
+
+def add_align_argument(parser: argparse.ArgumentParser) -> None:
+    """``--align auto|on|off``: detect and align raw photos (MTCNN, the ``align`` extra)."""
+    parser.add_argument(
+        "--align",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="detect + align each face to the ArcFace template before embedding: auto = as the"
+        " checkpoint's training images were prepared (data.align), with a warning when on/off"
+        " differs from that",
+    )

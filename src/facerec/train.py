@@ -35,6 +35,7 @@ from facerec.checkpoint import TrainState
 from facerec.engine import NonFiniteGuard, Preemption, train_step
 from facerec.evaluate import Verifier
 from facerec.loop import Preempted, Training, best_metric, describe, loop_settings, scaled_lr
+from facerec.malloc import keep_freed_memory
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.report import Reporter
@@ -97,6 +98,7 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     check_config(cfg, env.device)
     seed_everything(cfg.seed)
     tcfg = cfg.trainer
+    keep_freed_memory(tcfg.get("malloc", "auto"), env.device.type)  # CPU: no page fault per step
     if tcfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     configure_kernels(env.device, tcfg.deterministic, tcfg.tf32)

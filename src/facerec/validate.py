@@ -31,6 +31,7 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "trainer.grad_clip": (*NUMBERS, type(None)),
     "trainer.lr_reference_batch": (int, type(None)),
     "trainer.compile": (bool, str),
+    "trainer.malloc": (bool, str),
     "trainer.tf32": (bool,),
     "trainer.channels_last": (bool,),
     "trainer.init_from": (str, type(None)),

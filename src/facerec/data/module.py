@@ -211,6 +211,11 @@ class FaceDataModule(DataModule):
         verify_images: decode every image at start-up (cached by size and mtime, see
             :mod:`facerec.data.scan`), report problems by path and leave unreadable files out.
         val: verification sets by name.
+        align: None (centre crop), or :class:`facerec.align.AlignOptions` fields: ``setup()``
+            then detects and aligns the training images and the verification sets' images in
+            ``image_dir`` once (see :mod:`facerec.align.dataset`) and reads the aligned copies.
+        align_cache: folder of the aligned copies (None: ``<image_dir>/../aligned``).
+        align_device: where the face detector runs.
     """
 
     def __init__(
@@ -227,8 +232,14 @@ class FaceDataModule(DataModule):
         preload: bool = False,
         verify_images: bool = False,
         val: Mapping[str, PairsSet] | None = None,
+        align: Mapping | None = None,
+        align_cache: str | None = None,
+        align_device: str = "cpu",
     ) -> None:
         super().__init__(batch_size, num_workers, val)
+        self.align = dict(align) if align is not None else None
+        self.align_cache = align_cache
+        self.align_device = align_device
         self.verify_images = verify_images
         self.root = Path(root)
         self.image_root = self.root / image_dir if image_dir else self.root
@@ -262,9 +273,24 @@ class FaceDataModule(DataModule):
             keep = np.array([p not in bad for p in scan.paths], dtype=bool)
             scan = replace(scan, paths=[p for p, k in zip(scan.paths, keep, strict=True) if k],
                            labels=scan.labels[keep])  # fmt: skip
+        if self.align is not None:
+            scan = self._aligned(scan)
         self.scan = scan
         log.info("training data %s: %s", self.image_root, self.scan.summary())
         return self.scan
+
+    def _aligned(self, scan: FolderScan) -> FolderScan:
+        """Align once (cached), then read the aligned copies; images without a crop leave."""
+        from facerec.align.dataset import align_training_data
+
+        options = {"size": self.image_size, **self.align}
+        root, summary = align_training_data(self.image_root, scan.paths, self.val, options,
+                                            self.align_cache, self.align_device)  # fmt: skip
+        missing = {Path(p) for p in summary.missing}
+        keep = np.array([p.resolve() not in missing for p in scan.paths], dtype=bool)
+        paths = [root / p.relative_to(self.image_root) for p in np.array(scan.paths)[keep]]
+        self.image_root, self.center_crop = root, None
+        return replace(scan, paths=paths, labels=scan.labels[keep])
 
     def _decode_all(self, paths: list[Path], show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
         """Decode + crop + resize every image once.

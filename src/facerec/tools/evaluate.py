@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from facerec.tool_args import add_runtime_arguments
+from facerec.tool_args import add_align_argument, add_runtime_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do not write <checkpoint>.threshold.json",
     )
+    add_align_argument(parser)
     add_runtime_arguments(parser)
     parser.add_argument(
         "--fusion",
@@ -128,7 +129,10 @@ def evaluate(args: argparse.Namespace) -> int:
     print(f"checkpoint {args.checkpoint}: step {meta['step']}, {meta['backbone']}, device {device}")
     show = sys.stderr.isatty()
     results: dict[str, dict] = {}
-    for name, (pairs_set, origin) in build_sets(args, cfg).items():
+    sets = build_sets(args, cfg)
+    align = inference.resolve_alignment(cfg, args.align, "evaluate.py")
+    inference.align_sets({name: s for name, (s, _) in sets.items()}, align, cfg, device)
+    for name, (pairs_set, origin) in sets.items():
         try:
             batch_size = inference.batch_size_for(device, args.batch_size)
             verifier = Verifier(pairs_set, batch_size, args.workers, args.fusion)

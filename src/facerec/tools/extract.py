@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from facerec.tool_args import add_runtime_arguments
+from facerec.tool_args import add_align_argument, add_runtime_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="centre crop before resizing, 0 = none (default: the training crop)",
     )
+    add_align_argument(parser)
     add_runtime_arguments(parser)
     return parser.parse_args(argv)
 
@@ -57,10 +58,12 @@ def extract(args: argparse.Namespace) -> int:
     paths = inference.list_images(args.folder)  # before the model: a bad folder fails fast
     model, cfg, _ = inference.load_model(args.checkpoint, args.device)
     device = next(model.parameters()).device
-    crop = inference.center_crop(cfg, args.center_crop)
+    align = inference.resolve_alignment(cfg, args.align, "extract.py")
+    crop = inference.center_crop(cfg, args.center_crop, aligned=align is not None)
+    sources = inference.align_paths(paths, align, device, progress=sys.stderr.isatty())
     loader = DataLoader(
         # Unreadable files come back flagged (and logged by name): skipped, not fatal.
-        TolerantImages(ImageList(paths, inference.image_size(cfg), crop)),
+        TolerantImages(ImageList(sources, inference.image_size(cfg), crop)),
         batch_size=inference.batch_size_for(device, args.batch_size),
         num_workers=args.workers,
     )

@@ -10,6 +10,8 @@ Usage:
     python scripts/pack_dataset.py data/lfw/lfw-deepfunneled packs/lfw-devtrain \\
         --people-file data/lfw/peopleDevTrain.txt --center-crop 150
     python train.py data=packed data.root=/data/casia-pack
+    # raw photos: detect + align each face (MTCNN, the align extra) into the pack
+    python scripts/pack_dataset.py raw/ packs/raw --align --select largest --on-missing skip
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from facerec.align.tool import add_align_options, align_for_pack
 from facerec.data.pack_writer import pack_folder
 from facerec.data.packed import DEFAULT_SHARD_BYTES
 from facerec.data.pairs import read_people
@@ -58,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "by nvjpeg, which upsamples 420 chroma coarsely (for data.decode=device)",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace a pack in OUT")
+    parser.add_argument("--align", action="store_true",
+                        help="detect + align faces first (crops kept in OUT.aligned/)")  # fmt: skip
+    add_align_options(parser, size=False)
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 100:
         parser.error(f"--quality must be in 1..100, got {args.quality}")
@@ -75,13 +81,14 @@ def pack(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     people = read_people(args.people_file) if args.people_file else None
     start = time.perf_counter()
+    root = align_for_pack(args, people) if args.align else args.root
     info = pack_folder(
-        args.root,
+        root,
         args.out,
         people,
         args.min_images,
         image_size=args.size,
-        center_crop=args.center_crop,
+        center_crop=None if args.align else args.center_crop,
         quality=args.quality,
         shard_bytes=int(args.shard_mb * 2**20),
         workers=args.workers,

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from facerec.tool_args import add_runtime_arguments
+from facerec.tool_args import add_align_argument, add_runtime_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="centre crop before resizing, 0 = none (default: the training crop)",
     )
+    add_align_argument(parser)
     add_runtime_arguments(parser, batches=False)
     return parser.parse_args(argv)
 
@@ -74,8 +75,10 @@ def verify(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     device = next(model.parameters()).device
-    crop = inference.center_crop(cfg, args.center_crop)
-    images = inference.load_images([args.image1, args.image2], inference.image_size(cfg), crop)
+    align = inference.resolve_alignment(cfg, args.align, "verify.py")
+    paths = inference.align_paths([args.image1, args.image2], align, device)
+    crop = inference.center_crop(cfg, args.center_crop, aligned=align is not None)
+    images = inference.load_images(paths, inference.image_size(cfg), crop)
     a, b = inference.embed_images(model, images, device).astype("float64")
     cosine = float(a @ b)
     distance = float(((a - b) ** 2).sum())

@@ -1,0 +1,405 @@
+"""Align many image files: detect in batches, warp, write, remember what was done.
+
+``align_files`` is the one loop behind ``scripts/align.py``, ``pack_dataset.py --align`` and
+the LFW data config's ``align``: every file ends in exactly one :class:`Summary` bucket, bad
+input is named in one line and counted, and nothing stops the run over a folder. A manifest
+in the output folder records, per source file, its size, mtime and the options' key, so a
+second run re-aligns only what changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from facerec.align.detect import FaceDetector, choose_face
+from facerec.align.transform import warp_face
+from facerec.data.folder import IMAGE_EXTENSIONS
+from facerec.data.transforms import read_image
+
+__all__ = ["MANIFEST", "AlignOptions", "Summary", "align_files", "align_folder", "align_image"]
+
+log = logging.getLogger("facerec.align")
+
+MANIFEST = ".facerec-align.json"
+# Outcomes; the first two write a crop.
+ALIGNED, CENTERED, NO_FACE, TOO_SMALL, UNREADABLE = (
+    "aligned", "center_crop", "no_face", "too_small", "unreadable",
+)  # fmt: skip
+WRITTEN = (ALIGNED, CENTERED)
+
+
+@dataclass(frozen=True)
+class AlignOptions:
+    """How to align; :attr:`key` names them in caches and checkpoints.
+
+    Attributes:
+        size: side of the output crop (the ArcFace template is scaled from 112).
+        select: several faces: keep the ``"largest"`` or the one nearest the ``"center"``.
+        on_missing: no face: ``"skip"`` the image or ``"center"``-crop it (counted either way).
+        fallback_crop: side of that centre crop as a fraction of the image's shorter side
+            (0.6 = LFW's usual 150 of 250 px).
+        min_face: smallest face side (px, in the detection image) MTCNN looks for.
+        max_side: images with a longer side are shrunk to it for detection only (the crop is
+            cut from the full image): a 6000 px photo costs no more than a 1280 px one.
+        min_side: images with a shorter side than this are reported as too small.
+    """
+
+    size: int = 112
+    select: str = "largest"
+    on_missing: str = "center"
+    fallback_crop: float = 0.6
+    min_face: int = 20
+    max_side: int = 1280
+    min_side: int = 32
+
+    def __post_init__(self) -> None:
+        if self.select not in ("largest", "center"):
+            raise ValueError(f"align select must be 'largest' or 'center', got {self.select!r}")
+        if self.on_missing not in ("skip", "center"):
+            raise ValueError(
+                f"align on_missing must be 'skip' or 'center', got {self.on_missing!r}"
+            )
+        if self.size < 16 or not 0 < self.fallback_crop <= 1 or self.max_side < self.min_side:
+            raise ValueError(f"impossible align options: {self}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> AlignOptions:
+        """From a config mapping; unknown keys are an error naming the valid ones."""
+        values = dict(values or {})
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            valid = list(cls.__dataclass_fields__)
+            raise ValueError(f"unknown align option(s) {sorted(unknown)}; valid: {valid}")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def key(self) -> str:
+        """8 hex digits that change with any option (and with the method's version)."""
+        text = json.dumps({"method": "mtcnn-umeyama-arcface/1", **self.as_dict()}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+@dataclass
+class Summary:
+    """What a run did: every input file is in exactly one of the outcome lists.
+
+    ``cached`` counts the files whose outcome was read from the manifest instead of redone.
+    """
+
+    aligned: list[str] = field(default_factory=list)
+    center_crop: list[str] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)
+    too_small: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    several_faces: int = 0
+    cached: int = 0
+    problems: dict[str, str] = field(default_factory=dict)  # file -> its one-line message
+
+    @property
+    def total(self) -> int:
+        return sum(len(getattr(self, k)) for k in (*WRITTEN, NO_FACE, TOO_SMALL, UNREADABLE))
+
+    @property
+    def missing(self) -> list[str]:
+        """Files with no output crop."""
+        return self.no_face + self.too_small + self.unreadable
+
+    def add(self, path: str, outcome: str, message: str | None = None) -> None:
+        getattr(self, outcome).append(path)
+        if message:
+            self.problems[path] = message
+
+    def lines(self, examples: int = 5) -> list[str]:
+        """A short human report: the counts, then the first few files of each problem."""
+        head = (
+            f"{self.total} images: {len(self.aligned)} aligned, {len(self.center_crop)} without"
+            f" a detected face centre-cropped, {len(self.no_face)} without a face skipped,"
+            f" {len(self.too_small)} too small, {len(self.unreadable)} unreadable"
+            f" ({self.several_faces} with several faces, {self.cached} from the cache)"
+        )
+        out = [head]
+        for kind in ("center_crop", "no_face", "too_small", "unreadable"):
+            files = getattr(self, kind)
+            for path in files[:examples]:
+                out.append(f"  {kind}: {self.problems.get(path, path)}")
+            if len(files) > examples:
+                out.append(f"  {kind}: ... and {len(files) - examples} more")
+        return out
+
+
+def center_crop(image: np.ndarray, options: AlignOptions) -> np.ndarray:
+    """The fallback: a centred square of ``fallback_crop`` x the shorter side, resized."""
+    h, w = image.shape[:2]
+    side = max(1, round(min(h, w) * options.fallback_crop))
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[top : top + side, left : left + side]
+    return cv2.resize(crop, (options.size, options.size), interpolation=cv2.INTER_AREA)
+
+
+def detection_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` shrunk so its longer side is at most ``max_side``, and the factor used."""
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def align_image(
+    image: np.ndarray, detector: FaceDetector, options: AlignOptions
+) -> tuple[np.ndarray | None, str, int]:
+    """Align one decoded image: ``(crop uint8 (size, size, 3) or None, outcome, faces found)``."""
+    small, scale = detection_image(image, options.max_side)
+    faces = detector.detect([small])[0]
+    return _crop(image, faces, scale, options)
+
+
+def _crop(
+    image: np.ndarray, faces: list, scale: float, options: AlignOptions
+) -> tuple[np.ndarray | None, str, int]:
+    if not faces:
+        if options.on_missing == "center":
+            return center_crop(image, options), CENTERED, 0
+        return None, NO_FACE, 0
+    face = choose_face(faces, (round(image.shape[0] * scale), round(image.shape[1] * scale)),
+                       options.select)  # fmt: skip
+    crop, _ = warp_face(image, face.landmarks / scale, options.size)
+    return crop, ALIGNED, len(faces)
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write RGB uint8 ``(H, W, 3)`` in the format of ``path``'s extension, atomically."""
+    ext = path.suffix.lower() or ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    ok, data = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise OSError(f"{path}: OpenCV cannot write {ext} images")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.tobytes())
+    os.replace(tmp, path)
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+class _Manifest:
+    """``dst/.facerec-align.json``: ``{"key", "options", "files": {src: [size, mtime, outcome,
+    message]}}``. Entries made with other options are ignored (and replaced)."""
+
+    def __init__(self, root: Path | None, options: AlignOptions) -> None:
+        self.path = root / MANIFEST if root is not None else None
+        self.key = options.key
+        self.options = options.as_dict()
+        self.files: dict[str, list] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("key") == self.key:
+                    self.files = dict(data.get("files", {}))
+            except (OSError, ValueError):
+                log.warning("align: %s is not readable; re-aligning everything", self.path)
+
+    def lookup(self, src: Path, dst: Path | None) -> tuple[str, str | None, int] | None:
+        entry = self.files.get(str(src))
+        try:
+            if entry is None or entry[:2] != _stamp(src):
+                return None
+        except OSError:
+            return None
+        if entry[2] in WRITTEN and (dst is None or not dst.is_file()):
+            return None
+        return entry[2], entry[3], int(entry[4]) if len(entry) > 4 else 0
+
+    def record(self, src: Path, outcome: str, message: str | None, faces: int) -> None:
+        with contextlib.suppress(OSError):  # vanished meanwhile: nothing to remember
+            self.files[str(src)] = [*_stamp(src), outcome, message, faces]
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        record = {"key": self.key, "options": self.options, "files": self.files}
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.path)
+
+
+def align_files(
+    jobs: Sequence[tuple[Path, Path | None]],
+    options: AlignOptions,
+    detector: FaceDetector | None = None,
+    manifest_root: Path | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    sink: Callable[[int, np.ndarray], None] | None = None,
+) -> Summary:
+    """Align each ``(source, destination)`` file; the core of every alignment entry point.
+
+    Args:
+        jobs: source image files and where their crop goes (None: only ``sink`` gets it).
+        options: how to align.
+        detector: a :class:`FaceDetector` to reuse (default: a new one on the CPU).
+        manifest_root: folder of the manifest that makes re-runs skip finished files (None:
+            no cache).
+        batch_size: images of one shape detected together.
+        progress: show a tqdm bar.
+        sink: called as ``sink(job_index, crop)`` with every crop written (e.g. a pack
+            writer); cached files are read back from their destination for it.
+
+    Returns:
+        The :class:`Summary`; problems are also logged, one line per file.
+    """
+    summary = Summary()
+    manifest = _Manifest(manifest_root, options)
+    pending: dict[tuple[int, ...], list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
+    bar = tqdm(total=len(jobs), desc="align", unit="img", disable=not progress)
+
+    def finish(
+        index: int, outcome: str, crop: np.ndarray | None, message: str | None, faces: int = 0
+    ) -> None:
+        src, dst = jobs[index]
+        if crop is not None and dst is not None:
+            try:
+                write_image(dst, crop)
+            except OSError as error:
+                outcome, message, crop = UNREADABLE, f"{src}: cannot write {dst}: {error}", None
+        if message and outcome != ALIGNED:
+            log.warning("align: %s", message)
+        summary.add(str(src), outcome, message)
+        summary.several_faces += faces > 1
+        manifest.record(src, outcome, message, faces)
+        if crop is not None and sink is not None:
+            sink(index, crop)
+        bar.update(1)
+
+    def flush(shape: tuple[int, ...]) -> None:
+        batch = pending.pop(shape, [])
+        if not batch:
+            return
+        try:
+            found = detector_.detect([small for _, _, small, _ in batch])
+        except Exception:  # one odd image must not cost the others their batch: retry alone
+            found = []
+            for _, _, small, _ in batch:
+                try:
+                    found += detector_.detect([small])
+                except Exception as error:
+                    found.append(error)
+        for (index, image, _, scale), faces in zip(batch, found, strict=True):
+            src = jobs[index][0]
+            if isinstance(faces, Exception):
+                finish(index, UNREADABLE, None, f"{src}: detector failed: {faces}")
+                continue
+            crop, outcome, count = _crop(image, faces, scale, options)
+            message = None
+            if outcome == CENTERED:
+                message = f"{src}: no face detected; centre-cropped instead"
+            elif outcome == NO_FACE:
+                message = f"{src}: no face detected; skipped"
+            finish(index, outcome, crop, message, count)
+
+    detector_ = detector
+    for index, (src, dst) in enumerate(jobs):
+        cached = manifest.lookup(src, dst)
+        if cached is not None:
+            outcome, message, faces = cached
+            summary.add(str(src), outcome, message)
+            summary.several_faces += faces > 1
+            summary.cached += 1
+            if sink is not None and outcome in WRITTEN:
+                sink(index, read_image(dst))
+            bar.update(1)
+            continue
+        try:
+            image = read_image(src)
+        except OSError as error:
+            finish(index, UNREADABLE, None, str(error))
+            continue
+        if min(image.shape[:2]) < options.min_side:
+            h, w = image.shape[:2]
+            finish(index, TOO_SMALL, None,
+                   f"{src}: {w}x{h} px is too small to find a face in (min_side "
+                   f"{options.min_side})")  # fmt: skip
+            continue
+        if detector_ is None:
+            detector_ = FaceDetector(min_face=options.min_face)
+        small, scale = detection_image(image, options.max_side)
+        pending.setdefault(small.shape, []).append((index, image, small, scale))
+        if len(pending[small.shape]) >= batch_size:
+            flush(small.shape)
+            if bar.n % (batch_size * 16) < batch_size:
+                manifest.save()  # an interrupted run keeps what it did
+    for shape in list(pending):
+        flush(shape)
+    bar.close()
+    manifest.save()
+    return summary
+
+
+def list_folder(src: Path) -> tuple[list[Path], list[Path]]:
+    """Image files under ``src`` (recursively, sorted) and the other files found there."""
+    images, others = [], []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        if path.name.startswith("."):
+            continue
+        (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
+    return images, others
+
+
+def align_folder(
+    src: str | Path,
+    dst: str | Path,
+    options: AlignOptions | None = None,
+    files: Iterable[str | Path] | None = None,
+    detector: FaceDetector | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Summary:
+    """Align ``src/<identity>/<image>`` into ``dst`` with the same layout and file names.
+
+    Args:
+        src: the raw folder.
+        dst: the aligned folder (created); its manifest makes a re-run skip finished files.
+        options: how to align (default :class:`AlignOptions`).
+        files: only these images (paths under ``src``, absolute or relative to it); default:
+            every image file under ``src``.
+        detector, batch_size, progress: as in :func:`align_files`.
+
+    Raises:
+        FileNotFoundError: ``src`` is not a folder.
+        ValueError: ``dst`` is ``src`` or inside it (the crops would become inputs).
+    """
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder not found (or not a folder): {src}")
+    if dst == src or src in dst.parents:
+        raise ValueError(f"the aligned folder {dst} must not be the source folder or inside it")
+    others: list[Path] = []
+    if files is None:
+        paths, others = list_folder(src)
+        if others:
+            log.warning("align: %d files under %s are not images (%s) and were ignored, e.g. %s",
+                        len(others), src, ", ".join(IMAGE_EXTENSIONS), others[0])  # fmt: skip
+    else:
+        paths = [p if Path(p).is_absolute() else src / p for p in files]
+        paths = [Path(p).resolve() for p in paths]
+    jobs = [(p, dst / p.relative_to(src)) for p in paths]
+    return align_files(jobs, options or AlignOptions(), detector, dst, batch_size, progress)

@@ -1,0 +1,292 @@
+"""facerec.align: the similarity fit (float64, against a known transform and a naive least-squares
+solve), MTCNN + warp on real LFW faces (eyes on the template), face choice, bad input and the
+cache of a folder run, the data module's aligned copy, and the tools' --align on raw photos."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facerec.align import AlignOptions, align_files, align_folder, template, umeyama, warp_face
+from facerec.align.folder import MANIFEST
+
+# ----------------------------------------------------------------------------------------------
+# the similarity transform (no detector needed)
+
+
+def similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:
+    c, s = scale * math.cos(angle), scale * math.sin(angle)
+    return np.array([[c, -s, tx], [s, c, ty]], dtype=np.float64)
+
+
+def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def test_umeyama_recovers_a_known_similarity_exactly():
+    src = template()
+    for scale, angle, tx, ty in [(1.0, 0.0, 0.0, 0.0), (2.37, 0.41, -13.5, 88.25),
+                                 (0.31, -2.9, 140.0, -7.0)]:  # fmt: skip
+        known = similarity(scale, angle, tx, ty)
+        got = umeyama(src, apply(known, src))
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, known, rtol=0, atol=1e-10)
+
+
+def test_umeyama_is_the_least_squares_similarity():
+    """With noise, the same answer as solving the linear least-squares problem directly:
+    [x -y 1 0; y x 0 1] @ (a, b, tx, ty) = (u, v) over all five points."""
+    rng = np.random.default_rng(3)
+    src = rng.uniform(50, 200, size=(5, 2))
+    dst = apply(similarity(0.6, 0.2, 10, -4), src) + rng.normal(scale=2.0, size=(5, 2))
+    rows = []
+    for (x, y), (u, v) in zip(src, dst, strict=True):
+        rows += [([x, -y, 1, 0], u), ([y, x, 0, 1], v)]
+    a_mat, b_vec = np.array([r for r, _ in rows]), np.array([t for _, t in rows])
+    a, b, tx, ty = np.linalg.lstsq(a_mat, b_vec, rcond=None)[0]
+    np.testing.assert_allclose(umeyama(src, dst), [[a, -b, tx], [b, a, ty]], atol=1e-9)
+
+
+def test_umeyama_never_mirrors_and_refuses_degenerate_points():
+    src = template()
+    mirrored = src * np.array([-1.0, 1.0])
+    assert np.linalg.det(umeyama(src, mirrored)[:, :2]) > 0  # a rotation, not a reflection
+    with pytest.raises(ValueError, match="coincide"):
+        umeyama(np.ones((5, 2)), src)
+    with pytest.raises(ValueError, match="point sets"):
+        umeyama(src[:1], src[:1])
+
+
+def test_warp_puts_known_landmarks_on_the_template():
+    image = np.zeros((300, 400, 3), np.uint8)
+    known = similarity(2.1, 0.3, 120.0, 40.0)  # template -> image
+    landmarks = apply(known, template())
+    for i, (x, y) in enumerate(landmarks):  # a dot of its own brightness at each landmark
+        cv2.circle(image, (round(x), round(y)), 3, (50 * (i + 1),) * 3, -1)
+    crop, matrix = warp_face(image, landmarks)
+    assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
+    np.testing.assert_allclose(apply(matrix, landmarks), template(), atol=1e-9)
+    for i, (x, y) in enumerate(template()):
+        assert abs(int(crop[round(y), round(x), 0]) - 50 * (i + 1)) <= 30
+
+
+def test_options_are_checked_and_keyed():
+    assert AlignOptions().key == AlignOptions().key != AlignOptions(select="center").key
+    with pytest.raises(ValueError, match="select"):
+        AlignOptions(select="biggest")
+    with pytest.raises(ValueError, match="unknown align option"):
+        AlignOptions.from_dict({"on_mising": "skip"})
+
+
+# ----------------------------------------------------------------------------------------------
+# MTCNN on real LFW images
+
+
+@pytest.fixture(scope="module")
+def detector():
+    pytest.importorskip("facenet_pytorch", reason="the align extra: pip install 'facerec[align]'")
+    from facerec.align.detect import FaceDetector
+
+    return FaceDetector("cpu")
+
+
+def lfw_image(lfw_root: Path, name: str, number: int = 1) -> np.ndarray:
+    from facerec.data.transforms import read_image
+
+    return read_image(lfw_root / "lfw-deepfunneled" / name / f"{name}_{number:04d}.jpg")
+
+
+def raw_photo(face: np.ndarray, angle: float = 15.0, scale: float = 1.6) -> np.ndarray:
+    """An LFW face rotated, enlarged and placed off-centre on a larger grey canvas."""
+    h, w = face.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    m[:, 2] += (260 - w / 2, 150 - h / 2)  # the face's centre lands at (260 + w/2, 150 + h/2)
+    return cv2.warpAffine(face, m, (720, 560), borderValue=(128, 128, 128))
+
+
+def detect_one(detector, image):
+    faces = detector.detect([image])[0]
+    assert faces, "no face detected"
+    return faces[0]
+
+
+def test_aligned_lfw_faces_have_their_landmarks_on_the_template(detector, lfw_root):
+    """Re-detecting the five landmarks on each aligned crop finds them where the template
+    says, on plain LFW images and on a rotated, enlarged, off-centre copy of one."""
+    images = [lfw_image(lfw_root, n) for n in ("Aaron_Peirsol", "Colin_Powell", "Laura_Bush")]
+    images.append(raw_photo(images[0]))
+    for image in images:
+        landmarks = detect_one(detector, image).landmarks
+        crop, matrix = warp_face(image, landmarks)
+        # Re-detected with some context around the crop: MTCNN's landmarks on a face that
+        # touches the image border jump by several pixels between runs at different scales.
+        padded = cv2.copyMakeBorder(crop, 56, 56, 56, 56, cv2.BORDER_REPLICATE)
+        again = detect_one(detector, padded).landmarks - 56
+        # The eyes sit on the template; nose and mouth only as far as this face's proportions
+        # let a similarity put them (the template is a mean face): there, each point lands
+        # where the fitted transform sends it.
+        eyes = np.linalg.norm(again[:2] - template()[:2], axis=1)
+        assert eyes.max() < 3.0, eyes  # pixels of the 112x112 crop
+        moved = np.linalg.norm(again - apply(matrix, landmarks), axis=1)
+        assert moved.max() < 3.0, moved
+    plain, _ = warp_face(images[0], detect_one(detector, images[0]).landmarks)
+    raw, _ = warp_face(images[3], detect_one(detector, images[3]).landmarks)
+    # The same face out of the raw photo: nearly the same crop (resampling differs).
+    assert np.abs(plain.astype(float) - raw.astype(float)).mean() < 12
+
+
+def test_several_faces_the_chosen_rule_picks_the_face(detector, lfw_root):
+    big = lfw_image(lfw_root, "George_W_Bush")
+    small = cv2.resize(lfw_image(lfw_root, "Colin_Powell"), (170, 170))
+    canvas = np.full((300, 700, 3), 90, np.uint8)
+    canvas[20:270, 0:250] = big  # larger face, far from the centre
+    canvas[65:235, 265:435] = small  # smaller face, nearest the centre (350, 150)
+    from facerec.align.detect import choose_face
+
+    faces = detector.detect([canvas])[0]
+    assert len(faces) == 2
+    largest = choose_face(faces, canvas.shape, "largest")
+    nearest = choose_face(faces, canvas.shape, "center")
+    assert largest.center[0] < 250 < nearest.center[0] < 435
+
+
+@pytest.fixture(scope="module")
+def messy_folder(lfw_root, tmp_path_factory):
+    """One identity folder with every kind of input a user's photo folder may hold."""
+    root = tmp_path_factory.mktemp("raw") / "src"
+    person = root / "person"
+    person.mkdir(parents=True)
+    face = lfw_image(lfw_root, "Aaron_Peirsol")
+    bgr = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2BGR)  # noqa: E731
+    cv2.imwrite(str(person / "plain.jpg"), bgr(face))
+    cv2.imwrite(str(person / "grey.png"), cv2.cvtColor(face, cv2.COLOR_RGB2GRAY))
+    cv2.imwrite(str(person / "tiny.jpg"), bgr(cv2.resize(face, (12, 12))))
+    huge = cv2.resize(raw_photo(face, 0, 1), (3600, 2800))  # shrunk for detection only
+    cv2.imwrite(str(person / "huge.jpg"), bgr(huge))
+    cv2.imwrite(str(person / "noface.jpg"), np.full((200, 240, 3), 170, np.uint8))
+    two = np.full((300, 700, 3), 90, np.uint8)
+    two[20:270, 0:250] = face
+    two[65:235, 265:435] = cv2.resize(lfw_image(lfw_root, "Colin_Powell"), (170, 170))
+    cv2.imwrite(str(person / "two.jpg"), bgr(two))
+    data = (person / "plain.jpg").read_bytes()
+    (person / "corrupt.jpg").write_bytes(data[: len(data) // 3])
+    (person / "text.jpg").write_text("not an image at all\n")
+    (person / "notes.txt").write_text("a note beside the photos\n")
+    return root
+
+
+def test_a_messy_folder_is_aligned_counted_and_named(detector, messy_folder, tmp_path, caplog):
+    dst = tmp_path / "aligned"
+    with caplog.at_level(logging.WARNING, logger="facerec.align"):
+        summary = align_folder(messy_folder, dst, AlignOptions(on_missing="skip"), None,
+                               detector, progress=False)  # fmt: skip
+    name = lambda paths: sorted(Path(p).name for p in paths)  # noqa: E731
+    assert name(summary.aligned) == ["grey.png", "huge.jpg", "plain.jpg", "two.jpg"]
+    assert name(summary.no_face) == ["noface.jpg"]
+    assert name(summary.too_small) == ["tiny.jpg"]
+    assert sorted(name(summary.unreadable)) == ["corrupt.jpg", "text.jpg"]
+    assert summary.total == 8 and summary.several_faces == 1 and summary.cached == 0
+    for path in [*summary.no_face, *summary.too_small, *summary.unreadable]:
+        assert path in summary.problems[path]  # each message names its file
+        assert any(path in record.getMessage() for record in caplog.records)
+    assert any("notes.txt" in r.getMessage() for r in caplog.records)  # not an image: said so
+    for stem in ("plain.jpg", "grey.png", "huge.jpg", "two.jpg"):
+        crop = cv2.imread(str(dst / "person" / stem))
+        assert crop.shape == (112, 112, 3)
+    assert not (dst / "person" / "noface.jpg").exists()
+    # The huge copy and the plain image are the same face: the same crop, give or take.
+    plain = cv2.imread(str(dst / "person" / "plain.jpg")).astype(float)
+    assert np.abs(plain - cv2.imread(str(dst / "person" / "huge.jpg"))).mean() < 12
+    # "two.jpg": the largest face is Aaron Peirsol's, as in plain.jpg.
+    assert np.abs(plain - cv2.imread(str(dst / "person" / "two.jpg"))).mean() < 12
+    text = "\n".join(summary.lines())
+    assert "4 aligned" in text and "1 without a face skipped" in text and "2 unreadable" in text
+
+    class NoDetector:
+        def detect(self, images):
+            raise AssertionError("the cache should have answered")
+
+    again = align_folder(messy_folder, dst, AlignOptions(on_missing="skip"), None, NoDetector(),
+                         progress=False)  # fmt: skip
+    assert again.cached == 8 and name(again.aligned) == name(summary.aligned)
+    assert again.several_faces == 1
+    assert name(again.unreadable) == name(summary.unreadable)
+    assert json.loads((dst / MANIFEST).read_text())["key"] == AlignOptions(on_missing="skip").key
+
+
+def test_no_face_is_centre_cropped_when_asked(detector, messy_folder, tmp_path):
+    src = messy_folder / "person" / "noface.jpg"
+    summary = align_files([(src, tmp_path / "out.jpg")], AlignOptions(), detector, progress=False)
+    assert summary.center_crop == [str(src)] and "no face" in summary.problems[str(src)]
+    assert cv2.imread(str(tmp_path / "out.jpg")).shape == (112, 112, 3)
+
+
+def test_the_align_tool_on_a_folder(messy_folder, tmp_path, detector):
+    from facerec.align.tool import main
+
+    dst = tmp_path / "out"
+    assert main([str(messy_folder), str(dst), "--no-progress", "--on-missing", "skip"]) == 0
+    report = json.loads((dst / "align-summary.json").read_text())
+    assert len(report["aligned"]) == 4 and len(report["unreadable"]) == 2
+    assert main([str(tmp_path / "missing"), str(dst)]) == 2  # one clear line, exit status 2
+
+
+def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, tmp_path, caplog):
+    """``data.align``: the training images and the pairs' images are aligned once into the
+    cache (same layout, so the pairs file still resolves) and the module reads them there."""
+    import shutil
+
+    from facerec.data import FaceDataModule, PairsSet
+
+    raw = tmp_path / "lfw" / "lfw-deepfunneled"
+    for name in ("Aaron_Peirsol", "Colin_Powell"):
+        (raw / name).mkdir(parents=True)
+        for i in (1, 2):
+            src = lfw_root / "lfw-deepfunneled" / name / f"{name}_{i:04d}.jpg"
+            shutil.copy(src, raw / name)
+    (raw / "Nobody").mkdir()
+    cv2.imwrite(str(raw / "Nobody" / "Nobody_0001.jpg"), np.full((250, 250, 3), 200, np.uint8))
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\t1\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t1\tColin_Powell\t2\n")
+    val = {"p": PairsSet(str(pairs), str(raw), center_crop=150)}
+    module = FaceDataModule(str(raw.parent), "lfw-deepfunneled", None, 1, 112, 150,
+                            batch_size=2, num_workers=0, val=val,
+                            align={"select": "largest", "on_missing": "center"},
+                            align_cache=str(tmp_path / "cache"))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="facerec.align"):
+        scan = module.setup()
+    key = AlignOptions(select="largest", on_missing="center").key
+    assert module.image_root == (tmp_path / "cache" / f"lfw-deepfunneled-{key}").resolve()
+    assert len(scan.paths) == 5 and all(p.is_file() for p in scan.paths)
+    assert all(module.image_root in p.parents for p in scan.paths) and module.center_crop is None
+    assert val["p"].image_root == module.image_root and val["p"].center_crop is None
+    assert all(p.is_file() for p in val["p"].load().images)
+    log = caplog.text
+    assert "5 images: 4 aligned, 1 without a detected face centre-cropped" in log
+    assert "Nobody_0001.jpg: no face detected" in log
+    image, label = module.train_dataset(scan, False)[0]
+    assert image.shape == (3, 112, 112) and label == 0
+
+
+def test_pack_dataset_align_packs_the_aligned_faces(messy_folder, tmp_path, detector, capsys):
+    """``pack_dataset.py --align``: a raw folder becomes a pack of aligned 112x112 faces in one
+    command; the files without a face crop are counted, not packed."""
+    import runpy
+
+    from facerec.data.packed import PackedDataset
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pack_dataset.py"
+    main = runpy.run_path(str(script))["main"]
+    out = tmp_path / "pack"
+    assert main([str(messy_folder), str(out), "--align", "--on-missing", "skip"]) == 0
+    printed = capsys.readouterr().out
+    assert "align: 8 images: 4 aligned" in printed and "2 unreadable" in printed
+    assert (tmp_path / "pack.aligned" / "person" / "plain.jpg").is_file()
+    pack = PackedDataset(out)
+    assert len(pack) == 4 and pack.image_size == 112
