@@ -50,7 +50,6 @@ def options_from_args(args: argparse.Namespace):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="align.py",
         description="Detect and align the faces of an identity folder (MTCNN + ArcFace template).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 2)[1],
