@@ -14,10 +14,10 @@ export FACEREC_LFW_ROOT := $(abspath $(LFW))
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,align]"
 	touch $@
 
-install: $(VENV)/.installed  ## venv + torch/torchvision from PyPI + facerec (editable) + dev tools
+install: $(VENV)/.installed  ## venv + torch/torchvision from PyPI + facerec (editable) + dev tools + align extra (the demo aligns)
 
 lfw:  ## make sure $(LFW) holds LFW (downloads it when the folder is missing)
 	@test -f "$(LFW)/pairsDevTest.txt" || $(PY) -m facerec get-lfw --to "$(LFW)"

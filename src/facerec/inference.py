@@ -274,8 +274,12 @@ def align_sets(sets: Mapping[str, Any], options, cfg: Mapping[str, Any], device=
     cache = (cfg.get("data") or {}).get("align_cache")
     for name, pairs_set in sets.items():
         if hasattr(pairs_set, "image_root") and hasattr(pairs_set, "load"):
-            align_training_data(pairs_set.image_root, [], {name: pairs_set}, options, cache,
-                                str(device), progress=sys.stderr.isatty())  # fmt: skip
+            show = sys.stderr.isatty()
+            _, summary = align_training_data(
+                pairs_set.image_root, [], {name: pairs_set}, options, cache, str(device), show
+            )
+            # The counts reach the user even where logging is not set up (the scripts).
+            print(f"set {name}: aligned: {summary.lines()[0]}", file=sys.stderr)
 
 
 def load_images(
