@@ -28,3 +28,15 @@ def add_align_argument(parser: argparse.ArgumentParser) -> None:
         " checkpoint's training images were prepared (data.align), with a warning when on/off"
         " differs from that",
     )
+
+
+def add_preparation_arguments(parser: argparse.ArgumentParser) -> None:
+    """How raw images become model input: ``--center-crop N`` and ``--align`` (extract, verify)."""
+    parser.add_argument(
+        "--center-crop",
+        type=int,
+        default=None,
+        metavar="N",
+        help="centre crop before resizing, 0 = none (default: the training crop)",
+    )
+    add_align_argument(parser)

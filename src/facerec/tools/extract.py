@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from facerec.tool_args import add_align_argument, add_runtime_arguments
+from facerec.tool_args import add_preparation_arguments, add_runtime_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,14 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-flip", action="store_true", help="do not fuse with the mirrored image's embedding"
     )
-    parser.add_argument(
-        "--center-crop",
-        type=int,
-        default=None,
-        metavar="N",
-        help="centre crop before resizing, 0 = none (default: the training crop)",
-    )
-    add_align_argument(parser)
+    add_preparation_arguments(parser)
     add_runtime_arguments(parser)
     return parser.parse_args(argv)
 
