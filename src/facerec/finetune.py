@@ -81,9 +81,7 @@ def init_from(path: str | Path, model: nn.Module) -> str:
             f" {what} ({len(missing)} missing, {len(extra)} unexpected, {len(wrong)} of another"
             " shape): choose the backbone and embedding it was trained with"
         )
-    with torch.no_grad():
-        for key, value in mine.items():
-            value.copy_(weights[key])
+    model.load_state_dict(weights)  # keys and shapes checked above: it fits
     return f"initialised backbone + embedding from {described}"
 
 
