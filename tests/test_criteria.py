@@ -116,3 +116,32 @@ def test_the_trainer_interface(criterion, tmp_path):
     for p, q in zip(model.criterion.parameters(), other.criterion.parameters(), strict=True):
         assert torch.equal(p, q)
     assert other_optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.3])
+def test_label_smoothing_equals_the_written_out_mixture(smoothing):
+    """``criterion.label_smoothing=e``: (1 - e) x the margin cross-entropy + e x the mean of
+    -log p over all C classes, the margin logits written out in float64 by hand."""
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=["head=cosface", "embedding.embedding_size=16",
+                                          f"criterion.label_smoothing={smoothing}"])  # fmt: skip
+    torch.manual_seed(0)
+    model = build_recognizer(cfg, CLASSES).double().train()
+    images, labels = batch()
+    embeddings = model.model(images)
+    loss = model.criterion(embeddings, labels)
+    weight = model.head.weight.double()
+    cos = F.normalize(embeddings, dim=1) @ F.normalize(weight, dim=1).T
+    logits = model.head.s * (cos - model.head.m * F.one_hot(labels, CLASSES))
+    log_p = logits.log_softmax(dim=1)
+    true = -log_p.gather(1, labels[:, None]).squeeze(1)
+    expected = ((1 - smoothing) * true + smoothing * -log_p.mean(dim=1)).mean()
+    # 1e-8: the head clamps the target cosine a hair inside [-1, 1]; smoothing moves it by ~5%
+    torch.testing.assert_close(loss, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_impossible_label_smoothing_is_refused_naming_the_key():
+    from facerec.criteria import MarginLoss
+
+    with pytest.raises(ValueError, match=r"criterion\.label_smoothing=1"):
+        MarginLoss(torch.nn.Identity(), label_smoothing=1.0)

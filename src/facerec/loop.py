@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,14 @@ class Preempted(Exception):
         self.exit_code = exit_code
 
 
+def total_steps(tcfg: DictConfig, steps_per_epoch: int, global_batch: int) -> int:
+    """The run's length in optimizer steps: ``max_images`` (a budget in training images, the
+    same whatever the batch or the machine's load), else ``max_steps``, else ``epochs``."""
+    if tcfg.get("max_images") is not None:
+        return max(1, math.ceil(int(tcfg.max_images) / global_batch))
+    return int(tcfg.max_steps or tcfg.epochs * steps_per_epoch)
+
+
 def loop_settings(
     tcfg: DictConfig, env: distributed.Dist, batches: int, batch_size: int, amp: str,
     best: str | None,
@@ -95,12 +104,13 @@ def loop_settings(
     """The :class:`Loop` of ``trainer`` for a loader of ``batches`` batches per epoch."""
     accumulate = int(tcfg.accumulate)
     steps_per_epoch = batches // accumulate
+    global_batch = batch_size * env.world_size * accumulate
     return Loop(
-        total_steps=int(tcfg.max_steps or tcfg.epochs * steps_per_epoch),
+        total_steps=total_steps(tcfg, steps_per_epoch, global_batch),
         steps_per_epoch=steps_per_epoch,
         accumulate=accumulate,
         batch_size=batch_size,
-        global_batch=batch_size * env.world_size * accumulate,
+        global_batch=global_batch,
         log_every=int(tcfg.log_every),
         eval_every=int(tcfg.eval_every),
         checkpoint_every=int(tcfg.checkpoint_every),

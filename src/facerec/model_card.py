@@ -46,7 +46,11 @@ def _recipe(training: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]
         ("optimizer", f"{_name(training.get('optim'))} ({_arguments(training.get('optim'))})"),
         ("schedule", f"{_name(training.get('sched'))} ({_arguments(training.get('sched'))})"),
         ("batch size", f"{data.get('batch_size')} per process x {trainer.get('accumulate', 1)}"),
-        ("length", f"epochs={trainer.get('epochs')}, max_steps={trainer.get('max_steps')}"),
+        (
+            "length",
+            f"epochs={trainer.get('epochs')}, max_steps={trainer.get('max_steps')},"
+            f" max_images={trainer.get('max_images')}",
+        ),
         ("precision", f"amp={trainer.get('amp')}"),
         ("seed", str(training.get("seed"))),
     ]

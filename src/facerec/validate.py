@@ -22,6 +22,7 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "data.num_workers": (int,),
     "trainer.epochs": (int,),
     "trainer.max_steps": (int, type(None)),
+    "trainer.max_images": (int, type(None)),
     "trainer.log_every": (int,),
     "trainer.eval_every": (int,),
     "trainer.checkpoint_every": (int,),
@@ -44,6 +45,7 @@ MINIMUMS: dict[str, int] = {
     "data.batch_size": 1,
     "data.num_workers": 0,
     "trainer.max_steps": 1,
+    "trainer.max_images": 1,
     "trainer.log_every": 1,
     "trainer.eval_every": 0,  # 0: verify at the end only
     "trainer.checkpoint_every": 1,
@@ -121,7 +123,12 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
         raise ValueError(f"trainer.compile={tcfg.compile!r}: choose true, false or auto")
     if tcfg.amp == "fp16" and device.type == "cpu":
         raise ValueError("trainer.amp=fp16 needs a GPU; on the CPU use trainer.amp=bf16 or none")
-    if tcfg.max_steps is None and int(tcfg.epochs) < 1:
-        raise ValueError("set trainer.epochs >= 1 or trainer.max_steps")
+    if tcfg.get("max_images") is not None and tcfg.max_steps is not None:
+        raise ValueError(
+            f"trainer.max_images={tcfg.max_images} and trainer.max_steps={tcfg.max_steps}:"
+            " set one length, not both (max_images=null or max_steps=null)"
+        )
+    if tcfg.max_steps is None and tcfg.get("max_images") is None and int(tcfg.epochs) < 1:
+        raise ValueError("set trainer.epochs >= 1, trainer.max_steps or trainer.max_images")
     if tcfg.sync_bn and device.type == "cpu":
         raise ValueError("trainer.sync_bn=true needs GPUs: PyTorch's SyncBatchNorm has no CPU path")

@@ -7,10 +7,12 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+import albumentations as A
 from torch.utils.data import Dataset
 
 from facerec.data.encoded import DatasetInfo, EncodedImages
 from facerec.data.module import DataModule, PairsSet
+from facerec.data.transforms import augmentation
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +29,20 @@ class IndexedDataModule(DataModule):
         root: the pack folder or the folder of ``train.rec``.
         image_size: side of the training images.
         hflip: random horizontal flips.
+        augment: further random transforms after the flip (``augment=...``; None: none).
         batch_size: images per step on each process.
         num_workers: DataLoader worker processes per training process.
         val: verification sets by name.
     """
 
     def __init__(self, root: str, image_size: int, hflip: bool, batch_size: int,
-                 num_workers: int, val: Mapping[str, PairsSet] | None) -> None:  # fmt: skip
+                 num_workers: int, val: Mapping[str, PairsSet] | None,
+                 augment: A.BaseCompose | None = None) -> None:  # fmt: skip
         super().__init__(batch_size, num_workers, val)
         self.root = Path(root)
         self.image_size = image_size
         self.hflip = hflip
+        self.augment = augment
         self.scan: DatasetInfo | None = None
         self._dataset: EncodedImages | None = None
 
@@ -51,6 +56,11 @@ class IndexedDataModule(DataModule):
 
     def check(self, dataset: EncodedImages) -> None:
         """Refuse a dataset that does not fit the config (raise ``ValueError``)."""
+
+    @property
+    def augmentation(self) -> A.Compose:
+        """The random transforms of every training sample: the flip, then ``augment``."""
+        return augmentation(self.hflip, self.augment)
 
     def dataset(self) -> EncodedImages:
         """The dataset, made on first use."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import albumentations as A
 from torch.utils.data import Dataset
 
 from facerec.data.device_decode import EncodedView, collate_encoded
@@ -11,7 +12,6 @@ from facerec.data.encoded import DatasetInfo
 from facerec.data.indexed_module import IndexedDataModule
 from facerec.data.module import PairsSet
 from facerec.data.packed import PackedDataset
-from facerec.data.transforms import augmentation
 
 __all__ = ["PackedDataModule"]
 
@@ -24,6 +24,8 @@ class PackedDataModule(IndexedDataModule):
         image_size: side of the training images; must be the pack's (checked), since the
             verification sets are resized to it too.
         hflip: random horizontal flips.
+        augment: further random transforms after the flip (``augment=...``; not with
+            ``decode=device``).
         batch_size: images per step on each process.
         num_workers: DataLoader worker processes per training process.
         verify: check each record's CRC before decoding.
@@ -46,8 +48,14 @@ class PackedDataModule(IndexedDataModule):
         verify: bool = True,
         decode: str = "workers",
         val: Mapping[str, PairsSet] | None = None,
+        augment: A.BaseCompose | None = None,
     ) -> None:
-        super().__init__(root, image_size, hflip, batch_size, num_workers, val)
+        super().__init__(root, image_size, hflip, batch_size, num_workers, val, augment)
+        if decode == "device" and augment is not None and augment.transforms:
+            raise ValueError(
+                "data.decode=device decodes whole batches on the device and can only flip them;"
+                " use augment=none or data.decode=workers"
+            )
         if decode not in self.DECODE:
             raise ValueError(f"data.decode={decode!r}: choose one of {list(self.DECODE)}")
         if decode == "device" and not verify:
@@ -60,7 +68,7 @@ class PackedDataModule(IndexedDataModule):
         self.decode = decode
 
     def make(self) -> PackedDataset:
-        return PackedDataset(self.root, augmentation(self.hflip), self.verify)
+        return PackedDataset(self.root, self.augmentation, self.verify)
 
     def check(self, dataset: PackedDataset) -> None:
         if dataset.image_size != self.image_size:

@@ -30,7 +30,6 @@ import numpy as np
 from facerec.data.encoded import DatasetInfo, EncodedImages
 from facerec.data.indexed_module import IndexedDataModule
 from facerec.data.module import PairsSet
-from facerec.data.transforms import augmentation
 
 __all__ = ["RecordIODataModule", "RecordIODataset", "read_idx", "read_record", "unpack"]
 
@@ -263,6 +262,7 @@ class RecordIODataModule(IndexedDataModule):
         batch_size: images per step on each process.
         num_workers: DataLoader worker processes per training process.
         val: verification sets by name.
+        augment: further random transforms after the flip (``augment=...``; None: none).
     """
 
     def __init__(
@@ -274,11 +274,10 @@ class RecordIODataModule(IndexedDataModule):
         batch_size: int = 128,
         num_workers: int = 2,
         val: Mapping[str, PairsSet] | None = None,
+        augment: A.BaseCompose | None = None,
     ) -> None:
-        super().__init__(root, image_size, hflip, batch_size, num_workers, val)
+        super().__init__(root, image_size, hflip, batch_size, num_workers, val, augment)
         self.center_crop = center_crop
 
     def make(self) -> RecordIODataset:
-        return RecordIODataset(
-            self.root, augmentation(self.hflip), self.image_size, self.center_crop
-        )
+        return RecordIODataset(self.root, self.augmentation, self.image_size, self.center_crop)

@@ -98,9 +98,16 @@ def geometry(image_size: int = 112, center_crop: int | None = None) -> A.Compose
     return A.Compose(steps)
 
 
-def augmentation(hflip: bool = True) -> A.Compose:
-    """Random part, applied to every training sample after :func:`geometry`."""
-    return A.Compose([A.HorizontalFlip(p=0.5)] if hflip else [])
+def augmentation(hflip: bool = True, extra: A.BaseCompose | None = None) -> A.Compose:
+    """Random part, applied to every training sample after :func:`geometry`: the flip, then
+    ``extra`` (the ``augment=...`` config group, e.g. scale jitter, colour, occlusion).
+
+    One flat Compose, so that the per-sample seed set on it reaches every transform.
+    """
+    steps: list[A.BasicTransform] = [A.HorizontalFlip(p=0.5)] if hflip else []
+    if extra is not None:
+        steps += list(extra.transforms)
+    return A.Compose(steps)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,100 @@
+"""A run's length as a number of training images, and the ``augment=...`` group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from facerec.cli import CONFIG_DIR
+from facerec.data.transforms import augmentation
+from facerec.loop import total_steps
+
+AUGMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "augment").glob("*.yaml"))
+
+
+def trainer(**values):
+    base = {"epochs": 5, "max_steps": None, "max_images": None}
+    return OmegaConf.create({**base, **values})
+
+
+@pytest.mark.parametrize(
+    ("images", "batch", "steps"),
+    [(20000, 128, 157), (19968, 128, 156), (14600, 128, 115), (20000, 64, 313), (100, 512, 1)],
+)
+def test_max_images_is_the_ceiling_of_images_over_the_global_batch(images, batch, steps):
+    assert total_steps(trainer(max_images=images), steps_per_epoch=52, global_batch=batch) == steps
+    # at least the budget, by less than one batch
+    assert steps * batch >= images > (steps - 1) * batch or steps == 1
+
+
+def test_without_max_images_the_length_is_max_steps_or_epochs():
+    assert total_steps(trainer(), steps_per_epoch=52, global_batch=128) == 5 * 52
+    assert total_steps(trainer(max_steps=7), steps_per_epoch=52, global_batch=128) == 7
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=["data.root=/nowhere", *overrides])
+
+
+def test_the_demo_budget_is_in_images_and_smoke_runs_still_take_five_steps():
+    demo = compose_train("experiment=demo")
+    assert demo.trainer.max_images and demo.trainer.max_steps is None
+    smoke = compose_train("experiment=demo", "debug=smoke")
+    assert smoke.trainer.max_steps == 5 and smoke.trainer.max_images is None
+
+
+@pytest.mark.parametrize("name", AUGMENTS)
+def test_every_augment_choice_builds_and_is_repeatable_per_sample_seed(name):
+    extra = instantiate(compose_train(f"augment={name}").data.augment)
+    assert isinstance(extra, A.BaseCompose)
+    steps = augmentation(True, extra)
+    assert len(steps.transforms) == 1 + len(extra.transforms)  # flat: the seed reaches all
+    image = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    outputs = []
+    for seed in (5, 5, 6):
+        steps.set_random_seed(seed)
+        outputs.append(steps(image=image)["image"])
+    assert outputs[0].shape == (112, 112, 3) and outputs[0].dtype == np.uint8
+    assert np.array_equal(outputs[0], outputs[1])
+    if extra.transforms:  # a different seed draws a different jitter
+        draws = []
+        for seed in range(8):
+            steps.set_random_seed(seed)
+            draws.append(steps(image=image)["image"])
+        assert any(not np.array_equal(draws[0], d) for d in draws[1:])
+
+
+def test_the_augment_group_reaches_the_training_samples(tmp_path):
+    from facerec.data.module import FaceDataModule
+
+    extra = instantiate(compose_train("augment=strong").data.augment)
+    root = tmp_path / "faces"
+    rng = np.random.default_rng(1)
+    import cv2
+
+    for person in ("a", "b"):
+        (root / person).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(root / person / f"{i}.png"), rng.integers(0, 256, (112, 112, 3),
+                        dtype=np.uint8))  # fmt: skip
+    plain = FaceDataModule(str(root), hflip=False, batch_size=2, num_workers=0)
+    jitter = FaceDataModule(str(root), hflip=False, augment=extra, batch_size=2, num_workers=0)
+    a = plain.train_dataset(plain.setup(), False)
+    b = jitter.train_dataset(jitter.setup(), False)
+    assert np.array_equal(a[(0, 1)][0].numpy(), a[(0, 2)][0].numpy())
+    assert any(not np.array_equal(b[(0, s)][0].numpy(), a[(0, s)][0].numpy()) for s in range(6))
+
+
+def test_device_decoding_refuses_an_augmentation_it_cannot_apply(tmp_path):
+    from facerec.data.packed_module import PackedDataModule
+
+    extra = instantiate(compose_train("augment=light").data.augment)
+    with pytest.raises(ValueError, match="augment=none"):
+        PackedDataModule(str(tmp_path), decode="device", augment=extra)
