@@ -30,6 +30,36 @@ COSFACE = ["head=cosface", "head.m=0.4"]
 ARMS: dict[str, tuple[str, list[str]]] = {
     "arcface": ("ArcFace s=64 m=0.5 (the demo until 2026-12-02)", ["head=arcface"]),
     "arcface_b64": ("ArcFace, batch 64 (twice the steps)", ["head=arcface", "data.batch_size=64"]),
+    "arcface_all": (
+        "ArcFace, every DevTrain person (min_images=1: 4,038 people, 9,525 images)",
+        ["head=arcface", "data.min_images=1"],
+    ),
+    "arcface_lr02": ("ArcFace, lr 0.2", ["head=arcface", "optim.lr=0.2"]),
+    "arcface_s32": ("ArcFace s=32", ["head=arcface", "head.s=32"]),
+    "arcface_s24": ("ArcFace s=24", ["head=arcface", "head.s=24"]),
+    "arcface_s32_all": (
+        "ArcFace s=32, every DevTrain person (min_images=1)",
+        ["head=arcface", "head.s=32", "data.min_images=1"],
+    ),
+    "arcface_s32_light": (
+        "ArcFace s=32, augment=light",
+        ["head=arcface", "head.s=32", "augment=light"],
+    ),
+    "arcface_s32_ls": (
+        "ArcFace s=32, label smoothing 0.1",
+        ["head=arcface", "head.s=32", "criterion.label_smoothing=0.1"],
+    ),
+    "arcface_s32_b64": (
+        "ArcFace s=32, batch 64",
+        ["head=arcface", "head.s=32", "data.batch_size=64"],
+    ),
+    "arcface_m04": ("ArcFace m=0.4", ["head=arcface", "head.m=0.4"]),
+    "arcface_light": ("ArcFace, augment=light", ["head=arcface", "augment=light"]),
+    "arcface_ls": (
+        "ArcFace, label smoothing 0.1",
+        ["head=arcface", "criterion.label_smoothing=0.1"],
+    ),
+    "arcface_linear": ("ArcFace, linear decay (poly power 1)", ["head=arcface", "sched.power=1"]),
     "cosface": ("CosFace s=64 m=0.4", COSFACE),
     "cosface_m035": ("CosFace s=64 m=0.35 (paper)", ["head=cosface", "head.m=0.35"]),
     "cosface_s32": ("CosFace s=32 m=0.4", [*COSFACE, "head.s=32"]),
@@ -46,6 +76,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "cosface_b64_light": (
         "CosFace m=0.4, batch 64, augment=light",
         [*COSFACE, "data.batch_size=64", "augment=light"],
+    ),
+    "cosface_pk": (
+        "CosFace m=0.4, P x K batches (64 people x 2 images each)",
+        [*COSFACE, "sampler=identity", "sampler.images_per_identity=2"],
     ),
     "centre_cosface": ("CosFace m=0.4 on centre crops (data=lfw)", [*COSFACE, "data=lfw"]),
 }
@@ -80,7 +114,7 @@ def run(out: Path, arm: str, seed: int, images: int, lfw: str, threads: int) -> 
 def summary(record: dict) -> str:
     val = next(iter(record["metrics"]["val"].values()))
     return (
-        f"{100 * val['accuracy']:.1f}% ± {100 * val['std']:.1f} (no flip "
+        f"{100 * val['accuracy']:.1f}% ± {100 * val['accuracy_std']:.1f} (no flip "
         f"{100 * val.get('accuracy_noflip', float('nan')):.1f}%), {record['wall_s']} s"
     )
 

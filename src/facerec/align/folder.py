@@ -242,6 +242,112 @@ class _Manifest:
         os.replace(tmp, self.path)
 
 
+class _Run:
+    """One :func:`align_files` call: detection batches by image shape, one outcome per file."""
+
+    def __init__(self, jobs: Sequence[tuple[Path, Path | None]], options: AlignOptions,
+                 detector: FaceDetector | None, manifest_root: Path | None, progress: bool,
+                 sink: Callable[[int, np.ndarray], None] | None) -> None:  # fmt: skip
+        self.jobs, self.options, self.detector, self.sink = jobs, options, detector, sink
+        self.summary = Summary()
+        self.manifest = _Manifest(manifest_root, options)
+        # image shape -> [(job index, full image, detection image, its scale)]
+        self.pending: dict[tuple[int, ...], list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
+        self.bar = tqdm(total=len(jobs), desc="align", unit="img", disable=not progress)
+
+    def finish(self, index: int, outcome: str, crop: np.ndarray | None, message: str | None,
+               faces: int = 0) -> None:  # fmt: skip
+        """Write the crop (a failed write turns into ``unreadable``), record, report."""
+        src, dst = self.jobs[index]
+        if crop is not None and dst is not None:
+            try:
+                write_image(dst, crop)
+            except OSError as error:
+                outcome, message, crop = UNREADABLE, f"{src}: cannot write {dst}: {error}", None
+        if message and outcome != ALIGNED:
+            log.warning("align: %s", message)
+        self.summary.add(str(src), outcome, message)
+        self.summary.several_faces += faces > 1
+        self.manifest.record(src, outcome, message, faces)
+        if crop is not None and self.sink is not None:
+            self.sink(index, crop)
+        self.bar.update(1)
+
+    def cached(self, index: int) -> bool:
+        """Take the file's outcome from the manifest, if it is there and still valid."""
+        src, dst = self.jobs[index]
+        entry = self.manifest.lookup(src, dst)
+        if entry is None:
+            return False
+        outcome, message, faces = entry
+        self.summary.add(str(src), outcome, message)
+        self.summary.several_faces += faces > 1
+        self.summary.cached += 1
+        if self.sink is not None and outcome in WRITTEN:
+            self.sink(index, read_image(dst))
+        self.bar.update(1)
+        return True
+
+    def add(self, index: int, batch_size: int) -> None:
+        """Read one file and queue it for detection (or finish it when it cannot be)."""
+        src = self.jobs[index][0]
+        try:
+            image = read_image(src)
+        except OSError as error:
+            self.finish(index, UNREADABLE, None, str(error))
+            return
+        if min(image.shape[:2]) < self.options.min_side:
+            h, w = image.shape[:2]
+            self.finish(index, TOO_SMALL, None, f"{src}: {w}x{h} px is too small to find a face"
+                        f" in (min_side {self.options.min_side})")  # fmt: skip
+            return
+        if self.detector is None:
+            self.detector = FaceDetector(min_face=self.options.min_face)
+        small, scale = detection_image(image, self.options.max_side)
+        self.pending.setdefault(small.shape, []).append((index, image, small, scale))
+        if len(self.pending[small.shape]) >= batch_size:
+            self.flush(small.shape)
+            if self.bar.n % (batch_size * 16) < batch_size:
+                self.manifest.save()  # an interrupted run keeps what it did
+
+    def detect(self, smalls: list[np.ndarray]) -> list[list | Exception]:
+        """Faces of one batch; a batch that fails is retried image by image, so one odd
+        image does not cost the others their batch."""
+        try:
+            return self.detector.detect(smalls)
+        except Exception:
+            found: list[list | Exception] = []
+            for small in smalls:
+                try:
+                    found += self.detector.detect([small])
+                except Exception as error:
+                    found.append(error)
+            return found
+
+    def flush(self, shape: tuple[int, ...]) -> None:
+        """Detect the queued images of one shape and finish each."""
+        batch = self.pending.pop(shape, [])
+        if not batch:
+            return
+        found = self.detect([small for _, _, small, _ in batch])
+        for (index, image, _, scale), faces in zip(batch, found, strict=True):
+            src = self.jobs[index][0]
+            if isinstance(faces, Exception):
+                self.finish(index, UNREADABLE, None, f"{src}: detector failed: {faces}")
+                continue
+            crop, outcome, count = _crop(image, faces, scale, self.options)
+            message = {CENTERED: f"{src}: no face detected; centre-cropped instead",
+                       NO_FACE: f"{src}: no face detected; skipped"}.get(outcome)  # fmt: skip
+            self.finish(index, outcome, crop, message, count)
+
+    def close(self) -> Summary:
+        for shape in list(self.pending):
+            self.flush(shape)
+        self.bar.close()
+        self.manifest.save()
+        return self.summary
+
+
 def align_files(
     jobs: Sequence[tuple[Path, Path | None]],
     options: AlignOptions,
@@ -267,91 +373,11 @@ def align_files(
     Returns:
         The :class:`Summary`; problems are also logged, one line per file.
     """
-    summary = Summary()
-    manifest = _Manifest(manifest_root, options)
-    pending: dict[tuple[int, ...], list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
-    bar = tqdm(total=len(jobs), desc="align", unit="img", disable=not progress)
-
-    def finish(
-        index: int, outcome: str, crop: np.ndarray | None, message: str | None, faces: int = 0
-    ) -> None:
-        src, dst = jobs[index]
-        if crop is not None and dst is not None:
-            try:
-                write_image(dst, crop)
-            except OSError as error:
-                outcome, message, crop = UNREADABLE, f"{src}: cannot write {dst}: {error}", None
-        if message and outcome != ALIGNED:
-            log.warning("align: %s", message)
-        summary.add(str(src), outcome, message)
-        summary.several_faces += faces > 1
-        manifest.record(src, outcome, message, faces)
-        if crop is not None and sink is not None:
-            sink(index, crop)
-        bar.update(1)
-
-    def flush(shape: tuple[int, ...]) -> None:
-        batch = pending.pop(shape, [])
-        if not batch:
-            return
-        try:
-            found = detector_.detect([small for _, _, small, _ in batch])
-        except Exception:  # one odd image must not cost the others their batch: retry alone
-            found = []
-            for _, _, small, _ in batch:
-                try:
-                    found += detector_.detect([small])
-                except Exception as error:
-                    found.append(error)
-        for (index, image, _, scale), faces in zip(batch, found, strict=True):
-            src = jobs[index][0]
-            if isinstance(faces, Exception):
-                finish(index, UNREADABLE, None, f"{src}: detector failed: {faces}")
-                continue
-            crop, outcome, count = _crop(image, faces, scale, options)
-            message = None
-            if outcome == CENTERED:
-                message = f"{src}: no face detected; centre-cropped instead"
-            elif outcome == NO_FACE:
-                message = f"{src}: no face detected; skipped"
-            finish(index, outcome, crop, message, count)
-
-    detector_ = detector
-    for index, (src, dst) in enumerate(jobs):
-        cached = manifest.lookup(src, dst)
-        if cached is not None:
-            outcome, message, faces = cached
-            summary.add(str(src), outcome, message)
-            summary.several_faces += faces > 1
-            summary.cached += 1
-            if sink is not None and outcome in WRITTEN:
-                sink(index, read_image(dst))
-            bar.update(1)
-            continue
-        try:
-            image = read_image(src)
-        except OSError as error:
-            finish(index, UNREADABLE, None, str(error))
-            continue
-        if min(image.shape[:2]) < options.min_side:
-            h, w = image.shape[:2]
-            finish(index, TOO_SMALL, None,
-                   f"{src}: {w}x{h} px is too small to find a face in (min_side "
-                   f"{options.min_side})")  # fmt: skip
-            continue
-        if detector_ is None:
-            detector_ = FaceDetector(min_face=options.min_face)
-        small, scale = detection_image(image, options.max_side)
-        pending.setdefault(small.shape, []).append((index, image, small, scale))
-        if len(pending[small.shape]) >= batch_size:
-            flush(small.shape)
-            if bar.n % (batch_size * 16) < batch_size:
-                manifest.save()  # an interrupted run keeps what it did
-    for shape in list(pending):
-        flush(shape)
-    bar.close()
-    manifest.save()
-    return summary
+    run = _Run(jobs, options, detector, manifest_root, progress, sink)
+    for index in range(len(jobs)):
+        if not run.cached(index):
+            run.add(index, batch_size)
+    return run.close()
 
 
 def list_folder(src: Path) -> tuple[list[Path], list[Path]]:
