@@ -25,18 +25,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-COSFACE = ["head=cosface", "head.m=0.4"]
+ARCFACE = ["head=arcface", "head.s=64"]  # the demo sets s=32: every arm names its scale
+COSFACE = ["head=cosface", "head.m=0.4", "head.s=64"]
 # name -> (what it changes, overrides on top of experiment=demo)
 ARMS: dict[str, tuple[str, list[str]]] = {
-    "arcface": ("ArcFace s=64 m=0.5 (the demo until 2026-12-02)", ["head=arcface"]),
-    "arcface_b64": ("ArcFace, batch 64 (twice the steps)", ["head=arcface", "data.batch_size=64"]),
+    "arcface": ("ArcFace s=64 m=0.5 (the demo until 2026-12-02)", [*ARCFACE]),
+    "arcface_b64": ("ArcFace, batch 64 (twice the steps)", [*ARCFACE, "data.batch_size=64"]),
     "arcface_all": (
         "ArcFace, every DevTrain person (min_images=1: 4,038 people, 9,525 images)",
-        ["head=arcface", "data.min_images=1"],
+        [*ARCFACE, "data.min_images=1"],
     ),
-    "arcface_lr02": ("ArcFace, lr 0.2", ["head=arcface", "optim.lr=0.2"]),
+    "arcface_lr02": ("ArcFace, lr 0.2", [*ARCFACE, "optim.lr=0.2"]),
     "arcface_s32": ("ArcFace s=32", ["head=arcface", "head.s=32"]),
     "arcface_s24": ("ArcFace s=24", ["head=arcface", "head.s=24"]),
+    "arcface_s16": ("ArcFace s=16", ["head=arcface", "head.s=16"]),
     "arcface_s32_all": (
         "ArcFace s=32, every DevTrain person (min_images=1)",
         ["head=arcface", "head.s=32", "data.min_images=1"],
@@ -53,16 +55,16 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "ArcFace s=32, batch 64",
         ["head=arcface", "head.s=32", "data.batch_size=64"],
     ),
-    "arcface_m04": ("ArcFace m=0.4", ["head=arcface", "head.m=0.4"]),
-    "arcface_light": ("ArcFace, augment=light", ["head=arcface", "augment=light"]),
+    "arcface_m04": ("ArcFace m=0.4", [*ARCFACE, "head.m=0.4"]),
+    "arcface_light": ("ArcFace, augment=light", [*ARCFACE, "augment=light"]),
     "arcface_ls": (
         "ArcFace, label smoothing 0.1",
-        ["head=arcface", "criterion.label_smoothing=0.1"],
+        [*ARCFACE, "criterion.label_smoothing=0.1"],
     ),
-    "arcface_linear": ("ArcFace, linear decay (poly power 1)", ["head=arcface", "sched.power=1"]),
+    "arcface_linear": ("ArcFace, linear decay (poly power 1)", [*ARCFACE, "sched.power=1"]),
     "cosface": ("CosFace s=64 m=0.4", COSFACE),
-    "cosface_m035": ("CosFace s=64 m=0.35 (paper)", ["head=cosface", "head.m=0.35"]),
-    "cosface_s32": ("CosFace s=32 m=0.4", [*COSFACE, "head.s=32"]),
+    "cosface_m035": ("CosFace s=64 m=0.35 (paper)", ["head=cosface", "head.m=0.35", "head.s=64"]),
+    "cosface_s32": ("CosFace s=32 m=0.4", ["head=cosface", "head.m=0.4", "head.s=32"]),
     "cosface_b64": ("CosFace m=0.4, batch 64", [*COSFACE, "data.batch_size=64"]),
     "cosface_light": ("CosFace m=0.4, augment=light", [*COSFACE, "augment=light"]),
     "cosface_strong": ("CosFace m=0.4, augment=strong", [*COSFACE, "augment=strong"]),
