@@ -15,7 +15,9 @@ d(a,n))``, Hermans et al. 2017, no margin to tune). Which triplets of a batch co
   negative (the convention of TensorFlow Addons' ``TripletSemiHardLoss``); averaged over the
   pairs whose anchor has a negative.
 
-Ties pick the first index (``argmax``/``argmin``), so the gradient goes to one element. An
+Ties pick the first index (``argmax``/``argmin``), so the gradient goes to one element (exact
+ties: two copies of one embedding can get distances an ulp apart from ``x @ x.T``, whose
+rounding depends on the column; the nearer by that ulp wins, still one element). An
 anchor without a positive in the batch (an identity with one image) forms no triplet; a batch
 without any valid triplet gives a loss of 0 whose gradient is 0 everywhere (not NaN).
 
