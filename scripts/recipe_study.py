@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 ARCFACE = ["head=arcface", "head.s=64"]  # the demo sets s=32: every arm names its scale
+ARCFACE_S32 = ["head=arcface", "head.s=32"]  # the demo's head
 COSFACE = ["head=cosface", "head.m=0.4", "head.s=64"]
 # name -> (what it changes, overrides on top of experiment=demo)
 ARMS: dict[str, tuple[str, list[str]]] = {
@@ -36,24 +37,24 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         [*ARCFACE, "data.min_images=1"],
     ),
     "arcface_lr02": ("ArcFace, lr 0.2", [*ARCFACE, "optim.lr=0.2"]),
-    "arcface_s32": ("ArcFace s=32", ["head=arcface", "head.s=32"]),
+    "arcface_s32": ("ArcFace s=32", ARCFACE_S32),
     "arcface_s24": ("ArcFace s=24", ["head=arcface", "head.s=24"]),
     "arcface_s16": ("ArcFace s=16", ["head=arcface", "head.s=16"]),
     "arcface_s32_all": (
         "ArcFace s=32, every DevTrain person (min_images=1)",
-        ["head=arcface", "head.s=32", "data.min_images=1"],
+        [*ARCFACE_S32, "data.min_images=1"],
     ),
     "arcface_s32_light": (
         "ArcFace s=32, augment=light",
-        ["head=arcface", "head.s=32", "augment=light"],
+        [*ARCFACE_S32, "augment=light"],
     ),
     "arcface_s32_ls": (
         "ArcFace s=32, label smoothing 0.1",
-        ["head=arcface", "head.s=32", "criterion.label_smoothing=0.1"],
+        [*ARCFACE_S32, "criterion.label_smoothing=0.1"],
     ),
     "arcface_s32_b64": (
         "ArcFace s=32, batch 64",
-        ["head=arcface", "head.s=32", "data.batch_size=64"],
+        [*ARCFACE_S32, "data.batch_size=64"],
     ),
     "arcface_m04": ("ArcFace m=0.4", [*ARCFACE, "head.m=0.4"]),
     "arcface_light": ("ArcFace, augment=light", [*ARCFACE, "augment=light"]),

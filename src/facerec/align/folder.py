@@ -246,9 +246,11 @@ class _Run:
     """One :func:`align_files` call: detection batches by image shape, one outcome per file."""
 
     def __init__(self, jobs: Sequence[tuple[Path, Path | None]], options: AlignOptions,
-                 detector: FaceDetector | None, manifest_root: Path | None, progress: bool,
+                 detector: FaceDetector | None, manifest_root: Path | None, batch_size: int,
+                 progress: bool,
                  sink: Callable[[int, np.ndarray], None] | None) -> None:  # fmt: skip
         self.jobs, self.options, self.detector, self.sink = jobs, options, detector, sink
+        self.batch_size = batch_size
         self.summary = Summary()
         self.manifest = _Manifest(manifest_root, options)
         # image shape -> [(job index, full image, detection image, its scale)]
@@ -288,7 +290,7 @@ class _Run:
         self.bar.update(1)
         return True
 
-    def add(self, index: int, batch_size: int) -> None:
+    def add(self, index: int) -> None:
         """Read one file and queue it for detection (or finish it when it cannot be)."""
         src = self.jobs[index][0]
         try:
@@ -305,9 +307,9 @@ class _Run:
             self.detector = FaceDetector(min_face=self.options.min_face)
         small, scale = detection_image(image, self.options.max_side)
         self.pending.setdefault(small.shape, []).append((index, image, small, scale))
-        if len(self.pending[small.shape]) >= batch_size:
+        if len(self.pending[small.shape]) >= self.batch_size:
             self.flush(small.shape)
-            if self.bar.n % (batch_size * 16) < batch_size:
+            if self.bar.n % (self.batch_size * 16) < self.batch_size:
                 self.manifest.save()  # an interrupted run keeps what it did
 
     def detect(self, smalls: list[np.ndarray]) -> list[list | Exception]:
@@ -373,10 +375,10 @@ def align_files(
     Returns:
         The :class:`Summary`; problems are also logged, one line per file.
     """
-    run = _Run(jobs, options, detector, manifest_root, progress, sink)
+    run = _Run(jobs, options, detector, manifest_root, batch_size, progress, sink)
     for index in range(len(jobs)):
         if not run.cached(index):
-            run.add(index, batch_size)
+            run.add(index)
     return run.close()
 
 
