@@ -82,6 +82,8 @@ def sweep_job(cfg: DictConfig) -> None:
         import torch
 
         torch.set_num_threads(threads)
+        print(f"facerec: sweep job {hydra_cfg.job.num}: {threads} torch threads of {cores} cores",
+              file=sys.stderr)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

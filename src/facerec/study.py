@@ -139,7 +139,9 @@ def read_data(path: Path, parse: Any) -> dict[str, Any]:
 def flat_config(config: Mapping[str, Any], ignore: Sequence[str]) -> dict[str, Any]:
     """``{"head.m": 0.5, ...}`` without the ignored keys (and what is under them)."""
     out = {k: v for key, value in config.items() for k, v in leaves(value, key).items()}
-    return {k: v for k, v in out.items() if not any(k == i or k.startswith(f"{i}.") for i in ignore)}
+    return {
+        k: v for k, v in out.items() if not any(k == i or k.startswith(f"{i}.") for i in ignore)
+    }
 
 
 def describe(values: Mapping[str, Any]) -> str:

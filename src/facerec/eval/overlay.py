@@ -20,8 +20,18 @@ from facerec.eval.canvas import Axes, fmt, nice_ticks, polyline, text
 __all__ = ["PALETTE", "Line", "lines_image"]
 
 # matplotlib's tab10: distinct for up to ten arms, then repeated.
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
+PALETTE = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+]
 
 
 class Line(NamedTuple):

@@ -3,8 +3,8 @@
 Pure functions over numpy arrays (no I/O). A run's 10-fold accuracy is the mean over its pairs of
 "was this pair decided right under the threshold chosen on the other nine folds"
 (:func:`pair_correct`; exactly the mean when the folds are of equal size, as in LFW's lists).
-Two arms trained with the same seeds and verified on the same pairs differ by
-:func:`paired_difference`; its uncertainty comes from resampling the pairs (:func:`paired_bootstrap`).
+Two arms trained with the same seeds and verified on the same pairs differ by the mean of their
+per-pair differences; :func:`paired_bootstrap` resamples the pairs for its interval.
 """
 
 from __future__ import annotations

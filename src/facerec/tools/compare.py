@@ -35,8 +35,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a config key that does not make an arm (repeatable)")  # fmt: skip
     parser.add_argument("--md", type=Path, help="write the tables (and figure links) as Markdown")
     parser.add_argument("--json", type=Path, help="write every number as JSON")
-    parser.add_argument("--figures", type=Path,
-                        help="folder for the PNG figures (default: beside --md, else none)")  # fmt: skip
+    parser.add_argument(
+        "--figures", type=Path, help="folder for the PNG figures (default: beside --md, else none)"
+    )
     args = parser.parse_args(argv)
     if args.bootstrap < 1 or not 0 < args.level < 1:
         parser.error("--bootstrap must be >= 1 and --level in (0, 1)")
@@ -140,8 +141,10 @@ def markdown(tables: dict[str, list[dict]], args: argparse.Namespace, figures: d
                 f" Δ accuracy vs baseline, points [{level}% CI] |",
                 "|---|---|---|---|---|---|"]  # fmt: skip
         for row in rows:
-            per_seed = ", ".join(f"s{s} {100 * a:.1f}" for s, a in
-                                 zip(row["seeds"], row["accuracy"]["values"], strict=True))  # fmt: skip
+            per_seed = ", ".join(
+                f"s{s} {100 * a:.1f}"
+                for s, a in zip(row["seeds"], row["accuracy"]["values"], strict=True)
+            )
             out.append(f"| {row['arm']} | {len(row['seeds'])} | {percent(row['accuracy'])} |"
                        f" {per_seed} | {percent(row['tar_at_far'], 1.0, 3)} |"
                        f" {difference_cell(row)} |")  # fmt: skip
@@ -182,8 +185,12 @@ def compare(args: argparse.Namespace) -> int:
     if args.json:
         bootstrap = {"resamples": args.bootstrap, "seed": args.seed, "level": args.level,
                      "unit": "pair"}  # fmt: skip
-        record = {"baseline": arms[baseline].label, "bootstrap": bootstrap, "sets": tables,
-                  "figures": {n: {k: str(p) for k, p in f.items()} for n, f in figures.items()}}  # fmt: skip
+        record = {
+            "baseline": arms[baseline].label,
+            "bootstrap": bootstrap,
+            "sets": tables,
+            "figures": {n: {k: str(p) for k, p in f.items()} for n, f in figures.items()},
+        }
         args.json.write_text(json.dumps(record, indent=2))
     return 0
 

@@ -55,7 +55,7 @@ def span(lines: Sequence[Line], axis: int, pad: float) -> tuple[float, float]:
 
 
 def write_figures(arms: Sequence[Arm], name: str, folder: Path) -> dict[str, Path]:
-    """``<folder>/<name>_roc.png`` and ``<folder>/<name>_accuracy.png``; returns what was written."""
+    """``<folder>/<name>_roc.png`` and ``<folder>/<name>_accuracy.png``; returns those written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     roc = roc_lines(arms, name)
