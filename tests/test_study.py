@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,8 +168,19 @@ def test_compare_matches_statistics_computed_from_the_raw_pairs(sweep, tmp_path)
         assert (tmp_path / figure).stat().st_size > 1000
 
 
-def test_compare_refuses_an_unknown_baseline_in_one_line(sweep, capsys):
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_compare_refuses_what_it_cannot_compare_in_one_line(sweep, tmp_path, capsys):
     assert facerec(["compare", str(sweep), "--baseline", "head=sphereface"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("facerec compare: error: --baseline 'head=sphereface' matches no arm")
-    assert len(err.splitlines()) == 1
+    line = one_error_line(capsys)
+    assert line.startswith("facerec compare: error: --baseline 'head=sphereface' matches no arm")
+    twin = tmp_path / "twin"  # a copy of one run: the same arm and seed twice
+    shutil.copytree(next(sweep.rglob("metrics.json")).parent, twin)
+    assert facerec(["compare", str(sweep), str(twin)]) == 2
+    assert "are the same arm" in one_error_line(capsys)
+    assert facerec(["compare", str(tmp_path / "nothing")]) == 2
+    assert "no such run or sweep folder" in one_error_line(capsys)
