@@ -1,26 +1,24 @@
-"""The demo recipe's levers, measured at a fixed budget of training images.
+"""The demo recipe's levers at a fixed budget of training images: a preset over a Hydra sweep
+per arm and ``facerec compare`` (docs/studies.md).
 
-Every arm is ``train.py experiment=demo trainer.max_images=<images>`` plus its overrides (below),
-trained on LFW's DevTrain people and verified on pairsDevTest (10 folds, flip) with the final
-checkpoint: no model is picked by its pairsDevTest score. Each run is one process whose command
-is printed and kept in ``<out>/study.json``; a run whose metrics exist is not repeated, so a
-study can be extended arm by arm. ``--jobs 2`` trains two runs at a time with one thread each
-(on a 2-core machine that is more images per second in all than one run on two threads).
+Every arm is ``train.py -m experiment=demo trainer.max_images=<images> seed=<seeds>`` plus its
+overrides (below), trained on LFW's DevTrain people and verified on pairsDevTest (10 folds,
+flip) with the final checkpoint: no model is picked by its pairsDevTest score. Each arm's sweep
+lives in ``<out>/<arm>-<images>/seed<seed>/``; a seed whose run finished is not repeated, so a
+study can be extended arm by arm and seed by seed. ``--jobs 2`` trains an arm's seeds two at a
+time through the joblib launcher (the study extra), each on its share of the cores. The table,
+figures and paired intervals are ``facerec compare`` over the arms' folders (baseline: the
+first arm), written to ``<out>/study.md`` and ``<out>/study.json``.
 
     python scripts/recipe_study.py --lfw ../shared/data/lfw --out runs/recipe_study \\
-        --arms arcface cosface --seeds 1 2 --images 20000 --jobs 2
+        --arms arcface_s32 cosface --seeds 1 2 --images 20000 --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,55 +86,19 @@ ARMS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run(out: Path, arm: str, seed: int, images: int, lfw: str, threads: int) -> dict:
-    """One ``train.py`` run (skipped when its metrics exist); returns its record."""
-    name = f"{arm}-{images}-s{seed}"
-    record_file = out / name / "record.json"
-    command = [sys.executable, str(ROOT / "train.py"), "experiment=demo", f"name={name}",
-               f"paths.output_dir={out}", f"data.root={lfw}", f"seed={seed}",
-               f"trainer.max_images={images}", "trainer.progress=false",
-               *ARMS[arm][1]]  # fmt: skip
-    print("$", " ".join(command[1:]), flush=True)
-    if not record_file.is_file():
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        start = time.time()
-        (out / name).mkdir(parents=True, exist_ok=True)
-        with open(out / name / "stdout.log", "w") as log:
-            subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=log,
-                           stderr=subprocess.STDOUT)  # fmt: skip
-        metrics = json.loads(sorted((out / name).glob("*/metrics.json"))[-1].read_text())
-        record = {"arm": arm, "seed": seed, "images": images, "threads": threads,
-                  "wall_s": round(time.time() - start), "command": " ".join(command[1:]),
-                  "metrics": metrics}  # fmt: skip
-        record_file.write_text(json.dumps(record, indent=2))
-    record = json.loads(record_file.read_text())
-    print(f"{name}: {summary(record)}", flush=True)
-    return record
-
-
-def summary(record: dict) -> str:
-    val = next(iter(record["metrics"]["val"].values()))
-    return (
-        f"{100 * val['accuracy']:.1f}% ± {100 * val['accuracy_std']:.1f} (no flip "
-        f"{100 * val.get('accuracy_noflip', float('nan')):.1f}%), {record['wall_s']} s"
-    )
-
-
-def table(records: list[dict]) -> list[str]:
-    """Markdown: one row per arm and budget, every seed's accuracy, the means (TAR@FAR=1e-3)."""
-    lines = ["| arm | what changes | images | pairsDevTest (flip) per seed | mean | TAR@FAR=1e-3 |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for record in records:
-        groups.setdefault((record["arm"], record["images"]), []).append(record)
-    for (arm, images), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        vals = [next(iter(r["metrics"]["val"].values())) for r in group]
-        accs = [100 * v["accuracy"] for v in vals]
-        seeds = ", ".join(f"s{r['seed']} {a:.1f}" for r, a in zip(group, accs, strict=True))
-        tar = statistics.mean(v["tar_at_far"] for v in vals)
-        lines.append(f"| `{arm}` | {ARMS[arm][0]} | {images:,} | {seeds} |"
-                     f" {statistics.mean(accs):.1f}% | {tar:.3f} |")  # fmt: skip
-    return lines
+def sweep(out: Path, arm: str, seeds: list[int], images: int, lfw: str, jobs: int) -> Path:
+    """Train the seeds of one arm that have not finished; returns the arm's sweep folder."""
+    folder = out / f"{arm}-{images}"
+    todo = [s for s in seeds if not any((folder / f"seed{s}").rglob("metrics.json"))]
+    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
+    command = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=demo",
+               f"data.root={lfw}", f"trainer.max_images={images}", "trainer.progress=false",
+               f"hydra.sweep.dir={folder}", "hydra.sweep.subdir=seed${seed}",
+               f"seed={','.join(map(str, todo))}", *launcher, *ARMS[arm][1]]  # fmt: skip
+    print(f"{arm}: {ARMS[arm][0]}\n$", " ".join(command[1:]), flush=True)
+    if todo:
+        subprocess.run(command, check=True, cwd=ROOT)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,20 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", default=["arcface", "cosface"], choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--images", nargs="+", type=int, default=[20000])
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per run (default: cores / jobs)")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, help="an arm's seeds trained at a time")
     args = parser.parse_args(argv)
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    todo = [(a, s, n) for n in args.images for a in args.arms for s in args.seeds]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        records = list(pool.map(lambda t: run(args.out, *t, args.lfw, threads), todo))
-    every = sorted(args.out.glob("*/record.json"))
-    all_records = [json.loads(p.read_text()) for p in every]
-    (args.out / "study.json").write_text(json.dumps(all_records, indent=2))
-    print("\n".join(table(all_records)))
-    return 0 if records else 1
+    folders = [sweep(args.out, arm, args.seeds, n, args.lfw, args.jobs)
+               for n in args.images for arm in args.arms]  # fmt: skip
+    outputs = ["--md", str(args.out / "study.md"), "--json", str(args.out / "study.json")]
+    compare = [sys.executable, "-m", "facerec", "compare", *map(str, folders), *outputs]
+    print("$", " ".join(compare[1:]), flush=True)
+    return subprocess.run(compare, cwd=ROOT).returncode
 
 
 if __name__ == "__main__":

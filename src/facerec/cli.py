@@ -99,12 +99,67 @@ def search_path_overrides(argv: Sequence[str]) -> list[str]:
     return [f"hydra.searchpath=[file://{path}]"]
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def is_multirun(argv: Sequence[str]) -> bool:
+    """``-m`` / ``--multirun`` (or ``hydra.mode=MULTIRUN``): Hydra runs one job per combination."""
+    return any(arg in MULTIRUN_FLAGS for arg in argv) or "hydra.mode=MULTIRUN" in overrides_of(argv)
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides of a sweep, expanded as Hydra's basic sweeper expands them.
+
+    ``["head=arcface,cosface", "seed=1,2"]`` -> four lists (``head=arcface seed=1`` ...). With
+    another sweeper (``hydra/sweeper=...``, whose sweeps may be intervals) the sweep overrides are
+    left to it and only the others are checked.
+
+    Raises:
+        UsageError: an override that does not parse (Hydra's message).
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        if any(o.startswith("hydra/sweeper=") for o in overrides):
+            return [[o.input_line for o in parsed if not o.is_sweep_override()]]
+        return BasicSweeper.split_arguments(parsed, None)[0]
+    except HydraException as error:
+        raise UsageError(one_line(str(error))) from None
+
+
 def check_overrides(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Compose the config from ``argv`` and turn composition errors into a :class:`UsageError`.
 
-    ``--config-dir`` and ``hydra.searchpath=[...]`` count: a user's folder adds choices.
+    ``--config-dir`` and ``hydra.searchpath=[...]`` count: a user's folder adds choices. With
+    ``-m`` every job of the sweep is composed (as Hydra does before it launches any), so a typo
+    in a swept value stops the sweep before its first run, naming the job.
+
+    Returns:
+        The composed config (of the sweep's first job).
     """
-    overrides = overrides_of(argv) + search_path_overrides(argv)
+    extra = search_path_overrides(argv)
+    if not is_multirun(argv):
+        return compose_checked(overrides_of(argv) + extra, config_dir)
+    jobs = sweep_jobs(overrides_of(argv))
+    swept = {o.split("=", 1)[0] for o in overrides_of(argv) if o not in jobs[0]}
+    composed = []
+    for job in jobs:
+        try:
+            composed.append(compose_checked(job + extra, config_dir))
+        except UsageError as error:
+            label = " ".join(o for o in job if o.split("=", 1)[0] in swept)
+            raise UsageError(f"sweep job {label}: {error}" if label else str(error)) from None
+    return composed[0]
+
+
+def compose_checked(overrides: list[str], config_dir: Path) -> DictConfig:
+    """Compose ``train`` with ``overrides``; an error names the key or choice to fix.
+
+    Raises:
+        UsageError: one line, naming the unknown key (and its siblings) or the missing option.
+    """
     with initialize_config_dir(str(config_dir), version_base="1.3"):
         try:
             return compose("train", overrides=overrides)
@@ -115,14 +170,34 @@ def check_overrides(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> DictC
             try:
                 base = compose("train", overrides=choices)
             except HydraException:
-                raise UsageError(str(error)) from None
+                raise UsageError(composition_message(error)) from None
             for override in overrides:
                 key = override.split("=", 1)[0]
-                if "=" in override and "." in key and not key.startswith(("+", "~")):
+                if "=" in override and "." in key and not key.startswith(("+", "~", "hydra.")):
                     message = unknown_key_message(base, key)
                     if message:
                         raise UsageError(message) from None
-            raise UsageError(str(error)) from None
+            raise UsageError(composition_message(error)) from None
+
+
+def one_line(message: str) -> str:
+    """Hydra's multi-line messages (a list of options, the search path) on one line."""
+    lines = [line.strip() for line in message.split("Config search path:")[0].splitlines()]
+    return " ".join(line for line in lines if line)
+
+
+def composition_message(error: HydraException) -> str:
+    """One line: a missing choice lists the group's options (a launcher names its extra)."""
+    options = getattr(error, "options", None)
+    missing = getattr(error, "missing_cfg_file", None) or ""
+    if options is not None:
+        head = one_line(str(error)).split(" Available options", 1)[0]
+        hint = ""
+        if missing.startswith("hydra/launcher/") and "joblib" not in options:
+            hint = " (the joblib launcher comes with the study extra: pip install 'facerec[study]')"
+        group = missing.rsplit("/", 1)[0]
+        return f"{head}. Available options in '{group}': {', '.join(options)}{hint}"
+    return one_line(str(error))
 
 
 def user_message(error: BaseException) -> str:

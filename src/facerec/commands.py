@@ -31,6 +31,7 @@ COMMANDS: Table = {
     "scan": ("facerec.tools.scan_dataset:main", "check a folder dataset before training"),
     "make-bin": ("facerec.tools.make_bin:main", "pairs list -> insightface .bin pack"),
     "get-lfw": ("facerec.tools.get_lfw:main", "put LFW and its protocol files in one folder"),
+    "compare": ("facerec.tools.compare:main", "runs as arms: mean over seeds, paired CIs"),
     "bench": ("facerec.commands:bench", "speed benchmarks: heads, data, train"),
 }
 

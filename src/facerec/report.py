@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,31 @@ from facerec.eval.verification import hardest_pairs
 from facerec.evaluate import Verifier
 
 log = logging.getLogger("facerec")
+SCORES_DIR = "verification"  # <run>/verification/<set>/step_<step>.json, read by facerec compare
 DISTANCE_BINS = np.linspace(0.0, 4.0, 81)  # squared distances of unit vectors, steps of 0.05
+
+
+def scores_file(run_dir: Path, name: str, step: int) -> Path:
+    """Where the per-pair scores of set ``name`` at ``step`` are kept."""
+    return run_dir / SCORES_DIR / name / f"step_{step:09d}.json"
+
+
+def write_scores(path: Path, result: Any, step: int, images: int) -> None:
+    """One evaluation as data: its summary and every pair's distance and label.
+
+    The paired comparison of two runs (``facerec compare``) needs the pairs themselves, not only
+    the accuracy: ~20 bytes per pair (pairsDevTest: 1,000 pairs, 20 kB), floats written in full
+    so the 10-fold protocol re-run on them gives the run's own numbers.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "step": step,
+        "images": images,  # training images seen by then (all processes)
+        "summary": result.summary(),
+        "distances": np.asarray(result.distances, dtype=np.float64).tolist(),
+        "issame": np.asarray(result.issame, dtype=bool).astype(int).tolist(),
+    }
+    path.write_text(json.dumps(record))
 
 
 def hardest_pairs_grid(verifier: Verifier, result: Any, k: int = 8) -> np.ndarray:
@@ -47,6 +72,8 @@ class Reporter:
         self, run_dir: Path, enabled: bool, total_steps: int, start_step: int, progress: bool
     ) -> None:
         self.enabled = enabled
+        self.run_dir = run_dir
+        self.global_batch = 0  # images per step, all processes (from count())
         self.total_steps = total_steps
         self.progress = progress and enabled
         self.writer: SummaryWriter | None = None
@@ -72,6 +99,7 @@ class Reporter:
     def count(self, images: int) -> None:
         """Images trained since the last call; feeds the images/s figure."""
         self.images += images
+        self.global_batch = images
         self.bar.update()
 
     def pause(self) -> None:
@@ -98,9 +126,11 @@ class Reporter:
             self.writer.add_scalar(f"train/{key}", value, step)
 
     def verification(self, name: str, result: Any, step: int, verifier: Verifier) -> None:
-        """Scalars, ROC curve, distance histograms and the hardest pairs of one set."""
+        """Scalars, ROC curve, distance histograms and the hardest pairs of one set; its
+        per-pair scores in ``<run>/verification/<set>/step_<step>.json``."""
         if not self.enabled:
             return
+        write_scores(scores_file(self.run_dir, name, step), result, step, step * self.global_batch)
         # Tied distances (an untrained or collapsed model) make the protocol's FAR curve jump
         # past its target: the held-out FAR is then far above it and the TAR means nothing.
         far_note = (
