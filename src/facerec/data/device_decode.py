@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facerec.data.decode import decode_image
 from facerec.data.encoded import EncodedSource
-from facerec.data.transforms import decode_image, to_tensor
+from facerec.data.transforms import to_tensor
 from facerec.data.unreadable import UNREADABLE, read_or_blank
 
 log = logging.getLogger(__name__)
