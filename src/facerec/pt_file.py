@@ -60,8 +60,8 @@ def check_archive(path: Path) -> None:
     size = path.stat().st_size
     if not zipfile.is_zipfile(path):
         raise ValueError(
-            f"checkpoint {path} is truncated or corrupt (not a zip archive, the format of"
-            f" torch.save since torch 1.6)"
+            f"{path} is not a facerec checkpoint, or is truncated (not a zip archive, the"
+            f" format of torch.save since torch 1.6)"
         )
     try:
         with zipfile.ZipFile(path) as archive:

@@ -163,3 +163,7 @@ class EncodedSource(Protocol):
         """Encoded bytes uint8 ``(L,)`` of sample ``index`` and its label (``OSError`` if
         corrupt)."""
         ...
+
+    def where(self, index: int) -> str:
+        """How to name sample ``index`` in messages."""
+        ...
