@@ -42,8 +42,12 @@ _BYTEARRAY = _Global("builtins", "bytearray")
 _ENCODE = _Global("_codecs", "encode")
 
 
-def _refuse(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path} refused: {why}; a checkpoint written by torch.save never does")
+class _Refusal(ValueError):
+    """A file refused for what it declares (not for being unreadable)."""
+
+
+def _refuse(path: Path, why: str) -> _Refusal:
+    return _Refusal(f"{path} refused: {why}; a checkpoint written by torch.save never does")
 
 
 def check_archive(path: Path) -> None:
@@ -133,6 +137,8 @@ def _check_pickle(data: bytes, path: Path, member: str) -> None:
                     stack.append(arg)  # a literal: number, text, bytes
                 else:
                     stack.extend([_UNKNOWN] * len(opcode.stack_after))
+    except _Refusal:
+        raise
     except (ValueError, IndexError, TypeError, EOFError) as error:
         raise ValueError(f"checkpoint {path} is truncated or corrupt ({member}: {error})") from None
 
