@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from facerec.pt_file import check_archive, check_tensors
+
 log = logging.getLogger(__name__)
 
 STEP_GLOB = "step_*.pt"
@@ -210,13 +212,20 @@ def prune(folder: Path, pattern: str, keep: int) -> None:
 def load(path: str | Path, required: tuple[str, ...] = ("model", "step")) -> dict[str, Any]:
     """Read a checkpoint (or, with other ``required`` keys, a per-rank shard file) on the CPU.
 
+    Before ``torch.load``, the archive's declared sizes and its pickles are checked
+    (:func:`facerec.pt_file.check_archive`): loading never allocates much more than the file's
+    size.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is truncated, corrupt or not a facerec checkpoint.
+        ValueError: the file is truncated, corrupt, not a facerec checkpoint, or declares
+            more memory than it holds (compressed members, sizes beyond the file, bytes built
+            from a number, a tensor larger than its storage).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    check_archive(path)
     try:
         # weights_only: tensors and plain containers only. A checkpoint is data a user may
         # have downloaded; a pickle that names a callable is refused, never executed.
@@ -233,6 +242,7 @@ def load(path: str | Path, required: tuple[str, ...] = ("model", "step")) -> dic
         raise ValueError(f"checkpoint {path} is truncated or corrupt ({error})") from error
     if not isinstance(state, dict) or any(key not in state for key in required):
         raise ValueError(f"{path} is not a facerec checkpoint (no {'/'.join(required)} entries)")
+    check_tensors(state, path)
     return state
 
 

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from facerec import checkpoint, pretrained
+from facerec.data.decode import read_image
 from facerec.data.folder import IMAGE_EXTENSIONS
-from facerec.data.transforms import geometry, read_image, to_tensor
+from facerec.data.transforms import geometry, to_tensor
 from facerec.distributed import resolve_device
 from facerec.eval.verification import fuse_flip
 from facerec.evaluate import embed_batches

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from facerec.align.detect import FaceDetector, choose_face
 from facerec.align.transform import warp_face
+from facerec.data.decode import read_image
 from facerec.data.folder import IMAGE_EXTENSIONS
-from facerec.data.transforms import read_image
 
 __all__ = ["MANIFEST", "AlignOptions", "Summary", "align_files", "align_folder", "align_image"]
 

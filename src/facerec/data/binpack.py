@@ -27,16 +27,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facerec.data.decode import check_decodes, decode_image
 from facerec.data.module import Pairs
-from facerec.data.transforms import decode_image, decodes, geometry, to_tensor
+from facerec.data.transforms import geometry, to_tensor
 
 __all__ = ["BinPack", "BinSet", "read_bin"]
 
 # What a pack's pickle may reference: containers and bytes are opcodes, not globals, so only
 # the helpers that numpy arrays/scalars (a numpy ``issame`` array) and protocol-2 bytes need.
 _ALLOWED_GLOBALS = {
-    ("_codecs", "encode"),
-    ("builtins", "bytearray"),
     ("numpy", "dtype"),
     ("numpy", "ndarray"),
     ("numpy.core.multiarray", "_reconstruct"),
@@ -48,12 +47,42 @@ _ALLOWED_GLOBALS = {
 }
 
 
+def _latin1(text: object, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of ``bytes`` use it, and only so.
+
+    Any other codec is refused: a chain of ``hex_codec`` calls doubles a string at each link
+    (a few hundred bytes of pickle -> gigabytes).
+    """
+    if not isinstance(text, str) or encoding.lower().replace("_", "-") not in _LATIN1:
+        raise _Refused(f"refusing _codecs.encode(..., {encoding!r}): only latin-1 text")
+    return text.encode("latin-1", errors)
+
+
+def _bytearray(source: object = b"", encoding: str = "latin-1", errors: str = "strict") -> bytes:
+    """``bytearray`` as protocol-2 pickles of one use it (from a latin-1 string), as bytes.
+
+    ``bytearray(5_000_000_000)`` from an 8 KB pickle would allocate 5 GB: a number is refused.
+    """
+    if isinstance(source, str):
+        return _latin1(source, encoding, errors)
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    raise _Refused(f"refusing bytearray({type(source).__name__}): only encoded bytes")
+
+
+_LATIN1 = ("latin-1", "latin1", "iso-8859-1", "iso8859-1")
+# Stand-ins that rebuild the same values, refusing the arguments that allocate from a number.
+_GUARDED = {("_codecs", "encode"): _latin1, ("builtins", "bytearray"): _bytearray}
+
+
 class _Refused(pickle.UnpicklingError):
     pass
 
 
 class _PackUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        if (module, name) in _GUARDED:
+            return _GUARDED[module, name]
         if (module, name) not in _ALLOWED_GLOBALS:
             raise _Refused(
                 f"refusing to load {module}.{name}: a verification pack holds only images and "
@@ -120,12 +149,14 @@ def read_bin(path: str | Path, check_images: bool = True) -> BinPack:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: naming the file: not a pickle (or one referencing other objects), not a
+        ValueError: naming the file: not a pickle (or one referencing other objects, or
+            building a bytearray from a number or text with a codec other than latin-1), not a
             ``(bins, issame_list)`` pair, an odd number of images, images and labels that do
             not match (``2N`` images for ``N`` labels), an entry that is not image bytes or a
             label that is not a boolean.
         OSError: naming the file, the image's position and its pair: an image that does not
-            decode.
+            decode, or whose header claims more pixels than the budget
+            (:func:`facerec.data.decode.max_pixels`).
     """
     path = Path(path)
     if not path.is_file():
@@ -169,19 +200,23 @@ def read_bin(path: str | Path, check_images: bool = True) -> BinPack:
         if flag is None:
             raise ValueError(f"{path}: issame label {i} is {value!r}, not a boolean")
         issame[i] = flag
+    # An entry the pickle lists many times (a memo reference costs it 2 bytes) is converted
+    # and checked once: otherwise a 1 MB pack naming one array 500,000 times makes as many
+    # copies, or decodes one image as many times.
+    seen: dict[int, bytes] = {}
     images: list[bytes] = []
     for k, item in enumerate(bins):
-        data = _as_bytes(item)
+        data = seen.get(id(item))
         if data is None:
-            raise ValueError(
-                f"{path}: image {k} (pair {k // 2}) is a {type(item).__name__}, not encoded "
-                f"image bytes"
-            )
-        if check_images and not decodes(np.frombuffer(data, np.uint8)):
-            raise OSError(
-                f"{path}: image {k} (pair {k // 2}) cannot be decoded ({len(data)} bytes; "
-                f"corrupt or not an image)"
-            )
+            data = _as_bytes(item)
+            if data is None:
+                raise ValueError(
+                    f"{path}: image {k} (pair {k // 2}) is a {type(item).__name__}, not encoded "
+                    f"image bytes"
+                )
+            if check_images:
+                check_decodes(data, f"{path}: image {k} (pair {k // 2})")
+            seen[id(item)] = data
         images.append(data)
     return BinPack(images, issame)
 

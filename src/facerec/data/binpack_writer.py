@@ -13,8 +13,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from facerec.data.binpack import BinPack
+from facerec.data.decode import read_image
 from facerec.data.pairs import read_pairs
-from facerec.data.transforms import geometry, read_image
+from facerec.data.transforms import geometry
 
 __all__ = ["encode_image", "pack_pairs", "write_bin"]
 

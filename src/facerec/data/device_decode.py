@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facerec.data.decode import UnreadableImage, check_header, decode_image
 from facerec.data.encoded import EncodedSource
-from facerec.data.transforms import decode_image, to_tensor
+from facerec.data.transforms import to_tensor
 from facerec.data.unreadable import UNREADABLE, read_or_blank
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,8 @@ class EncodedView(Dataset):
     """An encoded dataset's samples (a pack) as JPEG bytes + a flip drawn from the sample's seed.
 
     Items: ``(index, seed) -> ((bytes uint8 (L,), flip), label)``. A record that fails its CRC
-    comes back as a black image with label -1 (logged), which the trainer drops before
-    decoding, as with CPU decoding.
+    or is not a JPEG of the dataset's size comes back as a black image with label -1 (logged),
+    which the trainer drops before decoding, as with CPU decoding.
 
     Args:
         dataset: the pack, or any :class:`facerec.data.encoded.EncodedSource` of JPEGs.
@@ -153,9 +154,28 @@ class EncodedView(Dataset):
         # The flip is a pure function of the sampler's seed, as CPU augmentation is.
         flip = self.hflip and bool(np.random.default_rng(seed).random() < 0.5)
         (data, label), ok = read_or_blank(
-            lambda: self.dataset.encoded(index), lambda: (self.blank, UNREADABLE)
+            lambda: self.checked(index), lambda: (self.blank, UNREADABLE)
         )
         return (data, flip and ok), label
+
+    def checked(self, index: int) -> tuple[torch.Tensor, int]:
+        """Sample ``index``'s bytes and label, its header checked here in the worker: the
+        batch decoder stacks its images, so each must be a JPEG of the dataset's size (and a
+        header claiming 65000x65000 never reaches the device).
+
+        Raises:
+            OSError: naming the record: corrupt, or not a JPEG of that size.
+        """
+        data, label = self.dataset.encoded(index)
+        where = self.dataset.where(index)
+        header = check_header(data.numpy(), where)
+        size = self.dataset.image_size
+        if header.format != "JPEG" or (header.width, header.height) != (size, size):
+            raise UnreadableImage(
+                f"{where}: a {header.width}x{header.height} {header.format}, not the"
+                f" {size}x{size} JPEG that device decoding takes"
+            )
+        return data, label
 
 
 def collate_encoded(

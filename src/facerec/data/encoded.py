@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facerec.data.transforms import augmentation, decode_image, geometry, to_tensor
+from facerec.data.decode import decode_image
+from facerec.data.transforms import augmentation, geometry, to_tensor
 from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
 
 __all__ = ["DatasetInfo", "EncodedImages", "EncodedSource"]
@@ -161,4 +162,8 @@ class EncodedSource(Protocol):
     def encoded(self, index: int) -> tuple[torch.Tensor, int]:
         """Encoded bytes uint8 ``(L,)`` of sample ``index`` and its label (``OSError`` if
         corrupt)."""
+        ...
+
+    def where(self, index: int) -> str:
+        """How to name sample ``index`` in messages."""
         ...

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facerec.data.transforms import read_image, to_tensor
+from facerec.data.decode import read_image
+from facerec.data.transforms import to_tensor
 from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from facerec.data.decode import read_image
 from facerec.data.folder import FaceFolder, FolderScan, scan_folder
 from facerec.data.pairs import read_pairs, read_people
 from facerec.data.sampler import ResumableSampler
 from facerec.data.scan import default_cache, scan_dataset
-from facerec.data.transforms import augmentation, geometry, read_image, to_tensor
+from facerec.data.transforms import augmentation, geometry, to_tensor
 from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,6 @@ every source image once, in a process pool, into a few large shard files."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import multiprocessing
@@ -17,9 +16,9 @@ from pathlib import Path
 import albumentations as A
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from facerec.data.decode import check_header, decode_image, jpeg_frame, read_file
 from facerec.data.encoded import DatasetInfo
 from facerec.data.folder import scan_folder
 from facerec.data.packed import (
@@ -32,7 +31,7 @@ from facerec.data.packed import (
     VERSION,
     PackedDataset,
 )
-from facerec.data.transforms import decode_rgb, geometry
+from facerec.data.transforms import geometry
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +42,14 @@ def jpeg_sampling(data: np.ndarray | bytes) -> list[int] | None:
     """The per-component sampling-factor bytes of a JPEG's frame header, None if not found.
 
     ``[0x22, 0x11, 0x11]`` is 4:2:0 (YCbCr, chroma at half resolution both ways),
-    ``[0x11, 0x11, 0x11]`` is 4:4:4. Walks the marker segments up to the first SOF.
+    ``[0x11, 0x11, 0x11]`` is 4:4:4.
     """
-    data = bytes(data)
-    i = 2  # after SOI
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
-            count = data[i + 9] if i + 9 < len(data) else 0
-            factors = [data[i + 11 + 3 * c] for c in range(count) if i + 11 + 3 * c < len(data)]
-            return factors if len(factors) == count else None
-        i += 2 + (data[i + 2] << 8 | data[i + 3])
-    return None
+    frame = jpeg_frame(data)  # marker, length, precision, height, width, count, components
+    if frame is None or len(frame) < 10:
+        return None
+    count = frame[9]
+    factors = [frame[11 + 3 * c] for c in range(count) if 11 + 3 * c < len(frame)]
+    return factors if len(factors) == count else None
 
 
 @dataclass
@@ -86,38 +81,79 @@ class _Encoder:
         return next((f for f in (8, 4, 2) if region // f >= self.image_size), 1)
 
     def __call__(self, path: Path) -> bytes | str:
-        """JPEG bytes of the geometry output, or the reason the file is unreadable."""
+        """JPEG bytes of the geometry output, or why the file is unreadable (naming it)."""
         try:
-            data = np.fromfile(str(path), dtype=np.uint8)
-        except OSError as error:
-            return f"cannot read: {error}"
-        if data.size == 0:
-            return "empty file"
-        try:
-            with Image.open(io.BytesIO(data.tobytes())) as im:  # header only: the size
-                width, height, is_jpeg = *im.size, im.format == "JPEG"
-        except Exception:  # PIL raises several types for non-images; cv2 has the last word
-            width = height = 0
-            is_jpeg = False
-        size = self.image_size
-        as_is = is_jpeg and (width, height) == (size, size) and not self.center_crop
-        if as_is and (self.chroma == "420" or jpeg_sampling(data) == [0x11] * 3):
-            # Already an aligned crop (insightface-style): store as is, no generation loss.
-            # (Asked for 4:4:4, a subsampled one is re-encoded below: GPU decoding needs it.)
-            return data.tobytes() if decode_rgb(data) is not None else "cannot decode"
-        factor = self.factor(width, height) if is_jpeg else 1
-        flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                 8: cv2.IMREAD_REDUCED_COLOR_8}  # fmt: skip
-        # BGR in, BGR to imencode: the geometry does not care about channel order.
-        image = cv2.imdecode(data, flags[factor])
-        if image is None:
-            return "cannot decode (corrupt, truncated or not an image)"
+            data = read_file(path)
+            header = check_header(data, str(path))  # the pixel budget, before decoding
+            width, height, is_jpeg = header.width, header.height, header.format == "JPEG"
+            size = self.image_size
+            as_is = is_jpeg and (width, height) == (size, size) and not self.center_crop
+            if as_is and (self.chroma == "420" or jpeg_sampling(data) == [0x11] * 3):
+                # Already an aligned crop (insightface-style): store as is, no generation loss.
+                # (Asked for 4:4:4, a subsampled one is re-encoded below: GPU decoding needs it.)
+                decode_image(data, str(path))
+                return data.tobytes()
+            factor = self.factor(width, height) if is_jpeg else 1
+            # BGR in, BGR to imencode: the geometry does not care about channel order.
+            image = decode_image(data, str(path), reduce=factor, rgb=False)
+        except OSError as error:  # UnreadableImage names the file and why
+            return str(error)
         image = self.geometry(factor)(image=image)["image"]
         params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
         if self.chroma == "444":  # full-resolution colour: what GPU (nvjpeg) decoding wants
             params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
         ok, buf = cv2.imencode(".jpg", image, params)
-        return buf.tobytes() if ok else "cannot encode"
+        return buf.tobytes() if ok else f"{path}: cannot encode"
+
+
+_TMP = ".tmp"
+
+
+class _Shards:
+    """The shard files of a pack being written: each is written under a temporary name and
+    renamed by :meth:`commit`, so a failed or killed pack leaves no shard behind."""
+
+    def __init__(self, out: Path, shard_bytes: int) -> None:
+        self.out = out
+        self.shard_bytes = shard_bytes
+        self.shards: list[dict] = []
+        self.handle = None
+
+    def _tmp(self, shard: dict) -> Path:
+        return self.out / (shard["file"] + _TMP)
+
+    def write(self, data: bytes) -> tuple[int, int, int]:
+        """Append one record; its ``(shard, offset, length)``."""
+        full = self.handle is not None and self.shards[-1]["bytes"] + len(data) > self.shard_bytes
+        if self.handle is None or (full and self.shards[-1]["images"]):
+            if self.handle is not None:
+                self.handle.close()
+            self.shards.append({"file": SHARD_FILE.format(len(self.shards)), "bytes": 0,
+                                "images": 0})  # fmt: skip
+            self.handle = self._tmp(self.shards[-1]).open("wb")
+        shard = self.shards[-1]
+        where = (len(self.shards) - 1, shard["bytes"], len(data))
+        self.handle.write(data)
+        shard["bytes"] += len(data)
+        shard["images"] += 1
+        return where
+
+    def commit(self) -> list[dict]:
+        """Close and rename the shards to their final names; their header entries."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        for shard in self.shards:
+            os.replace(self._tmp(shard), self.out / shard["file"])
+        return self.shards
+
+    def discard(self) -> None:
+        """Delete the shards not committed (nothing after :meth:`commit`)."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        for shard in self.shards:
+            self._tmp(shard).unlink(missing_ok=True)
 
 
 def pack_images(
@@ -179,16 +215,15 @@ def pack_images(
     out.mkdir(parents=True, exist_ok=True)
     # The old header goes first (an interrupted repack is then no pack at all), and a smaller
     # new pack must not leave the old one's extra shards behind.
-    for stale in [out / HEADER, *out.glob("shard-*.dat")]:
+    for stale in [out / HEADER, *out.glob("shard-*.dat"), *out.glob(f"shard-*.dat{_TMP}")]:
         stale.unlink(missing_ok=True)
 
     encoder = _Encoder(image_size, center_crop, int(quality), reduce, chroma)
     start = time.perf_counter()
     rows = np.empty((len(paths), len(COLUMNS)), dtype=np.int64)
-    shards: list[dict] = []
+    writer = _Shards(out, shard_bytes)
     unreadable: list[str] = []
     n = 0
-    handle = None
     pool = multiprocessing.get_context().Pool(workers) if workers > 0 else None
     try:
         results: Iterable[bytes | str] = (
@@ -197,28 +232,18 @@ def pack_images(
         bar = tqdm(results, total=len(paths), desc="pack", unit="img", disable=not show_progress)
         for path, label, result in zip(paths, labels, bar, strict=True):
             if isinstance(result, str):
-                log.warning("not packed: %s: %s", path, result)
+                log.warning("not packed: %s", result)
                 unreadable.append(str(path))
                 continue
-            full = handle is not None and shards[-1]["bytes"] + len(result) > shard_bytes
-            if handle is None or (full and shards[-1]["images"]):
-                if handle is not None:
-                    handle.close()
-                shards.append({"file": SHARD_FILE.format(len(shards)), "bytes": 0, "images": 0})
-                handle = (out / shards[-1]["file"]).open("wb")
-            shard = shards[-1]
-            rows[n] = (len(shards) - 1, shard["bytes"], len(result), label, zlib.crc32(result))
-            handle.write(result)
-            shard["bytes"] += len(result)
-            shard["images"] += 1
+            rows[n] = (*writer.write(result), label, zlib.crc32(result))
             n += 1
+        if n == 0:
+            raise ValueError(f"none of the {len(paths)} images could be read (see the log)")
+        shards = writer.commit()
     finally:
-        if handle is not None:
-            handle.close()
+        writer.discard()  # after a failure: no shard of a pack that has no header
         if pool is not None:
             pool.terminate()  # all results are in (or packing failed): nothing to wait for
-    if n == 0:
-        raise ValueError(f"none of the {len(paths)} images could be read (see the log)")
 
     tmp = out / (INDEX + ".tmp")
     with tmp.open("wb") as f:

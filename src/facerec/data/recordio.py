@@ -38,6 +38,7 @@ _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _PART = struct.Struct("<II")  # magic, lrec
 IR_HEADER = struct.Struct("<IfQQ")  # flag, label, id, id2 (24 bytes, as mxnet's 'IfQQ')
 _LENGTH_MASK = (1 << 29) - 1
+_MIN_RECORD = _PART.size + IR_HEADER.size  # the smallest record: part header + IRHeader
 
 
 def read_idx(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +132,18 @@ def unpack(payload: bytes | np.ndarray) -> tuple[int, np.ndarray, int, int, memo
     return flag, np.array([label], dtype=np.float32), id1, id2, rest
 
 
+def _class_label(labels: np.ndarray, where: str) -> int:
+    """A record's class: ``labels[0]`` (insightface's rule when a record carries several).
+
+    Raises:
+        OSError: naming ``where``: the label is not a finite whole number.
+    """
+    value = float(labels[0])
+    if not np.isfinite(value) or value != round(value):
+        raise OSError(f"{where}: label {value} is not a class number")
+    return int(value)
+
+
 class RecordIODataset(EncodedImages):
     """An insightface ``train.rec``/``train.idx`` pair, with :class:`FaceFolder`'s item contract.
 
@@ -148,7 +161,9 @@ class RecordIODataset(EncodedImages):
     Raises:
         FileNotFoundError: naming the missing ``.rec`` or ``.idx``.
         ValueError: naming the file: a malformed index, offsets past the end of the ``.rec``,
-            an unreadable header record, or image keys missing from the index.
+            an unreadable header record, a header whose ranges the index cannot hold (checked
+            before anything is allocated from them), labels beyond the number of records, or
+            image keys missing from the index.
     """
 
     def __init__(
@@ -190,7 +205,7 @@ class RecordIODataset(EncodedImages):
             raise ValueError(f"{self.rec_path}: unreadable header record: {error}") from None
         if flag > 0:
             # insightface's layout: images 1..a-1, then b-a identity records.
-            first_identity, end = int(labels[0]), int(labels[1])
+            first_identity, end = self._layout(labels)
             image_keys = np.arange(1, first_identity, dtype=np.int64)
             self.offsets = lookup(image_keys)
             num_classes = end - first_identity
@@ -204,11 +219,43 @@ class RecordIODataset(EncodedImages):
         else:
             # No header: every record is an image and the labels give the classes (one pass).
             image_keys, self.offsets = keys, offsets
-            num_classes = 1 + max(
-                self._label(rec, o, k) for k, o in zip(keys.tolist(), offsets.tolist(), strict=True)
-            )
+            labels = [self._label(rec, o, k) for k, o in zip(keys.tolist(), offsets.tolist(),
+                                                             strict=True)]  # fmt: skip
+            num_classes = 1 + max(labels)
+            if num_classes > len(keys):  # a list of that many class names would come next
+                raise ValueError(
+                    f"{self.rec_path}: a record's label is {num_classes - 1}, but the file holds"
+                    f" {len(keys)} records: labels must lie in 0..{len(keys) - 1}"
+                )
         self.keys = image_keys
         self.classes = [str(c) for c in range(num_classes)]
+
+    def _layout(self, labels: np.ndarray) -> tuple[int, int]:
+        """The header record's ``(a, b)``: images are keys ``1..a-1``, identities ``a..b-1``.
+
+        Checked before anything is allocated from them: each of those ``b - 1`` records takes
+        at least :data:`_MIN_RECORD` bytes of the ``.rec``, so a 16 KB file cannot claim a
+        billion images.
+
+        Raises:
+            ValueError: naming the file: fewer than two labels, non-integral values, or more
+                records than the file can hold.
+        """
+        values = labels[:2].astype(np.float64)
+        if values.size < 2 or not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise ValueError(
+                f"{self.rec_path}: the header record's labels {labels[:2].tolist()} are not"
+                f" two whole numbers (first identity record, end of the identity records)"
+            )
+        first, end = (int(v) for v in values)
+        size = self.rec_path.stat().st_size
+        if not 1 <= first <= end or (end - 1) * _MIN_RECORD > size:
+            raise ValueError(
+                f"{self.rec_path}: refused: the header record says images are keys 1..{first - 1}"
+                f" and identities keys {first}..{end - 1}, more records than its {size:,} bytes"
+                f" can hold ({_MIN_RECORD} bytes each at least)"
+            )
+        return first, end
 
     def _map(self) -> np.memmap:
         return np.memmap(self.rec_path, dtype=np.uint8, mode="r")
@@ -218,7 +265,7 @@ class RecordIODataset(EncodedImages):
 
     def _label(self, rec: np.ndarray, offset: int, key: int) -> int:
         _, labels, *_ = unpack(read_record(rec, offset, f"{self.rec_path}: record {key}"))
-        return int(labels[0])
+        return _class_label(labels, f"{self.rec_path}: record {key}")
 
     @property
     def info(self) -> DatasetInfo:
@@ -245,7 +292,7 @@ class RecordIODataset(EncodedImages):
             _, labels, _, _, image = unpack(payload)
         except OSError as error:
             raise OSError(f"{self.where(index)}: {error}") from None
-        label = int(labels[0])  # insightface: label[0] when a record carries several
+        label = _class_label(labels, self.where(index))
         if not 0 <= label < len(self.classes):
             raise OSError(f"{self.where(index)}: label {label} outside 0..{len(self.classes) - 1}")
         return np.frombuffer(image, dtype=np.uint8), label

@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from facerec.data.decode import check_header, read_file
 from facerec.data.folder import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,14 @@ CONVERTED_MODES = {"L": "greyscale", "LA": "greyscale", "CMYK": "CMYK", "P": "pa
 
 
 def check_image(path: str) -> str:
-    """``ok``, ``converted:<what>`` or ``unreadable:<why>`` for one file (decodes it fully)."""
+    """``ok``, ``converted:<what>`` or ``unreadable:<why>`` for one file (decodes it fully).
+
+    The header goes through training's guard first (:func:`facerec.data.decode.read_image`'s
+    pixel budget), then Pillow decodes it: stricter than OpenCV about truncated JPEGs, and it
+    names the image mode.
+    """
     try:
+        check_header(read_file(path), f"image {path}")
         with Image.open(path) as image:
             image.load()  # a truncated JPEG raises here, not at open()
             mode = image.mode

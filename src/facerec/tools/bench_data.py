@@ -41,10 +41,11 @@ import torch
 from torchvision import datasets, transforms
 from torchvision.io import decode_jpeg
 
+from facerec.data.decode import decode_image
 from facerec.data.folder import FaceFolder
 from facerec.data.pack_writer import pack_images
 from facerec.data.packed import PackedDataset
-from facerec.data.transforms import augmentation, decode_rgb, geometry
+from facerec.data.transforms import augmentation, geometry
 
 
 def default_lfw() -> Path:
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         as_tensors = [torch.from_numpy(b) for b in encoded]
         bgr = cv2.IMREAD_COLOR
         decoders: dict[str, Callable[[int], object]] = {
-            "cv2.imdecode to RGB (IMREAD_COLOR_RGB)": lambda i: decode_rgb(encoded[i]),
+            "decode_image: header check + cv2.imdecode to RGB": lambda i: decode_image(encoded[i]),
             "cv2.imdecode BGR + cvtColor": lambda i: cv2.cvtColor(
                 cv2.imdecode(encoded[i], bgr), cv2.COLOR_BGR2RGB
             ),
