@@ -117,6 +117,23 @@ def grey(image: np.ndarray, face: Face, rng: np.random.Generator):
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), face.landmarks
 
 
+def tight_dark(image: np.ndarray, face: Face, rng: np.random.Generator):
+    """A tight crop, in grey, in bad light: the pre-cropped datasets of the issue."""
+    image, points = tight(image, face, rng)
+    image, _ = dark(image, face, rng)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), points
+
+
+def background(image: np.ndarray, face: Face, rng: np.random.Generator):
+    """No face: the largest corner of the image beside the face box, for the face-crop score
+    (its landmarks are the face's, outside the image: never found, never scored)."""
+    x1, y1, x2, _ = face.box.round().astype(int)
+    h, w = image.shape[:2]
+    corners = [(0, 0, max(x1, 8), h), (min(x2, w - 8), 0, w, h), (0, 0, w, max(y1, 8))]
+    left, top, right, bottom = max(corners, key=lambda c: (c[2] - c[0]) * (c[3] - c[1]))
+    return image[top:bottom, left:right].copy(), face.landmarks - (left, top)
+
+
 DEGRADATIONS: dict[str, Degradation] = {
     "original": lambda image, face, rng: (image, face.landmarks),
     "tight": tight,
@@ -127,7 +144,11 @@ DEGRADATIONS: dict[str, Degradation] = {
     "rot30": rotation(30),
     "rot60": rotation(60),
     "grey": grey,
+    "tight_dark": tight_dark,
+    "background": background,
 }
+# Sets without a face to find: left out of the detection table, scored as non-crops.
+NO_FACE_SETS = ("background",)
 
 
 def truth(image: np.ndarray, detector: FaceDetector) -> Face | None:
@@ -207,6 +228,7 @@ def measure(root: Path, searches: list[str], detector: FaceDetector, limit: int 
             sets: list[str] | None = None) -> None:  # fmt: skip
     """Print one table row per set and search; time ratios against the first search."""
     sets = [n for n in sets or DEGRADATIONS if (root / n / "landmarks.csv").is_file()]
+    sets = [n for n in sets if n not in NO_FACE_SETS]
     print(f"{'set':<13} {'search':<26} {'n':>4} {'found':>7} {'median px':>9} {'p90 px':>7}"
           f" {'ms/img':>7} {'x time':>6}")  # fmt: skip
     for name in sets:
@@ -218,6 +240,21 @@ def measure(root: Path, searches: list[str], detector: FaceDetector, limit: int 
             print(f"{name:<13} {search or '(none)':<26} {row['n']:>4} {row['found']:>7.1%}"
                   f" {row['median']:>9.2f} {row['p90']:>7.2f} {row['ms']:>7.0f}"
                   f" {row['ms'] / base:>6.2f}")  # fmt: skip
+
+
+def crop_table(root: Path, detector: FaceDetector, limit: int = 0,
+               thresholds: tuple[float, ...] = (0.5, 0.8, 0.9, 0.97)) -> None:  # fmt: skip
+    """Per set: how many whole images the face-crop score takes for face crops at each
+    threshold (``on_missing=auto`` resizes those whole instead of centre-cropping them)."""
+    columns = " ".join(f"{'>=' + str(t):>7}" for t in thresholds)
+    print(f"{'set':<13} {'n':>4} {'median score':>12} {columns}")
+    for name in DEGRADATIONS:
+        if not (root / name / "landmarks.csv").is_file():
+            continue
+        files = list(read_landmarks(root / name / "landmarks.csv"))[: limit or None]
+        scores = detector.crop_scores([read_image(root / name / f) for f in files])
+        shares = " ".join(f"{(scores >= t).mean():>7.1%}" for t in thresholds)
+        print(f"{name:<13} {len(files):>4} {np.median(scores):>12.3f} {shares}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
     run.add_argument("--sets", default="", help="comma-separated (default: all)")
+    crops = sub.add_parser("crops", help="the face-crop score on each set")
+    crops.add_argument("root", type=Path, help="the --out of make")
+    crops.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
     args = parser.parse_args(argv)
     detector = FaceDetector("cpu")
     if args.command == "make":
@@ -250,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         sets = [s for s in args.sets.split(",") if s] or None
         kept = make_sets(sources, args.out, detector, args.seed, sets)
         print(f"{args.out}: {kept} of {len(sources)} images had a face to carry over")
+        return 0
+    if args.command == "crops":
+        crop_table(args.root, detector, args.limit)
         return 0
     searches = args.search or ["", ",".join(AlignOptions().search)]
     measure(args.root, searches, detector, args.limit, [s for s in args.sets.split(",") if s])

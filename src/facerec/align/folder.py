@@ -73,7 +73,7 @@ class AlignOptions:
     select: str = "largest"
     on_missing: str = "auto"
     fallback_crop: float = 0.6
-    crop_score: float = 0.9
+    crop_score: float = 0.8
     search: tuple[str, ...] = ("pad", "enhance", "small", "rotate")
     min_face: int = 20
     max_side: int = 1280
