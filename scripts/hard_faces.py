@@ -214,9 +214,8 @@ def measure_set(folder: Path, detector: FaceDetector, options: AlignOptions, lim
         start = time.perf_counter()
         faces, scale, _ = find_faces(image, detector, options)
         seconds += time.perf_counter() - start
-        if faces:
-            face = choose_face(faces, image.shape, options.select)
-            errors.append(frame_error(face.landmarks / scale, true))
+        if faces:  # the chosen face first
+            errors.append(frame_error(faces[0].landmarks / scale, true))
     n = max(len(points), 1)
     return {"n": len(points), "found": len(errors) / n,
             "median": float(np.median(errors)) if errors else float("nan"),
@@ -257,6 +256,60 @@ def crop_table(root: Path, detector: FaceDetector, limit: int = 0,
         print(f"{name:<13} {len(files):>4} {np.median(scores):>12.3f} {shares}")
 
 
+BEFORE = AlignOptions(search=(), on_missing="center")  # the aligner before the search
+# An error above this (px, 112 frame) is another face of the photo, not this one misplaced.
+OTHER_FACE = 20.0
+
+
+def _tile(image: np.ndarray, label: str, side: int = 112) -> np.ndarray:
+    """``image`` fitted into a ``side`` square (grey margins) with ``label`` under it."""
+    scale = side / max(image.shape[:2])
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    tile = np.full((side + 16, side, 3), 235, np.uint8)
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    top, left = (side - size[1]) // 2, (side - size[0]) // 2
+    tile[top : top + size[1], left : left + size[0]] = small
+    cv2.putText(tile, label, (2, side + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    return tile
+
+
+def _worst(folder: Path, detector: FaceDetector, limit: int) -> tuple[str, float]:
+    """The image of the set's first ``limit`` that the old aligner got worst (a miss first;
+    another face of a group photo does not count)."""
+    worst, error = "", -1.0
+    for name, true in list(read_landmarks(folder / "landmarks.csv").items())[:limit]:
+        image = read_image(folder / name)
+        faces, scale, _ = find_faces(image, detector, BEFORE)
+        face = faces[0] if faces else None
+        e = frame_error(face.landmarks / scale, true) if face else float("inf")
+        if OTHER_FACE < e < float("inf"):
+            continue  # another person of a group photo ("largest" flipped), not a misplacement
+        if e > error:
+            worst, error = name, e
+    return worst, error
+
+
+def figure(root: Path, detector: FaceDetector, out: Path, limit: int = 20) -> None:
+    """One row per set: the photo, the crop before (plain detection, else the 0.6 centre crop),
+    the crop now; the photo is the one of the set's first ``limit`` the old aligner did worst."""
+    from facerec.align.folder import align_image
+
+    rows = []
+    for name in DEGRADATIONS:
+        if name in NO_FACE_SETS or not (root / name / "landmarks.csv").is_file():
+            continue
+        file, error = _worst(root / name, detector, limit)
+        image = read_image(root / name / file)
+        before = align_image(image, detector, BEFORE)[0]
+        after = align_image(image, detector, AlignOptions())[0]
+        was = "missed" if error == float("inf") else f"{error:.1f} px off"
+        rows.append(np.hstack([_tile(image, name), _tile(before, f"before: {was}"),
+                               _tile(after, "now")]))  # fmt: skip
+    grid = np.vstack(rows)
+    cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(f"{out}: {len(rows)} rows")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -281,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     crops = sub.add_parser("crops", help="the face-crop score on each set")
     crops.add_argument("root", type=Path, help="the --out of make")
     crops.add_argument("--limit", type=int, default=0, help="first N images of each set (0: all)")
+    fig = sub.add_parser("figure", help="before/after crops, one row per set")
+    fig.add_argument("root", type=Path, help="the --out of make")
+    fig.add_argument("out", type=Path, help="image to write (.jpg)")
     args = parser.parse_args(argv)
     detector = FaceDetector("cpu")
     if args.command == "make":
@@ -290,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         sets = [s for s in args.sets.split(",") if s] or None
         kept = make_sets(sources, args.out, detector, args.seed, sets)
         print(f"{args.out}: {kept} of {len(sources)} images had a face to carry over")
+        return 0
+    if args.command == "figure":
+        figure(args.root, detector, args.out)
         return 0
     if args.command == "crops":
         crop_table(args.root, detector, args.limit)

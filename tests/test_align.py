@@ -326,7 +326,6 @@ HARD_SETS = ("tight", "dark", "low_contrast", "small", "rot15", "rot30", "rot60"
 def test_hard_copies_are_found_with_their_landmarks_in_place(name, detector, hard_sources):
     """Each degraded copy's face is found and its landmarks land within 3 px (median over
     the copies; pixels of the 112x112 frame) of the truth carried over from the original."""
-    from facerec.align.detect import choose_face
     from facerec.align.folder import find_faces
 
     script = hard_faces()
@@ -338,7 +337,7 @@ def test_hard_copies_are_found_with_their_landmarks_in_place(name, detector, har
         copy = copy if copy.ndim == 3 else cv2.cvtColor(copy, cv2.COLOR_GRAY2RGB)
         faces, scale, _ = find_faces(copy, detector, AlignOptions())
         assert faces, f"{name}: no face found"
-        found = choose_face(faces, copy.shape, "largest").landmarks / scale
+        found = faces[0].landmarks / scale  # the chosen face
         errors.append(frame_error(found, true))
     assert np.median(errors) <= 3.0, errors
 
@@ -357,7 +356,7 @@ def test_the_plain_detection_misplaces_landmarks_that_the_second_look_puts_right
     copy, true = script["tight"](image, face, rng)
     plain = detector.detect([copy])[0]
     faces, _, how = find_faces(copy, detector, AlignOptions())
-    found = choose_face(faces, copy.shape).landmarks
+    found = faces[0].landmarks
     assert how.endswith("+look")
     assert script["frame_error"](found, true) < 3.0
     if plain:  # found, but worse

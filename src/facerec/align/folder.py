@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facerec.align.detect import Face, FaceDetector, choose_face
+from facerec.align.detect import Face, FaceDetector
 from facerec.align.landmarks import GivenLandmarks, read_landmarks
 from facerec.align.search import SEARCH_STEPS, search
 from facerec.align.transform import warp_face
@@ -231,8 +231,8 @@ def find_faces(
     """Faces of one decoded image: the plain detection, then ``options.search`` if it missed.
 
     Returns:
-        The faces (in the detection image's pixels), that image's scale, and how they were
-        found (``"detect"`` or a search step's name; None: not found).
+        The faces (in the detection image's pixels; the one to align first), that image's
+        scale, and how they were found (``"detect"`` or a search step's name; None: not found).
     """
     small, scale = detection_image(image, options.max_side)
     faces, how = search(small, detector, options.search, detector.detect([small])[0],
@@ -276,9 +276,7 @@ def _crop(
     if not faces:
         crop, outcome, looks_cropped = fallback(image, detector, options)
         return crop, outcome, 0, looks_cropped
-    face = choose_face(faces, (round(image.shape[0] * scale), round(image.shape[1] * scale)),
-                       options.select)  # fmt: skip
-    crop, _ = warp_face(image, face.landmarks / scale, options.size)
+    crop, _ = warp_face(image, faces[0].landmarks / scale, options.size)  # the chosen face
     return crop, ALIGNED, len(faces), False
 
 

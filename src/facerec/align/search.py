@@ -237,7 +237,8 @@ def search(image: np.ndarray, detector, steps: Sequence[str], faces: Sequence[Fa
         select: the rule that picks the face (:func:`facerec.align.detect.choose_face`).
 
     Returns:
-        The faces (in ``image``'s pixels; the chosen one replaced by its second look) and
+        The faces (in ``image``'s pixels), the one ``select`` chose first (replaced by its
+        second look: the choice is made once, before a second look resizes its box), and
         how they were found: ``"detect"`` (the plain detection), the name of the step that
         found them, ``+look`` added when a second look placed the landmarks; ``([], None)``.
     """
@@ -248,11 +249,12 @@ def search(image: np.ndarray, detector, steps: Sequence[str], faces: Sequence[Fa
         if faces:
             how = step
             break
-    if not faces or not steps:
+    if not faces:
         return faces, how
     chosen = choose_face(faces, image.shape, select)
-    look = needs_second_look(chosen, image.shape)
+    others = [face for face in faces if face is not chosen]
+    look = bool(steps) and needs_second_look(chosen, image.shape)
     better = second_look(image, chosen, detector.detect) if look else None
     if better is None:
-        return faces, how
-    return [better if face is chosen else face for face in faces], f"{how}+look"
+        return [chosen, *others], how
+    return [better, *others], f"{how}+look"
