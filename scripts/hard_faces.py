@@ -33,6 +33,7 @@ import argparse
 import csv
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -203,24 +204,28 @@ def frame_error(found: np.ndarray, true: np.ndarray) -> float:
 
 
 def measure_set(folder: Path, detector: FaceDetector, options: AlignOptions, limit: int = 0
-                ) -> dict[str, float]:  # fmt: skip
-    """Found fraction, landmark error (median, 90th percentile) and ms per image of one set
-    (its first ``limit`` images; 0: all)."""
+                ) -> dict[str, float | str]:  # fmt: skip
+    """Found fraction, the fraction found where the face is (landmarks within
+    :data:`OTHER_FACE` px), landmark error (median, 90th percentile over the found), ms per
+    image and how the faces were found, of one set (its first ``limit`` images; 0: all)."""
     points = read_landmarks(folder / "landmarks.csv")
     points = dict(list(points.items())[: limit or None])
-    errors, seconds = [], 0.0
+    errors, seconds, ways = [], 0.0, Counter()
     for name, true in points.items():
         image = read_image(folder / name)
         start = time.perf_counter()
-        faces, scale, _ = find_faces(image, detector, options)
+        faces, scale, how = find_faces(image, detector, options)
         seconds += time.perf_counter() - start
+        ways[how or "missed"] += 1
         if faces:  # the chosen face first
             errors.append(frame_error(faces[0].landmarks / scale, true))
     n = max(len(points), 1)
-    return {"n": len(points), "found": len(errors) / n,
+    right = sum(e < OTHER_FACE for e in errors)
+    return {"n": len(points), "found": len(errors) / n, "right": right / n,
             "median": float(np.median(errors)) if errors else float("nan"),
             "p90": float(np.percentile(errors, 90)) if errors else float("nan"),
-            "ms": 1000 * seconds / n}  # fmt: skip
+            "ms": 1000 * seconds / n,
+            "how": " ".join(f"{k}:{v}" for k, v in ways.most_common())}  # fmt: skip
 
 
 def measure(root: Path, searches: list[str], detector: FaceDetector, limit: int = 0,
@@ -228,8 +233,9 @@ def measure(root: Path, searches: list[str], detector: FaceDetector, limit: int 
     """Print one table row per set and search; time ratios against the first search."""
     sets = [n for n in sets or DEGRADATIONS if (root / n / "landmarks.csv").is_file()]
     sets = [n for n in sets if n not in NO_FACE_SETS]
-    print(f"{'set':<13} {'search':<26} {'n':>4} {'found':>7} {'median px':>9} {'p90 px':>7}"
-          f" {'ms/img':>7} {'x time':>6}")  # fmt: skip
+    print(f"{'set':<13} {'search':<26} {'n':>4} {'found':>7} {'right':>7} {'median px':>9}"
+          f" {'p90 px':>7}"
+          f" {'ms/img':>7} {'x time':>6}  found by")  # fmt: skip
     for name in sets:
         base = None
         for search in searches:
@@ -237,8 +243,9 @@ def measure(root: Path, searches: list[str], detector: FaceDetector, limit: int 
             row = measure_set(root / name, detector, AlignOptions(search=steps), limit)
             base = base or row["ms"]
             print(f"{name:<13} {search or '(none)':<26} {row['n']:>4} {row['found']:>7.1%}"
-                  f" {row['median']:>9.2f} {row['p90']:>7.2f} {row['ms']:>7.0f}"
-                  f" {row['ms'] / base:>6.2f}")  # fmt: skip
+                  f" {row['right']:>7.1%} {row['median']:>9.2f} {row['p90']:>7.2f}"
+                  f" {row['ms']:>7.0f}"
+                  f" {row['ms'] / base:>6.2f}  {row['how']}")  # fmt: skip
 
 
 def crop_table(root: Path, detector: FaceDetector, limit: int = 0,
