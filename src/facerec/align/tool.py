@@ -2,12 +2,17 @@
 
     python scripts/align.py raw/ aligned/                 # raw/<identity>/<img> -> aligned/...
     python scripts/align.py raw/ aligned/ --select center --on-missing skip
+    python scripts/align.py crops/ aligned/ --on-missing whole     # already cropped faces
+    python scripts/align.py raw/ aligned/ --landmarks marks.csv    # image,x1,y1,...,x5,y5
     python train.py data=folder data.root=aligned/ data.center_crop=null
 
 Each image becomes a 112x112 crop with its five landmarks (MTCNN) fitted by least squares onto
 the ArcFace template, written under DST with the same relative path. Several faces: the
-largest (or the one nearest the centre); no face: centre-cropped (or skipped), named and
-counted. A second run skips the files already done with the same options (DST/.facerec-align.json).
+largest (or the one nearest the centre). A face MTCNN misses or misplaces is looked for
+again in padded, enhanced and rotated views (docs/alignment.md); no face at all: resized whole
+if the photo is a face crop already, else centre-cropped (``--on-missing``), named and
+counted. A second run skips the files already done with the same options
+(DST/.facerec-align.json).
 The summary is printed and written to DST/align-summary.json. Exit status: 0 when the folder
 was processed (problems are counted, not fatal), 2 on an error (no source folder, bad option),
 3 when the align extra is missing.
