@@ -237,8 +237,7 @@ def test_a_folder_config_with_oc_create_is_refused_and_nothing_runs(tmp_path, ca
     from facerec import pretrained
 
     folder = tmp_path / "folder"
-    inference.load_model(tiny_checkpoint(tmp_path / "ok.pt"), "cpu")
-    model, cfg, meta = inference.load_model(tmp_path / "ok.pt", "cpu")
+    model, cfg, meta = inference.load_model(tiny_checkpoint(tmp_path / "ok.pt"), "cpu")
     pretrained.save_pretrained(model, cfg, folder, meta=meta)
     marker = tmp_path / "pwned-by-oc-create"
     config = json.loads((folder / "config.json").read_text())

@@ -1,11 +1,13 @@
 """A trained model outside the trainer: load a checkpoint, embed images, keep a threshold.
 
 The shared library of the tools (``facerec evaluate|extract|verify|export|export-onnx``,
-:mod:`facerec.tools`); each takes a training checkpoint or an exported model folder::
+:mod:`facerec.tools`); each takes a training checkpoint, an exported model folder or ONNX, read
+as plain data into a :class:`facerec.model_config.ModelSpec` (never resolved or instantiated)::
 
-    model, cfg, meta = load_model("runs/demo/<stamp>/checkpoints/best.pt", "auto")
-    images = load_images([path1, path2], image_size(cfg), center_crop(cfg))  # uint8 (2,3,H,W)
-    emb = embed_images(model, images, device)       # float32 (2, D), flip-fused, unit length
+    loaded = load("runs/demo/<stamp>/checkpoints/best.pt", "auto")   # model, spec, config, meta
+    prep = loaded.spec.preprocessing   # image size, centre crop, alignment: read from here only
+    images = load_images([path1, path2], prep.image_size, prep.crop())  # uint8 (2, 3, H, W)
+    emb = embed_images(loaded.model, images, device)  # float32 (2, D), flip-fused, unit length
     dist = ((emb[0] - emb[1]) ** 2).sum()           # "same" when dist < threshold
 
 Embeddings follow the verification protocol (:mod:`facerec.eval.verification`): the raw

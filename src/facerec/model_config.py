@@ -26,7 +26,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -422,9 +422,6 @@ class ModelSpec:
             raise ValueError(f"{self.source}: no architecture to rebuild (a graph to run)")
         backbone = self.backbone.build()
         return FaceModel(backbone, self.embedding.build(in_shape=backbone.feature_shape))
-
-    def with_preprocessing(self, **changes: Any) -> ModelSpec:
-        return replace(self, preprocessing=replace(self.preprocessing, **changes))
 
 
 # Where a training config keeps each preprocessing value.
