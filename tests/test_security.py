@@ -446,3 +446,29 @@ def test_impostor_accept_rate_counts_the_different_pairs_below_the_threshold():
         inference.check_threshold(2.0, "x", inference.impostor_accept_rate(2.0, distances, issame),
                                   "ref")  # fmt: skip
     inference.check_threshold(1.2, "x", 0.5, "ref")  # half is not "most"
+
+
+def test_a_hostile_size_is_refused_under_a_one_gib_memory_cap(tmp_path):
+    """``embedding_size=4e6`` behind 512 features is an 8 GB layer: with the address space
+    capped at 1 GiB above what the interpreter holds, the load ends in the one-line refusal."""
+    backbone = {**TINY["backbone"], "num_features": 512}
+    embedding = {**TINY["embedding"], "embedding_size": 4_000_000}
+    ckpt = tiny_checkpoint(tmp_path / "big.pt")
+    state = torch.load(ckpt, weights_only=True)
+    state["config"].update(backbone=backbone, embedding=embedding)
+    torch.save(state, ckpt)
+    script = (
+        "import re, resource, sys\n"
+        "from facerec import inference\n"
+        "size = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    inference.load_model(sys.argv[1], 'cpu')\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-c", script, str(ckpt)], capture_output=True,
+                            text=True, env=env, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "embedding.embedding_size: 4000000 is outside 1..65536" in result.stdout
