@@ -258,15 +258,30 @@ def test_verify_prints_a_decision_with_its_threshold_source(checkpoint_copy, lfw
     err = capsys.readouterr().err
     assert "no threshold" in err and "--threshold" in err and "evaluate.py" in err
 
-    # 3.99: nearly every pair is "same" (a file at 4.0 itself is refused, test_security.py)
+    # A file at 3.99 would call nearly every pair "same": refused in one line naming it.
     inference.save_threshold(checkpoint_copy, "lfw_devtest", {"threshold": 3.99, "accuracy": 1}, 1)
     result = run_script("verify", checkpoint_copy, a, b)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2 and not result.stdout
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and "refused" in err[0] and "threshold 3.99" in err[0]
+    assert str(inference.threshold_path(checkpoint_copy)) in err[0]
+
+    # The same number as the user's own --threshold: used, with a warning.
+    result = run_script("verify", checkpoint_copy, a, b, "--threshold", "3.99")
+    assert result.returncode == 0 and "warning" in result.stderr and "3.99" in result.stderr
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
     cosine, distance = float(lines["cosine similarity"]), float(lines["squared distance"])
     assert distance == pytest.approx(2 - 2 * cosine, abs=2e-4)
     assert lines["decision"].strip().startswith("same person")  # every distance is < 4
+    assert "--threshold, yours" in lines["threshold"]
+
+    # A plausible file: used, its accuracy quoted as the file's claim.
+    inference.save_threshold(checkpoint_copy, "lfw_devtest", {"threshold": 1.5, "accuracy": 1}, 1)
+    result = run_script("verify", checkpoint_copy, a, b)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
     assert str(inference.threshold_path(checkpoint_copy)) in lines["threshold"]
+    assert "the file's claim" in lines["threshold"] and "1.5000" in lines["threshold"]
 
     code = call_script("verify", checkpoint_copy, a, b, "--threshold", "0")
     assert code == 0  # nothing is below 0: "different people", exit status 0 all the same

@@ -1,11 +1,13 @@
 """A trained model outside the trainer: load a checkpoint, embed images, keep a threshold.
 
 The shared library of the tools (``facerec evaluate|extract|verify|export|export-onnx``,
-:mod:`facerec.tools`); each takes a training checkpoint or an exported model folder::
+:mod:`facerec.tools`); each takes a training checkpoint, an exported model folder or ONNX, read
+as plain data into a :class:`facerec.model_config.ModelSpec` (never resolved or instantiated)::
 
-    model, cfg, meta = load_model("runs/demo/<stamp>/checkpoints/best.pt", "auto")
-    images = load_images([path1, path2], image_size(cfg), center_crop(cfg))  # uint8 (2,3,H,W)
-    emb = embed_images(model, images, device)       # float32 (2, D), flip-fused, unit length
+    loaded = load("runs/demo/<stamp>/checkpoints/best.pt", "auto")   # model, spec, config, meta
+    prep = loaded.spec.preprocessing   # image size, centre crop, alignment: read from here only
+    images = load_images([path1, path2], prep.image_size, prep.crop())  # uint8 (2, 3, H, W)
+    emb = embed_images(loaded.model, images, device)  # float32 (2, D), flip-fused, unit length
     dist = ((emb[0] - emb[1]) ** 2).sum()           # "same" when dist < threshold
 
 Embeddings follow the verification protocol (:mod:`facerec.eval.verification`): the raw
@@ -15,11 +17,13 @@ squared Euclidean distance (``2 - 2 cos``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +37,32 @@ from facerec.data.transforms import geometry, to_tensor
 from facerec.distributed import resolve_device
 from facerec.eval.verification import fuse_flip
 from facerec.evaluate import embed_batches
-from facerec.model import FaceModel
-from facerec.model_config import model_config, rebuild
+from facerec.model_config import ModelSpec, Preprocessing, Rule, read_spec, rebuild
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_THRESHOLD",
     "PREPROCESSING",
+    "LoadedModel",
     "align_paths",
+    "align_sets",
     "batch_size_for",
     "center_crop",
+    "check_threshold",
+    "default_align_cache",
     "embed_images",
     "image_size",
+    "impostor_accept_rate",
     "list_images",
+    "load",
     "load_images",
     "load_model",
     "load_threshold",
     "preparation",
+    "preprocessing",
     "resolve_alignment",
     "save_threshold",
+    "threshold_claim",
     "threshold_path",
 ]
 
@@ -60,46 +72,63 @@ PREPROCESSING = (
 )
 
 
-def load_model(
-    checkpoint_path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[FaceModel, dict[str, Any], dict[str, Any]]:
-    """Rebuild backbone + embedding from a training checkpoint or an exported folder.
+@dataclass(frozen=True)
+class LoadedModel:
+    """What :func:`load` gives: the model, its :class:`ModelSpec` (architecture and
+    preprocessing: the one place the tools read them from), the file's config as plain data
+    (never resolved) and what the file says of its training (``meta``)."""
+
+    model: torch.nn.Module
+    spec: ModelSpec
+    config: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild backbone + embedding from a training checkpoint, an exported folder or ONNX.
 
     Args:
-        checkpoint_path: a ``.pt`` file written by the trainer (``best.pt``, ``last.pt``), a
-            folder written by ``facerec export`` (:mod:`facerec.pretrained`), or a ``.onnx``
-            file written by ``facerec export-onnx`` (:mod:`facerec.onnx_model`, CPU only).
+        path: a ``.pt`` file written by the trainer (``best.pt``, ``last.pt``), a folder written
+            by ``facerec export`` (:mod:`facerec.pretrained`), or a ``.onnx`` file written by
+            ``facerec export-onnx`` (:mod:`facerec.onnx_model`, CPU only).
         device: ``"auto"``, ``"cpu"``, an accelerator name, or a ``torch.device``.
 
     Returns:
-        ``(model, cfg, meta)``: the model in eval mode on ``device``; the resolved training
-        config (a folder: its ``config.json``) as a plain dict; ``meta`` with ``path``,
-        ``step``, ``epoch``, ``best``, ``best_step``, ``results`` (last verification
+        The model in eval mode on ``device``, its spec, the file's config and ``meta``:
+        ``path``, ``step``, ``epoch``, ``best``, ``best_step``, ``results`` (last verification
         summaries), ``num_classes``, ``backbone`` (its ``_target_``) and ``device``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: naming the file: not a facerec checkpoint or model folder, or weights that
-            do not fit the saved architecture.
+        ValueError: one line naming the file (and the key): not a facerec model, a value of the
+            wrong type or out of range, or weights that do not fit the saved architecture.
     """
-    path = Path(checkpoint_path)
+    path = Path(path)
     if not isinstance(device, torch.device):
         device = resolve_device(device)
-    load = next((loader for test, loader in _LOADERS if test(path)), _from_checkpoint)
-    model, cfg, summary = load(path)
+    loader = next((loader for test, loader in _LOADERS if test(path)), _from_checkpoint)
+    model, spec, cfg, summary = loader(path)
     # A loader may pin the device: ONNX runs in onnxruntime on the CPU.
     device = torch.device(summary.pop("device", device))
     model.to(device).eval()
-    meta = {
-        "path": str(path),
-        **summary,
-        "backbone": cfg["backbone"]["_target_"],
-        "device": str(device),
-    }
-    return model, cfg, meta
+    backbone = summary.pop("backbone", None) or (spec.backbone.target if spec.backbone else "-")
+    meta = {"path": str(path), **summary, "backbone": backbone, "device": str(device)}
+    return LoadedModel(model, spec, cfg, meta)
 
 
-def _from_checkpoint(path: Path) -> tuple[FaceModel, dict[str, Any], dict[str, Any]]:
+def load_model(
+    checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """``(model, config, meta)`` of :func:`load` (the config is plain data: pass it to
+    :func:`image_size`, :func:`center_crop`, ... or use :func:`load`'s ``spec``)."""
+    loaded = load(checkpoint_path, device)
+    return loaded.model, loaded.config, loaded.meta
+
+
+Loaded = tuple[torch.nn.Module, ModelSpec, dict[str, Any], dict[str, Any]]
+
+
+def _from_checkpoint(path: Path) -> Loaded:
     try:
         state = checkpoint.load(path)
     except ValueError as error:
@@ -109,21 +138,22 @@ def _from_checkpoint(path: Path) -> tuple[FaceModel, dict[str, Any], dict[str, A
                 f"{str(error.__cause__).splitlines()[0]})"
             ) from None
         raise
-    cfg = model_config(state, path)
+    cfg = state.get("config")
+    spec = read_spec(cfg, path, "a facerec training checkpoint")
     # checkpoint.summary: the same reader the trainer's resume uses
-    return rebuild(cfg, state["model"], path), cfg, checkpoint.summary(state)
+    return rebuild(spec, state.get("model"), path), spec, cfg, checkpoint.summary(state)
 
 
-def _from_folder(path: Path) -> tuple[FaceModel, dict[str, Any], dict[str, Any]]:
-    cfg, weights = pretrained.read_pretrained(path)
-    return rebuild(cfg, weights, path / pretrained.WEIGHTS), cfg, pretrained.summary(cfg)
+def _from_folder(path: Path) -> Loaded:
+    spec, cfg, weights = pretrained.read_folder(path)
+    return rebuild(spec, weights, path / pretrained.WEIGHTS), spec, cfg, pretrained.summary(cfg)
 
 
-def _from_onnx(path: Path) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+def _from_onnx(path: Path) -> Loaded:
     from facerec.onnx_model import load_onnx  # onnxruntime only when an ONNX file is given
 
-    model, cfg, summary = load_onnx(path)
-    return model, cfg, {**summary, "device": "cpu"}
+    model, spec, cfg, summary = load_onnx(path)
+    return model, spec, cfg, {**summary, "device": "cpu"}
 
 
 def is_onnx(path: str | Path) -> bool:
@@ -149,75 +179,81 @@ def batch_size_for(device: torch.device, requested: int | None = None) -> int:
     return 32 if device.type == "cpu" else 256
 
 
-def preprocessing(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Where a config keeps image size and crop: an exported folder's ``preprocessing``, a
-    training config's ``data``."""
-    return cfg.get("preprocessing") or cfg.get("data") or {}
+Source = ModelSpec | Preprocessing | Mapping[str, Any]
 
 
-def image_size(cfg: Mapping[str, Any]) -> int:
+def preprocessing(source: Source) -> Preprocessing:
+    """The :class:`Preprocessing` of a spec, or of a loaded config (read by the one parser,
+    :func:`facerec.model_config.read_spec`)."""
+    if isinstance(source, ModelSpec):
+        return source.preprocessing
+    if isinstance(source, Preprocessing):
+        return source
+    return read_spec(
+        source, "the model's config", "a model config", architecture=False
+    ).preprocessing
+
+
+def image_size(source: Source) -> int:
     """The side of the square images the model was trained on (``data.image_size``)."""
-    return int(preprocessing(cfg).get("image_size") or 112)
+    return preprocessing(source).image_size
 
 
-def center_crop(
-    cfg: Mapping[str, Any], override: int | None = None, aligned: bool = False
-) -> int | None:
+def center_crop(source: Source, override: int | None = None, aligned: bool = False) -> int | None:
     """The centre crop to use: ``override`` if given (0 = none), else none for ``aligned``
     images (already the face), else the training one."""
-    if override is not None:
-        return override or None
-    if aligned:
-        return None
-    return preprocessing(cfg).get("center_crop") or None
+    return preprocessing(source).crop(override, aligned)
 
 
 # --------------------------------------------------------------------------------------------
 # how the training images were prepared, and the same for raw photos at inference
 
 
-def preparation(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """How a checkpoint's (or an exported folder's) training images were made.
+def preparation(source: Source) -> dict[str, Any]:
+    """How a model's training images were made.
 
     Returns:
         ``{"method": "aligned", "align": {...options}}`` (``data.align`` set: MTCNN + the
         ArcFace template) or ``{"method": "center_crop", "center_crop": N or None}``.
     """
-    prep = preprocessing(cfg)  # a checkpoint's data.align, an exported folder's alignment
-    align = prep.get("align") or prep.get("alignment")
-    if align is not None:
-        return {"method": "aligned", "align": {"size": image_size(cfg), **dict(align)}}
-    return {"method": "center_crop", "center_crop": prep.get("center_crop") or None}
+    prep = preprocessing(source)
+    if prep.alignment is not None:
+        return {"method": "aligned", "align": prep.alignment.as_dict()}
+    return {"method": "center_crop", "center_crop": prep.center_crop}
 
 
-def resolve_alignment(cfg: Mapping[str, Any], choice: str = "auto", prog: str = "facerec"):
+def resolve_alignment(source: Source, choice: str = "auto", prog: str = "facerec"):
     """The :class:`facerec.align.AlignOptions` to align raw photos with, or None (crop).
 
     Args:
-        cfg: the checkpoint's config (:func:`load_model`).
-        choice: ``"auto"`` (as the checkpoint was trained), ``"on"`` or ``"off"``.
+        source: the model's spec or config (:func:`load`).
+        choice: ``"auto"`` (as the model was trained), ``"on"`` or ``"off"``.
         prog: the tool's name for the warning.
 
     A choice that differs from the training preparation works but prints one warning on
     stderr: embeddings of crops unlike the training ones are worse.
     """
-    from facerec.align.folder import AlignOptions
-
-    trained = preparation(cfg)
-    aligned = trained["method"] == "aligned" if choice == "auto" else choice == "on"
-    if aligned != (trained["method"] == "aligned"):
-        how = ("aligned faces (data.align)" if trained["method"] == "aligned" else
-               f"centre crops (data.center_crop={trained.get('center_crop')})")  # fmt: skip
+    prep = preprocessing(source)
+    trained = prep.alignment is not None
+    aligned = trained if choice == "auto" else choice == "on"
+    if aligned != trained:
+        how = ("aligned faces (data.align)" if trained else
+               f"centre crops (data.center_crop={prep.center_crop})")  # fmt: skip
         print(f"{prog}: warning: the checkpoint was trained on {how}, but --align {choice}: "
               f"{'aligning' if aligned else 'centre-cropping'} these images instead; "
               "accuracy will suffer", file=sys.stderr)  # fmt: skip
     if not aligned:
         return None
-    values = dict(trained.get("align") or {"size": image_size(cfg)})
     # A raw photo with no detected face is still embedded (centre-cropped, and named in a
     # warning): a tool's answer for every image beats one that silently lacks some.
-    values["on_missing"] = "center"
-    return AlignOptions.from_dict(values)
+    return dataclasses.replace(prep.align_options(), on_missing="center")
+
+
+def default_align_cache() -> Path:
+    """Where the tools keep aligned copies: ``$FACEREC_ALIGN_CACHE``, else
+    ``~/.cache/facerec/align`` (never a place a model file names)."""
+    base = os.environ.get("FACEREC_ALIGN_CACHE") or Path.home() / ".cache" / "facerec" / "align"
+    return Path(base).expanduser()
 
 
 def align_paths(
@@ -247,8 +283,7 @@ def align_paths(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"image not found: {p}")
-    base = os.environ.get("FACEREC_ALIGN_CACHE") or Path.home() / ".cache" / "facerec" / "align"
-    root = Path(cache or Path(base) / f"files-{options.key}").expanduser()
+    root = Path(cache or default_align_cache() / f"files-{options.key}").expanduser()
     jobs = []
     for p in paths:
         name = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:20]
@@ -261,18 +296,20 @@ def align_paths(
             for orig, (src, dst) in zip(paths, jobs, strict=True)]  # fmt: skip
 
 
-def align_sets(sets: Mapping[str, Any], options, cfg: Mapping[str, Any], device="cpu") -> None:
+def align_sets(
+    sets: Mapping[str, Any], options, cache: str | Path | None = None, device="cpu"
+) -> None:
     """Align the images of each pairs-file set in place (``options`` None: nothing to do).
 
     Each :class:`facerec.data.PairsSet` is re-pointed at an aligned copy of its images, made
-    once in the checkpoint's ``data.align_cache`` (the folder training used, so a set trained
-    on is not aligned twice) or beside the images. ``.bin`` packs are aligned already.
+    once under ``cache`` (default :func:`default_align_cache`: the user's choice, never the
+    model file's). ``.bin`` packs are aligned already.
     """
     if options is None:
         return
     from facerec.align.dataset import align_training_data
 
-    cache = (cfg.get("data") or {}).get("align_cache")
+    cache = cache or default_align_cache()
     for name, pairs_set in sets.items():
         if hasattr(pairs_set, "image_root") and hasattr(pairs_set, "load"):
             show = sys.stderr.isatty()
@@ -395,11 +432,30 @@ def save_threshold(
     return path
 
 
+# Squared distances of unit vectors: 2 - 2 cos. At 2.0 a pair is "same" whenever cos > 0, so
+# every pair of orthogonal embeddings is accepted: a trained face model puts most impostor
+# pairs near cos 0, so a threshold at or past 2 accepts about half or more of them. No trained
+# model's best threshold lies there (LFW: 1.2 to 1.6); a file that claims one is refused.
+MAX_THRESHOLD = 2.0
+# A reference set given to verify: a threshold accepting more of its impostor pairs is refused.
+MAX_IMPOSTOR_ACCEPT = 0.5
+_CLAIMS = {
+    "set": Rule("str", nullable=True),
+    "accuracy": Rule("float", 0.0, 1.0, nullable=True),
+    "step": Rule("int", 0, 2**62, nullable=True),
+}
+
+
 def load_threshold(checkpoint_path: str | Path) -> dict[str, Any] | None:
-    """The record :func:`save_threshold` wrote for this checkpoint, or None if there is none.
+    """The record :func:`save_threshold` wrote for this model, or None if there is none.
+
+    A threshold file is a claim, checked before use: the threshold must lie in
+    ``(0, MAX_THRESHOLD)`` (see :data:`MAX_THRESHOLD`); ``set``, ``accuracy`` and ``step`` must
+    be a name, a number in [0, 1] and a step, or absent. What it says of accuracy is the file's
+    claim, quoted as such (:func:`threshold_claim`).
 
     Raises:
-        ValueError: the file exists but is not such a record.
+        ValueError: one line naming the file: not such a record, or a threshold refused.
     """
     path = threshold_path(checkpoint_path)
     if not path.is_file():
@@ -407,14 +463,58 @@ def load_threshold(checkpoint_path: str | Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text())
         threshold = float(record["threshold"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a threshold record ({error}); re-run evaluate.py") from None
-    # Squared distances of unit vectors lie in [0, 4]: a threshold at or past either end calls
-    # every pair the same (or different) person, whatever the faces.
-    if not 0.0 < threshold < 4.0:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        raise ValueError(f"{path}: not a threshold record ({error}); re-run evaluate") from None
+    for key, rule in _CLAIMS.items():
+        rule.read(record.get(key), key, path)
+    if not 0.0 < threshold < MAX_THRESHOLD:
         raise ValueError(
-            f"{path}: threshold {threshold!r} is outside (0, 4), where it would decide every pair"
-            " alike; re-run evaluate.py"
+            f"{path} refused: threshold {threshold!r} is outside (0, {MAX_THRESHOLD:g}): at "
+            f"{MAX_THRESHOLD:g} or more (cosine <= 0) it calls most pairs of different people the"
+            " same person; re-run evaluate"
         )
     record["file"] = str(path)
     return record
+
+
+def threshold_claim(record: Mapping[str, Any]) -> str:
+    """Where a threshold file says its threshold came from, worded as the file's claim."""
+    accuracy = record.get("accuracy")
+    said = f", accuracy {accuracy:.4f} there" if isinstance(accuracy, (int, float)) else ""
+    return (
+        f"{record['file']}, which claims it was chosen on {str(record.get('set'))[:60]!r} at "
+        f"step {record.get('step')}{said} (the file's claim, not checked here)"
+    )
+
+
+def impostor_accept_rate(threshold: float, distances: np.ndarray, issame: np.ndarray) -> float:
+    """The fraction of a reference set's different-person pairs called "same" at ``threshold``.
+
+    Args:
+        distances: ``(N,)`` squared distances of the pairs.
+        issame: ``(N,)`` bool, True for same-person pairs.
+    """
+    impostors = np.asarray(distances)[~np.asarray(issame, dtype=bool)]
+    if len(impostors) == 0:
+        raise ValueError("the reference set has no different-person pairs")
+    return float((impostors < threshold).mean())
+
+
+def check_threshold(threshold: float, source: str, rate: float | None, reference: str) -> None:
+    """Refuse a threshold that accepts most impostor pairs of a reference set.
+
+    Args:
+        threshold: the squared-distance threshold.
+        source: where it came from (named in the message).
+        rate: :func:`impostor_accept_rate` on the reference set (None: no reference).
+        reference: the reference set's description.
+
+    Raises:
+        ValueError: ``rate`` > :data:`MAX_IMPOSTOR_ACCEPT`, one line.
+    """
+    if rate is not None and rate > MAX_IMPOSTOR_ACCEPT:
+        raise ValueError(
+            f"threshold {threshold:.4f} (from {source}) refused: it calls {rate:.1%} of the "
+            f"different-person pairs of {reference} the same person (more than "
+            f"{MAX_IMPOSTOR_ACCEPT:.0%})"
+        )

@@ -54,10 +54,14 @@ class FaceModel(nn.Module):
 
 
 def build_face_model(cfg: Mapping[str, Any]) -> FaceModel:
-    """Backbone -> embedding from a config's ``backbone`` and ``embedding`` sections.
+    """Backbone -> embedding from a composed training config's ``backbone`` and ``embedding``.
+
+    A training config is code by design (its ``_target_``s are imported); a *saved* config (a
+    checkpoint's, a model folder's) never comes here: it is read as data into a
+    :class:`facerec.model_config.ModelSpec`, whose ``build()`` calls facerec's own classes.
 
     Args:
-        cfg: a composed training config (DictConfig) or a checkpoint's ``config`` dict.
+        cfg: a composed training config (DictConfig).
 
     Returns:
         A freshly initialised :class:`FaceModel` (no head).

@@ -98,9 +98,10 @@ def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = 
         + (", ".join(f"{name} (`{where}`)" for name, where in val.items()) or "none"),
     ]
     decision = (
-        f"Threshold {threshold['threshold']:.4f} (squared distance; same person below it), "
-        f"chosen on `{threshold.get('set')}` at step {threshold.get('step')} "
-        f"(`threshold.json`)."
+        f"Threshold {threshold['threshold']:.4f} (squared distance; same person below it); "
+        f"`threshold.json` says it was chosen on `{threshold.get('set')}` at step "
+        f"{threshold.get('step')}. `facerec verify` refuses a threshold file at 2.0 or more "
+        "(cosine <= 0) and checks it on a set of yours with `--reference`."
         if threshold
         else "No threshold shipped: run `facerec evaluate` on this folder to choose one."
     )

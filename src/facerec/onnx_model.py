@@ -2,14 +2,18 @@
 
 ``evaluate``, ``extract`` and ``verify`` take ``model.onnx`` where they take a checkpoint: the
 graph runs in onnxruntime (CPU), and the image size and centre crop come from the file's
-``facerec.*`` metadata, which the export wrote. An ONNX file is a protobuf graph of standard
-operators: loading it imports and calls nothing named in the file. It has no weights facerec
-can re-export, so ``export`` and ``export-onnx`` refuse it.
+``facerec.*`` metadata, which the export wrote, read as text and checked like every saved
+config (:func:`facerec.model_config.read_preprocessing`: ``facerec.image_size`` 16..1024).
+An ONNX file is a protobuf graph of standard operators: loading it imports and calls nothing
+named in the file. It has no weights facerec can re-export, so ``export`` and ``export-onnx``
+refuse it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,11 @@ import torch
 from torch import nn
 
 from facerec.model import FaceModel
+from facerec.model_config import ModelSpec, component_targets, read_preprocessing
 
 __all__ = ["OnnxFaceModel", "load_onnx"]
+
+NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 class OnnxFaceModel(nn.Module):
@@ -43,13 +50,32 @@ class OnnxFaceModel(nn.Module):
         return torch.from_numpy(out)
 
 
-def load_onnx(path: Path) -> tuple[OnnxFaceModel, dict[str, Any], dict[str, Any]]:
-    """``(model, cfg, summary)`` of an ONNX export, as :func:`facerec.inference.load_model` needs.
+def _metadata(props: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """The ``facerec.*`` preprocessing metadata as plain values, for the one parser
+    (:func:`facerec.model_config.read_spec`): text that is not a number stays text (refused
+    there, naming the key)."""
+    if "facerec.image_size" not in props:
+        raise ValueError(f"{path} is not a facerec ONNX export (no facerec.image_size metadata)")
+
+    def number(text: str) -> Any:
+        return int(text) if NUMBER.fullmatch(text) else text
+
+    crop = props.get("facerec.center_crop", "None")
+    return {
+        "image_size": number(props["facerec.image_size"]),
+        "center_crop": None if crop in ("None", "", "0") else number(crop),
+        "channels_last": False,  # the graph takes NCHW
+    }
+
+
+def load_onnx(path: Path) -> tuple[OnnxFaceModel, ModelSpec, dict[str, Any], dict[str, Any]]:
+    """``(model, spec, cfg, summary)`` of an ONNX export, as :func:`facerec.inference.load`
+    needs; the spec has the preprocessing only (the graph is run, not rebuilt).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: onnxruntime is not installed, or the file is not an ONNX export of facerec
-            (unreadable, or without its ``facerec.image_size`` metadata).
+            (unreadable, without its ``facerec.image_size`` metadata, or a size out of range).
     """
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {path}")
@@ -64,29 +90,22 @@ def load_onnx(path: Path) -> tuple[OnnxFaceModel, dict[str, Any], dict[str, Any]
             f"{path}: not a readable ONNX model ({str(error).splitlines()[0]})"
         ) from None
     props = session.get_modelmeta().custom_metadata_map
-    try:
-        size = int(props["facerec.image_size"])
-        crop_text = props.get("facerec.center_crop", "None")
-        crop = None if crop_text in ("None", "", "0") else int(crop_text)
-    except (KeyError, ValueError):
-        raise ValueError(
-            f"{path} is not a facerec ONNX export (no facerec.image_size / center_crop metadata)"
-        ) from None
+    cfg = {"preprocessing": _metadata(props, path)}
+    keys = {k: f"facerec.{k}" for k in cfg["preprocessing"]}
+    spec = ModelSpec(None, None, read_preprocessing(cfg["preprocessing"], path, keys), str(path))
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
     if names != (["images"], ["embeddings"]):
         raise ValueError(f"{path}: expected input 'images' and output 'embeddings', got {names}")
-    cfg = {
-        "backbone": {"_target_": props.get("facerec.backbone", "unknown")},
-        "preprocessing": {"image_size": size, "center_crop": crop},
-        "trainer": {"channels_last": False},
-    }
-    step = props.get("facerec.step")
+    backbone = props.get("facerec.backbone")
+    step = props.get("facerec.step") or ""
     summary = {
-        "step": int(step) if step and step.isdigit() else None,
+        "step": int(step) if NUMBER.fullmatch(step) else None,
         "epoch": None,
         "best": None,
         "best_step": None,
         "results": {},
         "num_classes": None,
+        # shown, never used: one of facerec's own names or "unknown"
+        "backbone": backbone if backbone in component_targets("backbone") else "unknown",
     }
-    return OnnxFaceModel(session), cfg, summary
+    return OnnxFaceModel(session), spec, cfg, summary

@@ -14,11 +14,11 @@ The Hugging Face ``save_pretrained`` convention, for facerec's backbone + embedd
     model = load_pretrained("exported/demo")            # FaceModel, eval mode
     config, weights = read_pretrained("exported/demo")  # validated, nothing built yet
 
-Reading a folder executes nothing: the JSON is parsed as JSON, the weights are read by
-safetensors (no unpickling), and the architecture is rebuilt only when every ``_target_`` in
-``backbone`` and ``embedding`` is one of facerec's own components
-(:func:`facerec.model_config.check_components`). Writing and reading are side by side here:
-the format is defined once.
+Reading a folder executes nothing: the JSON is parsed as JSON and read as plain data into a
+:class:`facerec.model_config.ModelSpec` (never resolved, never instantiated: the architecture
+is one of facerec's own components with typed, range-checked arguments), and the weights are
+read by safetensors (no unpickling). Writing and reading are side by side here: the format is
+defined once.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from facerec.model import FaceModel
-from facerec.model_config import check_components, rebuild
+from facerec.model_config import ModelSpec, read_spec, rebuild
 
 __all__ = [
     "CARD",
@@ -45,6 +45,7 @@ __all__ = [
     "WEIGHTS",
     "is_pretrained",
     "load_pretrained",
+    "read_folder",
     "read_pretrained",
     "save_pretrained",
 ]
@@ -56,7 +57,6 @@ CONFIG = "config.json"
 CARD = "README.md"
 THRESHOLD = "threshold.json"
 _PREFIXES = ("backbone.", "embedding.")
-NORMALISATION = {"mean": 127.5, "std": 127.5, "formula": "(uint8 - 127.5) / 127.5"}
 PROTOCOL = (
     "image and mirror embedded, summed and L2-normalised; squared Euclidean distance; "
     "10 folds, the threshold (0 to 4 in steps of 0.01) chosen on 9 and applied to the 10th"
@@ -72,46 +72,51 @@ def is_pretrained(path: str | Path) -> bool:
 # writing
 
 
-def describe(cfg: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``config.json``'s content from a training config (plain dict) and the checkpoint's meta.
+def describe(
+    cfg: Mapping[str, Any], meta: Mapping[str, Any] | None = None, spec: ModelSpec | None = None
+) -> dict[str, Any]:
+    """``config.json``'s content: the architecture and preprocessing from ``spec``, what
+    training said from ``cfg`` and ``meta``.
 
     Args:
-        cfg: the resolved training config (a checkpoint's ``config``), with ``backbone``,
-            ``embedding``, ``data`` and optionally ``head``, ``criterion``, ``optim``, ...
+        cfg: the training config (a checkpoint's ``config``, plain data, never resolved) or an
+            exported folder's ``config.json`` (its ``training`` section is carried over).
         meta: :func:`facerec.checkpoint.summary` of the checkpoint (step, results, ...).
+        spec: the model's spec (default: read from ``cfg``).
     """
-    data = cfg.get("data") or {}
-    meta = dict(meta or {})
-    recipe_keys = ("head", "criterion", "optim", "sched", "trainer", "seed", "name")
+    spec = spec or read_spec(cfg, "the training config", "a facerec training config")
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "backbone": dict(cfg["backbone"]),
-        "embedding": dict(cfg["embedding"]),
-        "embedding_size": (cfg["embedding"] or {}).get("embedding_size"),
-        "preprocessing": {
-            "image_size": int(data.get("image_size") or 112),
-            "center_crop": data.get("center_crop") or None,
-            # face alignment before the crop (facerec.align); None: the images as given
-            "alignment": data.get("align") or None,
-            "color": "RGB",
-            "layout": "NCHW",
-            "resize": "cv2.INTER_AREA",
-            "normalisation": NORMALISATION,
-            "channels_last": bool((cfg.get("trainer") or {}).get("channels_last", True)),
-        },
+        "backbone": spec.backbone.section(),
+        "embedding": spec.embedding.section(),
+        "embedding_size": spec.embedding_size,
+        "preprocessing": spec.preprocessing.describe(),
         "comparison": {"embeddings": "flip-fused, L2-normalised", "protocol": PROTOCOL},
-        "training": {
-            **{k: meta.get(k) for k in ("step", "epoch", "best", "best_step", "num_classes")},
-            "results": meta.get("results") or {},
-            "data": {k: v for k, v in data.items() if k != "val"},
-            "val": {  # each verification set and the file it read
-                name: (node or {}).get("pairs_file") or (node or {}).get("bin_file")
-                for name, node in (data.get("val") or {}).items()
-            },
-            **{k: cfg[k] for k in recipe_keys if k in cfg},
-        },
+        "training": _training(cfg, meta),
     }
+
+
+def _training(cfg: Mapping[str, Any], meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What training said: copied as text and numbers, for the card (nothing here is used)."""
+    if cfg.get("format") == FORMAT:  # a folder exported again: its record as it was
+        return dict(cfg.get("training") or {})
+    data = cfg.get("data") if isinstance(cfg.get("data"), Mapping) else {}
+    val = data.get("val") if isinstance(data.get("val"), Mapping) else {}
+    meta = dict(meta or {})
+    recipe_keys = ("head", "criterion", "optim", "sched", "trainer", "seed", "name")
+    return {
+        **{k: meta.get(k) for k in ("step", "epoch", "best", "best_step", "num_classes")},
+        "results": meta.get("results") or {},
+        "data": {k: v for k, v in data.items() if k != "val"},
+        "val": {name: _set_file(node) for name, node in val.items()},  # the file each read
+        **{k: cfg[k] for k in recipe_keys if k in cfg},
+    }
+
+
+def _set_file(node: Any) -> Any:
+    """The pairs or ``.bin`` file a verification set's config names (None: neither)."""
+    return (node.get("pairs_file") or node.get("bin_file")) if isinstance(node, Mapping) else None
 
 
 def _write(path: Path, write: Any) -> None:
@@ -131,15 +136,18 @@ def save_pretrained(
     *,
     meta: Mapping[str, Any] | None = None,
     threshold: Mapping[str, Any] | None = None,
+    spec: ModelSpec | None = None,
 ) -> Path:
     """Write ``model`` (backbone + embedding only) as a shareable folder.
 
     Args:
         model: the :class:`FaceModel` (no head, no optimizer: nothing of the training state).
-        cfg: the resolved training config it was built from (plain dict).
+        cfg: the training config it was built from (plain dict), or the ``config.json`` of
+            the folder it was loaded from.
         folder: created if missing; the four files in it are replaced.
         meta: the checkpoint's summary (step, epoch, results, ...), for the card.
         threshold: a :func:`facerec.inference.load_threshold` record to ship with the model.
+        spec: its :class:`ModelSpec` (default: read from ``cfg``).
 
     Returns:
         The folder.
@@ -148,7 +156,7 @@ def save_pretrained(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    description = describe(cfg, meta)
+    description = describe(cfg, meta, spec)
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     _write(folder / WEIGHTS, lambda p: save_file(weights, str(p), metadata={"format": "pt"}))
     text = json.dumps(description, indent=2, default=str) + "\n"
@@ -166,14 +174,14 @@ def save_pretrained(
 # reading
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+def _read_config(folder: Path) -> tuple[ModelSpec, dict[str, Any]]:
     path = folder / CONFIG
     if not path.is_file():
         raise ValueError(f"{folder} is not a facerec model folder: it has no {CONFIG}")
     try:
         config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{path}: not valid JSON ({str(error)[:100]})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f'{path} is not a facerec model config (no "format": "{FORMAT}")')
     version = config.get("format_version")
@@ -182,16 +190,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
             f"{path}: format_version {version!r} is not one this facerec reads "
             f"(1..{FORMAT_VERSION}); a newer facerec wrote it?"
         )
-    check_components(config, path, "a facerec model config")
-    prep = config.get("preprocessing")
-    size = prep.get("image_size") if isinstance(prep, dict) else None
-    crop = prep.get("center_crop") if isinstance(prep, dict) else None
-    if not (isinstance(size, int) and size > 0 and (crop is None or isinstance(crop, int))):
-        raise ValueError(
-            f"{path}: preprocessing must give image_size (a positive integer) and center_crop "
-            f"(an integer or null), got {prep!r}"
-        )
-    return config
+    return read_spec(config, path, "a facerec model config"), config
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -213,6 +212,22 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def read_folder(folder: str | Path) -> tuple[ModelSpec, dict[str, Any], dict[str, torch.Tensor]]:
+    """The spec, the ``config.json`` (plain data) and the weights of an exported folder.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: one line naming the file: missing, not JSON / not safetensors, another
+            format or version, an architecture outside facerec's, a value of the wrong type or
+            out of range, or stray tensors.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    spec, config = _read_config(folder)
+    return spec, config, _read_weights(folder)
+
+
 def read_pretrained(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The checked config and the weights of an exported folder, nothing built or imported.
 
@@ -220,32 +235,28 @@ def read_pretrained(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch
         folder: a folder written by :func:`save_pretrained` (``facerec export``).
 
     Returns:
-        ``(config, state_dict)``: ``config`` is ``config.json`` checked (its ``backbone`` and
-        ``embedding`` sections build only facerec's own components, so
-        :func:`facerec.model.build_face_model` ``(config)`` is safe), with ``preprocessing``
-        and ``training``; ``state_dict`` has exactly the keys of ``FaceModel.state_dict()``
-        (``backbone.*``, ``embedding.*``), on the CPU.
+        ``(config, state_dict)``: ``config`` is ``config.json`` as plain data, checked by
+        :func:`facerec.model_config.read_spec` (build it with :func:`read_folder`'s spec, never
+        by instantiating it), with ``preprocessing`` and ``training``; ``state_dict`` has
+        exactly the keys of ``FaceModel.state_dict()`` (``backbone.*``, ``embedding.*``), on
+        the CPU.
 
     Raises:
-        FileNotFoundError: no such folder.
-        ValueError: one line naming the file: missing, not JSON / not safetensors, another
-            format or version, an architecture outside facerec's, or stray tensors.
+        FileNotFoundError, ValueError: as :func:`read_folder`.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
-    return _read_config(folder), _read_weights(folder)
+    _, config, weights = read_folder(folder)
+    return config, weights
 
 
 def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> FaceModel:
     """The :class:`FaceModel` of an exported folder, weights loaded, in eval mode on ``device``.
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`read_pretrained`; also weights that do not fit
+        FileNotFoundError, ValueError: as :func:`read_folder`; also weights that do not fit
             the architecture the config names.
     """
-    config, weights = read_pretrained(folder)
-    model = rebuild(config, weights, Path(folder) / WEIGHTS)
+    spec, _, weights = read_folder(folder)
+    model = rebuild(spec, weights, Path(folder) / WEIGHTS)
     return model.to(device).eval()
 
 

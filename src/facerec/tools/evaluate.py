@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Verify a trained checkpoint on LFW-format pair lists and insightface ``.bin`` packs.
 
-    # the sets the model was validated on during training (its config's data.val)
+    # the sets the model was validated on during training (its config's data.val: the
+    # pairs / .bin files it names, read by facerec's own set classes)
     python scripts/evaluate.py runs/demo/<stamp>/checkpoints/best.pt
     # LFW View 2 (6,000 pairs) on deep-funneled images, centre-cropped as in training
     python scripts/evaluate.py best.pt --sets lfw=data/lfw/pairs.txt:data/lfw/lfw-deepfunneled \\
@@ -64,6 +65,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="do not write <checkpoint>.threshold.json",
     )
     add_align_argument(parser)
+    parser.add_argument(
+        "--align-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where aligned copies of the sets' images go (default: $FACEREC_ALIGN_CACHE, else "
+        "~/.cache/facerec/align; never a place the model file names)",
+    )
     add_runtime_arguments(parser)
     parser.add_argument(
         "--fusion",
@@ -79,42 +88,90 @@ def _split_name(spec: str) -> tuple[str | None, str]:
     return (name, rest) if sep and name and "/" not in name else (None, spec)
 
 
-def build_sets(args: argparse.Namespace, cfg: dict) -> dict[str, tuple[object, str]]:
-    """``{name: (set, where it came from)}`` from the command line, else the config's data.val."""
-    from hydra.utils import instantiate
-
-    from facerec import inference
+def _pairs(files: tuple[str, ...], crop: int | None, size: int):
     from facerec.data import PairsSet
+
+    return PairsSet(files[0], files[1], crop, size)
+
+
+def _bin(files: tuple[str, ...], crop: int | None, size: int):
     from facerec.data.binpack import BinSet
 
-    size = inference.image_size(cfg)
-    sets: dict[str, tuple[object, str]] = {}
-    for spec in args.sets:
-        name, rest = _split_name(spec)
-        pairs, sep, root = rest.partition(":")
-        if not sep or not pairs or not root:
-            raise ValueError(f"--sets {spec!r}: expected NAME=PAIRS_FILE:IMAGE_ROOT")
-        name = name or Path(pairs).stem
-        crop = inference.center_crop(cfg, args.center_crop)
-        sets[name] = (PairsSet(pairs, root, crop, size), f"--sets {spec}")
-    for spec in args.bin:
-        name, path = _split_name(spec)
-        name = name or Path(path).stem
-        sets[name] = (BinSet(path, args.center_crop or None, size), f"--bin {spec}")
-    if sets:
-        return sets
-    val = (cfg.get("data") or {}).get("val") or {}
-    if not val:
+    return BinSet(files[0], crop, size)
+
+
+def pairs_set(spec: str, prep, center_crop: int | None) -> tuple[str, object]:
+    """``[NAME=]PAIRS:IMAGE_ROOT`` (a pairs file over an image folder) as ``(name, set)``,
+    centre-cropped as in training unless ``center_crop`` says otherwise (0: none)."""
+    name, rest = _split_name(spec)
+    pairs, sep, root = rest.partition(":")
+    if not sep or not pairs or not root:
+        raise ValueError(f"--sets {spec!r}: expected NAME=PAIRS_FILE:IMAGE_ROOT")
+    return name or Path(pairs).stem, _pairs((pairs, root), prep.crop(center_crop), prep.image_size)
+
+
+def bin_set(spec: str, prep, center_crop: int | None) -> tuple[str, object]:
+    """``[NAME=]PACK.bin`` (an insightface pack, no crop unless asked) as ``(name, set)``."""
+    name, path = _split_name(spec)
+    return name or Path(path).stem, _bin((path,), center_crop or None, prep.image_size)
+
+
+# facerec's own verification sets as a saved config lists them (data.val.<name>): the keys
+# naming their files, the _target_ a config gives them, and the class that builds them. The set
+# is built from the paths (checked to be strings) by facerec's class; a _target_ is never called.
+SAVED_SETS = {
+    "pairs_file": (("pairs_file", "image_root"), "facerec.data.PairsSet", _pairs),
+    "bin_file": (("bin_file",), "facerec.data.binpack.BinSet", _bin),
+}
+
+
+def saved_sets(cfg, prep, source: Path, center_crop: int | None) -> dict[str, tuple[object, str]]:
+    """The verification sets a checkpoint's config lists (``data.val``), rebuilt from their
+    paths; a ``_target_`` other than facerec's own sets, or any other key, is refused."""
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    val = data.get("val") if isinstance(data, dict) else None
+    if not val or not isinstance(val, dict):
         raise ValueError(
-            f"{args.checkpoint}: its config lists no verification sets (data.val); "
+            f"{source}: its config lists no verification sets (data.val); "
             f"pass --sets NAME=PAIRS:IMAGE_ROOT or --bin PACK.bin"
         )
-    for name, node in val.items():
-        s = instantiate(node)
-        if args.center_crop is not None:
-            s.center_crop = args.center_crop or None
-        sets[name] = (s, f"the checkpoint's data.val.{name}")
-    return sets
+    return {name: _saved_set(name, node, prep, source, center_crop) for name, node in val.items()}
+
+
+def _saved_set(name, node, prep, source: Path, center_crop: int | None) -> tuple[object, str]:
+    from facerec.model_config import Rule, read_section
+
+    key = f"data.val.{Rule('str').read(name, 'data.val', source)}"
+    targets = [target for _, target, _ in SAVED_SETS.values()]
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if target is not None and target not in targets:
+        raise ValueError(
+            f"{source} refused: {key}._target_: {str(target)[:80]!r} is not one of facerec's "
+            f"verification sets ({', '.join(targets)})"
+        )
+    kind = next((k for k in SAVED_SETS if isinstance(node, dict) and k in node), None)
+    if kind is None:
+        raise ValueError(f"{source} refused: {key}: names no pairs_file or bin_file")
+    paths, _, make = SAVED_SETS[kind]
+    for k in paths:
+        if not isinstance(node.get(k), str) or not node[k]:
+            raise ValueError(f"{source} refused: {key}.{k}: {node.get(k)!r} is not a path")
+    rest = {k: v for k, v in node.items() if k not in (*paths, "_target_")}
+    saved = read_section(rest, ("center_crop", "image_size"), f"{key}.", source)
+    crop = center_crop if center_crop is not None else saved.get("center_crop")
+    return make(tuple(node[k] for k in paths), crop or None, prep.image_size), f"the model's {key}"
+
+
+def build_sets(args: argparse.Namespace, cfg, prep) -> dict[str, tuple[object, str]]:
+    """``{name: (set, where it came from)}`` from the command line, else the model's data.val."""
+    sets: dict[str, tuple[object, str]] = {}
+    for spec in args.sets:
+        name, pairs = pairs_set(spec, prep, args.center_crop)
+        sets[name] = (pairs, f"--sets {spec}")
+    for spec in args.bin:
+        name, pack = bin_set(spec, prep, args.center_crop)
+        sets[name] = (pack, f"--bin {spec}")
+    return sets or saved_sets(cfg, prep, args.checkpoint, args.center_crop)
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -124,14 +181,16 @@ def evaluate(args: argparse.Namespace) -> int:
     from facerec import inference
     from facerec.evaluate import Verifier
 
-    model, cfg, meta = inference.load_model(args.checkpoint, args.device)
+    loaded = inference.load(args.checkpoint, args.device)
+    model, meta, prep = loaded.model, loaded.meta, loaded.spec.preprocessing
     device = next(model.parameters()).device
     print(f"checkpoint {args.checkpoint}: step {meta['step']}, {meta['backbone']}, device {device}")
     show = sys.stderr.isatty()
     results: dict[str, dict] = {}
-    sets = build_sets(args, cfg)
-    align = inference.resolve_alignment(cfg, args.align, "evaluate.py")
-    inference.align_sets({name: s for name, (s, _) in sets.items()}, align, cfg, device)
+    sets = build_sets(args, loaded.config, prep)
+    align = inference.resolve_alignment(prep, args.align, "evaluate.py")
+    named = {name: s for name, (s, _) in sets.items()}
+    inference.align_sets(named, align, args.align_cache, device)
     for name, (pairs_set, origin) in sets.items():
         try:
             batch_size = inference.batch_size_for(device, args.batch_size)
@@ -142,8 +201,7 @@ def evaluate(args: argparse.Namespace) -> int:
         images = verifier.decode(show_progress=show)
         decoded = time.perf_counter()
         # NHWC as the trainer feeds it (trainer.channels_last): faster on CPUs and GPUs.
-        channels_last = bool((cfg.get("trainer") or {}).get("channels_last", True))
-        result = verifier.evaluate(model, device, channels_last=channels_last)
+        result = verifier.evaluate(model, device, channels_last=prep.channels_last)
         done = time.perf_counter()
         results[name] = {
             **result.summary(),
@@ -184,10 +242,26 @@ def evaluate(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"results: {args.json}")
     if not args.no_save_threshold:
-        name, first = next(iter(results.items()))
-        path = inference.save_threshold(args.checkpoint, name, first, meta["step"])
-        print(f"threshold {first['threshold']:.3f} (set {name}) saved to {path}")
+        save_threshold(args.checkpoint, results, meta["step"])
     return 0
+
+
+def save_threshold(checkpoint: Path, results: dict[str, dict], step: int | None) -> None:
+    """The first set's threshold beside the model, unless it is past the bound that
+    ``facerec verify`` refuses (a model that cannot yet tell people apart)."""
+    from facerec import inference
+
+    name, first = next(iter(results.items()))
+    if first["threshold"] >= inference.MAX_THRESHOLD:
+        print(
+            f"evaluate.py: warning: threshold {first['threshold']:.3f} (set {name}) not saved: "
+            f"at {inference.MAX_THRESHOLD:g} or more (cosine <= 0) it accepts most "
+            "different-person pairs; this model does not separate faces yet",
+            file=sys.stderr,
+        )
+        return
+    path = inference.save_threshold(checkpoint, name, first, step)
+    print(f"threshold {first['threshold']:.3f} (set {name}) saved to {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,9 @@ The folder holds ``model.safetensors`` (backbone + embedding weights only: no he
 pickled training state), ``config.json`` (the architecture, named by facerec's own component
 ``_target_``s, and the preprocessing: image size, centre crop, alignment, normalisation), a model
 card ``README.md`` (training data, recipe, steps, the verification table and its protocol) and,
-when ``facerec evaluate`` chose one for the checkpoint, ``threshold.json``. Every tool takes the
+when ``facerec evaluate`` chose one for the checkpoint, ``threshold.json``. The checkpoint's
+config is copied as plain data (never resolved: a ``${...}`` in it stays that text), and only
+facerec's own components with checked arguments reach ``config.json``. Every tool takes the
 folder where it takes a checkpoint (``facerec verify FOLDER a.jpg b.jpg``); Python code loads it
 with ``facerec.pretrained.load_pretrained(FOLDER)``. ``--onnx`` also writes ``model.onnx``
 beside it (``facerec export-onnx``, checked against PyTorch with onnxruntime).
@@ -51,9 +53,11 @@ def export(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{args.checkpoint}: export takes a checkpoint or a model folder, not ONNX"
         )
-    model, cfg, meta = inference.load_model(args.checkpoint, "cpu")
-    threshold = inference.load_threshold(args.checkpoint)
-    folder = pretrained.save_pretrained(model, cfg, args.out, meta=meta, threshold=threshold)
+    loaded = inference.load(args.checkpoint, "cpu")
+    meta, threshold = loaded.meta, inference.load_threshold(args.checkpoint)
+    folder = pretrained.save_pretrained(
+        loaded.model, loaded.config, args.out, meta=meta, threshold=threshold, spec=loaded.spec
+    )
     size = (folder / pretrained.WEIGHTS).stat().st_size / 2**20
     print(
         f"exported {folder}: {pretrained.WEIGHTS} ({size:.1f} MiB, {meta['backbone']}, step "

@@ -51,13 +51,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_images(args: argparse.Namespace, cfg: dict):
-    """uint8 ``(K, 3, S, S)`` images to compare on, and what they are."""
+def check_images(args: argparse.Namespace, prep):
+    """uint8 ``(K, 3, S, S)`` images to compare on, and what they are (``prep``: the model's
+    :class:`facerec.model_config.Preprocessing`)."""
     import torch
 
     from facerec import inference
 
-    size = inference.image_size(cfg)
+    size = prep.image_size
     if args.check_lfw is None:
         generator = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (args.check_images, 3, size, size), generator=generator)
@@ -67,7 +68,7 @@ def check_images(args: argparse.Namespace, cfg: dict):
     # Spread over the sorted list: many identities, not the first person's photos.
     step = max(1, len(paths) // args.check_images)
     paths = paths[::step][: args.check_images]
-    crop = inference.center_crop(cfg)
+    crop = prep.crop()
     images = inference.load_images(paths, size, crop)
     return images, f"{len(paths)} images from {args.check_lfw} (centre crop {crop})"
 
@@ -91,8 +92,9 @@ def export(args: argparse.Namespace) -> int:
 
     if inference.is_onnx(args.checkpoint):
         raise ValueError(f"{args.checkpoint} is already ONNX; give a checkpoint or model folder")
-    model, cfg, meta = inference.load_model(args.checkpoint, "cpu")
-    size = inference.image_size(cfg)
+    loaded = inference.load(args.checkpoint, "cpu")
+    model, meta, prep = loaded.model, loaded.meta, loaded.spec.preprocessing
+    size = prep.image_size
     example = torch.rand(2, 3, size, size) * 2 - 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # The torch.export-based exporter (dynamo=True, needs onnxscript): the TorchScript one is
@@ -112,7 +114,7 @@ def export(args: argparse.Namespace) -> int:
 
     onnx_model = onnx.load(str(args.out))
     threshold = inference.load_threshold(args.checkpoint)
-    crop = inference.center_crop(cfg)
+    crop = prep.crop()
     props = {
         "facerec.input": f"images: float32 (batch, 3, {size}, {size}), RGB, NCHW",
         "facerec.preprocessing": f"centre crop {crop} px (none if None), resize to {size}x{size} "
@@ -135,7 +137,7 @@ def export(args: argparse.Namespace) -> int:
     onnx.save(onnx_model, str(args.out))
     print(f"exported {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB), dynamic batch axis")
 
-    images, what = check_images(args, cfg)
+    images, what = check_images(args, prep)
     x = model.preprocess(images)  # the ONNX model's input; PyTorch gets the uint8 pixels
     with torch.no_grad():
         ref = model(images).numpy().astype(np.float64)

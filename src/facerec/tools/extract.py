@@ -49,14 +49,15 @@ def extract(args: argparse.Namespace) -> int:
     from facerec.data.module import ImageList, TolerantImages
 
     paths = inference.list_images(args.folder)  # before the model: a bad folder fails fast
-    model, cfg, _ = inference.load_model(args.checkpoint, args.device)
+    loaded = inference.load(args.checkpoint, args.device)
+    model, prep = loaded.model, loaded.spec.preprocessing
     device = next(model.parameters()).device
-    align = inference.resolve_alignment(cfg, args.align, "extract.py")
-    crop = inference.center_crop(cfg, args.center_crop, aligned=align is not None)
+    align = inference.resolve_alignment(prep, args.align, "extract.py")
+    crop = prep.crop(args.center_crop, aligned=align is not None)
     sources = inference.align_paths(paths, align, device, progress=sys.stderr.isatty())
     loader = DataLoader(
         # Unreadable files come back flagged (and logged by name): skipped, not fatal.
-        TolerantImages(ImageList(sources, inference.image_size(cfg), crop)),
+        TolerantImages(ImageList(sources, prep.image_size, crop)),
         batch_size=inference.batch_size_for(device, args.batch_size),
         num_workers=args.workers,
     )
