@@ -29,20 +29,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def child(mode: str, steps: int, warmup: int, batch: int, classes: int, threads: int) -> dict:
     import torch
     from torch.optim.lr_scheduler import LambdaLR
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_train import compose
-
     from facerec.engine import train_step
     from facerec.malloc import keep_freed_memory
     from facerec.model import build_recognizer
     from facerec.optim import param_groups
+    from facerec.tools.bench_train import compose
 
     if mode == "mallopt":
         assert keep_freed_memory(True), "mallopt failed"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from facerec.cli import CONFIG_DIR
 
@@ -18,6 +21,22 @@ CONFIGS = CONFIG_DIR
 def lfw_path() -> Path:
     """FACEREC_LFW_ROOT if set, else the shared copy beside the repository."""
     return Path(os.environ.get("FACEREC_LFW_ROOT") or ROOT.parent / "shared" / "data" / "lfw")
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """facerec's train config as ``facerec train <overrides>`` composes it, without running.
+
+    A plain function for scripts run beside the tests (``ddp_worker.py`` imports it); tests
+    take the ``compose_train`` fixture, which is this function.
+    """
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.fixture(name="compose_train", scope="session")
+def compose_train_fixture() -> Callable[..., DictConfig]:
+    """``compose_train("head=cosface", "trainer.max_steps=2", ...)`` -> the composed config."""
+    return compose_train
 
 
 @pytest.fixture(scope="session")

@@ -114,31 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     samples = [folder.samples[i] for i in chosen.tolist()]
     paths = [Path(p) for p, _ in samples]
     labels = np.array([label for _, label in samples], dtype=np.int64)
-    source_bytes = sum(len(p.read_bytes()) for p in paths)  # also warms the page cache
-
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores visible{load}), Python "
-          f"{platform.python_version()}, torch {torch.__version__}, 1 torch thread")  # fmt: skip
-    print(f"images: {len(paths)} of {len(folder)} from {image_root} "
-          f"({source_bytes / len(paths) / 1e3:.1f} kB each), "
-          f"centre crop {args.center_crop} -> {args.size}, random flip")  # fmt: skip
+    print_setup(args, image_root, len(folder), paths)
 
     with tempfile.TemporaryDirectory(prefix="facerec-bench-") as tmp:
-        start = time.perf_counter()
-        info = pack_images(
-            paths, labels, folder.classes, tmp, args.size, args.center_crop, args.quality,
-            source=str(image_root),
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-        shards = list(Path(tmp).glob("shard-*.dat"))
-        pack_bytes = sum(f.stat().st_size for f in shards)
-        n = info.num_images
-        print(
-            f"packing: {n} images in {seconds:.2f} s ({n / seconds:.0f} images/s, 1 process), "
-            f"{pack_bytes / 1e6:.1f} MB in {len(shards)} shard(s) "
-            f"({pack_bytes / n / 1e3:.1f} kB/image, JPEG q{args.quality})"
-        )
-
+        time_packing(args, image_root, paths, labels, folder.classes, tmp)
         face_folder = FaceFolder(
             paths, labels, geometry(args.size, args.center_crop), augmentation(True)
         )
@@ -156,25 +135,66 @@ def main(argv: list[str] | None = None) -> None:
             f"(interleaved):"
         )
         table(rates, "vs stock", workers=True)
+        time_decoders(args, packed, order)
 
-        # The pack's decoder: the fastest of these on this CPU (same bytes, decode only).
-        encoded = [np.array(packed.record(i)[0]) for i in range(len(packed))]
-        as_tensors = [torch.from_numpy(b) for b in encoded]
-        bgr = cv2.IMREAD_COLOR
-        decoders: dict[str, Callable[[int], object]] = {
-            "decode_image: header check + cv2.imdecode to RGB": lambda i: decode_image(encoded[i]),
-            "cv2.imdecode BGR + cvtColor": lambda i: cv2.cvtColor(
-                cv2.imdecode(encoded[i], bgr), cv2.COLOR_BGR2RGB
-            ),
-            "torchvision.io.decode_jpeg": lambda i: decode_jpeg(as_tensors[i]),
-        }
-        seconds = args.seconds / 3
-        rates = interleaved(decoders, order, seconds, args.repeats)
-        print(
-            f"\n{args.size}x{args.size} JPEG decode only, images/s, median of {args.repeats} x "
-            f"{seconds:.2g} s slices:"
-        )
-        table(rates, "vs first")
+
+def print_setup(
+    args: argparse.Namespace, image_root: Path, n_images: int, paths: list[Path]
+) -> None:
+    """Print the machine and the sample; read every sampled file once (warms the page cache)."""
+    source_bytes = sum(len(p.read_bytes()) for p in paths)
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores visible{load}), Python "
+          f"{platform.python_version()}, torch {torch.__version__}, 1 torch thread")  # fmt: skip
+    print(f"images: {len(paths)} of {n_images} from {image_root} "
+          f"({source_bytes / len(paths) / 1e3:.1f} kB each), "
+          f"centre crop {args.center_crop} -> {args.size}, random flip")  # fmt: skip
+
+
+def time_packing(
+    args: argparse.Namespace,
+    image_root: Path,
+    paths: list[Path],
+    labels: np.ndarray,
+    classes: list[str],
+    out: str,
+) -> None:
+    """Pack ``paths`` (``(N,)`` ``labels``) into ``out`` in this one process; print how fast."""
+    start = time.perf_counter()
+    info = pack_images(
+        paths, labels, classes, out, args.size, args.center_crop, args.quality,
+        source=str(image_root),
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    shards = list(Path(out).glob("shard-*.dat"))
+    pack_bytes = sum(f.stat().st_size for f in shards)
+    n = info.num_images
+    print(
+        f"packing: {n} images in {seconds:.2f} s ({n / seconds:.0f} images/s, 1 process), "
+        f"{pack_bytes / 1e6:.1f} MB in {len(shards)} shard(s) "
+        f"({pack_bytes / n / 1e3:.1f} kB/image, JPEG q{args.quality})"
+    )
+
+
+def time_decoders(args: argparse.Namespace, packed: PackedDataset, order: list[int]) -> None:
+    """The pack's decoder against the alternatives on this CPU (same bytes, decode only)."""
+    encoded = [np.array(packed.record(i)[0]) for i in range(len(packed))]
+    as_tensors = [torch.from_numpy(b) for b in encoded]
+    bgr = cv2.IMREAD_COLOR
+    decoders: dict[str, Callable[[int], object]] = {
+        "decode_image: header check + cv2.imdecode to RGB": lambda i: decode_image(encoded[i]),
+        "cv2.imdecode BGR + cvtColor": lambda i: cv2.cvtColor(
+            cv2.imdecode(encoded[i], bgr), cv2.COLOR_BGR2RGB
+        ),
+        "torchvision.io.decode_jpeg": lambda i: decode_jpeg(as_tensors[i]),
+    }
+    seconds = args.seconds / 3
+    rates = interleaved(decoders, order, seconds, args.repeats)
+    print(
+        f"\n{args.size}x{args.size} JPEG decode only, images/s, median of {args.repeats} x "
+        f"{seconds:.2g} s slices:"
+    )
+    table(rates, "vs first")
 
 
 def interleaved(

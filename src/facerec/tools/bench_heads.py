@@ -75,6 +75,37 @@ def time_once(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def build_modules(dim: int, classes: int) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """``({name: module}, {head: its same-size baseline})``: the ``linear+ce`` baseline, every
+    head of ``configs/head`` (``(B, dim)`` embeddings -> ``(B, classes)`` logits), and an
+    ``nn.Linear`` of each head's own row count where that is not ``classes``."""
+    modules: dict[str, nn.Module] = {"linear+ce": LinearBaseline(dim, classes)}
+    same_size: dict[str, str] = {}  # head -> the baseline with as many rows as its weight
+    for path in sorted(HEAD_DIR.glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        modules[path.stem] = instantiate(cfg, embedding_size=dim, num_classes=classes)
+    for name, module in list(modules.items()):
+        rows = module.fc.out_features if name == "linear+ce" else module.weight.shape[0]
+        if rows != classes:
+            same_size[name] = f"linear+ce[{rows}]"
+            modules.setdefault(same_size[name], LinearBaseline(dim, rows))
+    return modules, same_size
+
+
+def print_table(times: dict[str, list[float]], same_size: dict[str, str]) -> None:
+    """Median ms per module, its ratio to ``linear+ce`` and to its same-size baseline."""
+    baseline = statistics.median(times["linear+ce"])
+    width = max(len(name) for name in times)
+    print(f"{'head':<{width}} {'median ms':>10} {'ratio':>7} {'vs same-size linear':>20}")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        line = f"{name:<{width}} {median * 1e3:>10.2f} {median / baseline:>6.2f}x"
+        if name in same_size:
+            own = median / statistics.median(times[same_size[name]])
+            line += f" {own:>19.2f}x"
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=256)
@@ -100,16 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     embeddings = torch.randn(args.batch, args.dim, device=device, requires_grad=True)
     labels = torch.randint(args.classes, (args.batch,), device=device)
 
-    modules: dict[str, nn.Module] = {"linear+ce": LinearBaseline(args.dim, args.classes)}
-    same_size: dict[str, str] = {}  # head -> the baseline with as many rows as its weight
-    for path in sorted(HEAD_DIR.glob("*.yaml")):
-        cfg = OmegaConf.load(path)
-        modules[path.stem] = instantiate(cfg, embedding_size=args.dim, num_classes=args.classes)
-    for name, module in list(modules.items()):
-        rows = module.fc.out_features if name == "linear+ce" else module.weight.shape[0]
-        if rows != args.classes:
-            same_size[name] = f"linear+ce[{rows}]"
-            modules.setdefault(same_size[name], LinearBaseline(args.dim, rows))
+    modules, same_size = build_modules(args.dim, args.classes)
     steps = {
         name: make_step(module.to(device).train(), embeddings, labels, autocast)
         for name, module in modules.items()
@@ -122,20 +144,11 @@ def main(argv: list[str] | None = None) -> None:
             if repeat >= args.warmup:
                 times[name].append(elapsed)
 
-    baseline = statistics.median(times["linear+ce"])
     print(
         f"B={args.batch} D={args.dim} C={args.classes} device={device} "
         f"autocast={args.autocast} repeats={args.repeats} threads={torch.get_num_threads()}"
     )
-    width = max(len(name) for name in times)
-    print(f"{'head':<{width}} {'median ms':>10} {'ratio':>7} {'vs same-size linear':>20}")
-    for name, samples in times.items():
-        median = statistics.median(samples)
-        line = f"{name:<{width}} {median * 1e3:>10.2f} {median / baseline:>6.2f}x"
-        if name in same_size:
-            own = median / statistics.median(times[same_size[name]])
-            line += f" {own:>19.2f}x"
-        print(line)
+    print_table(times, same_size)
 
 
 if __name__ == "__main__":
