@@ -139,7 +139,7 @@ def saved_sets(cfg, prep, source: Path, center_crop: int | None) -> dict[str, tu
 
 
 def _saved_set(name, node, prep, source: Path, center_crop: int | None) -> tuple[object, str]:
-    from facerec.model_config import Rule, read_section
+    from facerec.inference.rules import Rule, read_section
 
     key = f"data.val.{Rule('str').read(name, 'data.val', source)}"
     targets = [target for _, target, _ in SAVED_SETS.values()]
@@ -181,16 +181,20 @@ def evaluate(args: argparse.Namespace) -> int:
     from facerec import inference
     from facerec.evaluate import Verifier
 
-    loaded = inference.load(args.checkpoint, args.device)
-    model, meta, prep = loaded.model, loaded.meta, loaded.spec.preprocessing
-    device = next(model.parameters()).device
+    embedder = inference.FaceEmbedder.load(args.checkpoint, args.device, align=args.align,
+                                           prog="evaluate.py")  # fmt: skip
+    model, meta, prep, device = (
+        embedder.model,
+        embedder.meta,
+        embedder.preprocessing,
+        embedder.device,
+    )
     print(f"checkpoint {args.checkpoint}: step {meta['step']}, {meta['backbone']}, device {device}")
     show = sys.stderr.isatty()
     results: dict[str, dict] = {}
-    sets = build_sets(args, loaded.config, prep)
-    align = inference.resolve_alignment(prep, args.align, "evaluate.py")
+    sets = build_sets(args, embedder.config, prep)
     named = {name: s for name, (s, _) in sets.items()}
-    inference.align_sets(named, align, args.align_cache, device)
+    inference.align_sets(named, embedder.alignment, args.align_cache, device)
     for name, (pairs_set, origin) in sets.items():
         try:
             batch_size = inference.batch_size_for(device, args.batch_size)

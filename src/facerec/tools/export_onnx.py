@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_images(args: argparse.Namespace, prep):
     """uint8 ``(K, 3, S, S)`` images to compare on, and what they are (``prep``: the model's
-    :class:`facerec.model_config.Preprocessing`)."""
+    :class:`facerec.inference.Preprocessing`)."""
     import torch
 
     from facerec import inference
@@ -89,11 +89,12 @@ def export(args: argparse.Namespace) -> int:
     import torch
 
     from facerec import inference
+    from facerec.inference.onnx import preprocessing_metadata
 
     if inference.is_onnx(args.checkpoint):
         raise ValueError(f"{args.checkpoint} is already ONNX; give a checkpoint or model folder")
-    loaded = inference.load(args.checkpoint, "cpu")
-    model, meta, prep = loaded.model, loaded.meta, loaded.spec.preprocessing
+    embedder = inference.FaceEmbedder.load(args.checkpoint, "cpu")
+    model, meta, prep = embedder.model, embedder.meta, embedder.preprocessing
     size = prep.image_size
     example = torch.rand(2, 3, size, size) * 2 - 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,7 @@ def export(args: argparse.Namespace) -> int:
     )
 
     onnx_model = onnx.load(str(args.out))
-    threshold = inference.load_threshold(args.checkpoint)
+    threshold = embedder.threshold
     crop = prep.crop()
     props = {
         "facerec.input": f"images: float32 (batch, 3, {size}, {size}), RGB, NCHW",
@@ -127,6 +128,7 @@ def export(args: argparse.Namespace) -> int:
         "facerec.backbone": str(meta["backbone"]),
         "facerec.checkpoint": str(args.checkpoint),
         "facerec.step": str(meta["step"]),
+        **preprocessing_metadata(prep),  # what facerec reads back (the keys above: for people)
     }
     if threshold is not None:
         props["facerec.threshold"] = f"{float(threshold['threshold']):.6f}"
