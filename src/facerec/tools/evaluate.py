@@ -219,20 +219,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "images_per_sec": len(images) / (done - decoded),
         }
 
-    header = (
-        f"{'set':<14} {'pairs':>6} {'accuracy':>17} {'threshold':>9} {'TAR@FAR=1e-3':>12} "
-        f"{'AUC':>7} {'EER':>7} {'acc(no flip)':>12} {'images/s':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for name, r in results.items():
-        noflip = f"{r['accuracy_noflip']:.4f}" if "accuracy_noflip" in r else "-"
-        print(
-            f"{name:<14} {r['pairs']:>6} {r['accuracy']:>8.4f} ± {r['accuracy_std']:.4f} "
-            f"{r['threshold']:>9.3f} {r['tar_at_far']:>12.4f} {r['auc']:>7.4f} {r['eer']:>7.4f} "
-            f"{noflip:>12} {r['images_per_sec']:>9.1f}"
-        )
-    print("images/s: distinct images embedded per second, each with its mirror (decoding excluded)")
+    print_table(results)
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -248,6 +235,24 @@ def evaluate(args: argparse.Namespace) -> int:
     if not args.no_save_threshold:
         save_threshold(args.checkpoint, results, meta["step"])
     return 0
+
+
+def print_table(results: dict[str, dict]) -> None:
+    """One line per set: pairs, accuracy ± std, threshold, TAR@FAR, AUC, EER, speed."""
+    header = (
+        f"{'set':<14} {'pairs':>6} {'accuracy':>17} {'threshold':>9} {'TAR@FAR=1e-3':>12} "
+        f"{'AUC':>7} {'EER':>7} {'acc(no flip)':>12} {'images/s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        noflip = f"{r['accuracy_noflip']:.4f}" if "accuracy_noflip" in r else "-"
+        print(
+            f"{name:<14} {r['pairs']:>6} {r['accuracy']:>8.4f} ± {r['accuracy_std']:.4f} "
+            f"{r['threshold']:>9.3f} {r['tar_at_far']:>12.4f} {r['auc']:>7.4f} {r['eer']:>7.4f} "
+            f"{noflip:>12} {r['images_per_sec']:>9.1f}"
+        )
+    print("images/s: distinct images embedded per second, each with its mirror (decoding excluded)")
 
 
 def save_threshold(checkpoint: Path, results: dict[str, dict], step: int | None) -> None:
