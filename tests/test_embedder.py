@@ -190,3 +190,18 @@ def test_faces_without_the_align_extra_says_which_extra(folder, monkeypatch):
 def test_importing_facerec_does_not_import_torch():
     code = "import sys, facerec; assert 'torch' not in sys.modules; facerec.FaceEmbedder"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_no_submodule_hides_a_public_name():
+    """``facerec.inference.<name>`` stays the function or class once every submodule is
+    imported (a submodule named like a public name would replace it on the package)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import facerec.inference as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"facerec.inference.{info.name}")
+    hidden = [name for name in package.__all__ if inspect.ismodule(getattr(package, name))]
+    assert hidden == []

@@ -460,7 +460,7 @@ def test_a_hostile_size_is_refused_under_a_one_gib_memory_cap(tmp_path):
     torch.save(state, ckpt)
     script = (
         "import re, resource, sys\n"
-        "from facerec.inference import load as inference\n"
+        "from facerec.inference import loader as inference\n"
         "size = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024\n"
         "resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, resource.RLIM_INFINITY))\n"
         "try:\n"

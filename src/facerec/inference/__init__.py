@@ -8,7 +8,7 @@
 One job per module (imports run downwards; nothing here imports the trainer):
 
 - :mod:`.embedder`: :class:`FaceEmbedder`, the object users and every ``facerec`` tool use.
-- :mod:`.load`: any saved model -> model + :class:`ModelSpec` + config + meta.
+- :mod:`.loader`: any saved model -> model + :class:`ModelSpec` + config + meta.
 - :mod:`.spec`: :class:`ModelSpec` and :func:`read_spec`, the one parser of every model file,
   built on :mod:`.rules` (typed, range-checked values) and :mod:`.components` (facerec's own
   backbones and embedding layers, never a name found in a file).
@@ -28,7 +28,7 @@ import importlib
 _EXPORTS = {
     "FaceEmbedder": "embedder", "Comparison": "embedder", "embed_images": "embedder",
     "batch_size_for": "embedder", "DetectedFace": "faces",
-    "LoadedModel": "load", "load": "load", "load_model": "load", "is_onnx": "load",
+    "LoadedModel": "loader", "load": "loader", "load_model": "loader", "is_onnx": "loader",
     "ModelSpec": "spec", "read_spec": "spec", "rebuild": "spec",
     "Preprocessing": "preprocessing",
     "IMAGE_EXTENSIONS": "images", "PREPROCESSING": "images", "center_crop": "images",

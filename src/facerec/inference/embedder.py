@@ -31,7 +31,7 @@ from facerec.inference import faces as faces_module
 from facerec.inference.alignment import align_paths, resolve_alignment
 from facerec.inference.folder import CARD, is_pretrained
 from facerec.inference.images import load_images, prepare_arrays
-from facerec.inference.load import LoadedModel, load
+from facerec.inference.loader import LoadedModel, load
 from facerec.inference.thresholds import load_threshold, threshold_claim
 
 __all__ = ["Comparison", "FaceEmbedder", "batch_size_for", "embed_images"]
