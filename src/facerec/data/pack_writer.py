@@ -245,6 +245,10 @@ def pack_images(
         if pool is not None:
             pool.terminate()  # all results are in (or packing failed): nothing to wait for
 
+    # How the stored images were made, in the one format every model file uses (read back by
+    # facerec.inference.preprocessing.from_pack); imported here, as only writing a pack needs it.
+    from facerec.inference.preprocessing import Preprocessing
+
     tmp = out / (INDEX + ".tmp")
     with tmp.open("wb") as f:
         np.save(f, rows[:n])
@@ -255,6 +259,7 @@ def pack_images(
         "columns": list(COLUMNS),
         "image_size": image_size,
         "center_crop": center_crop,
+        "preprocessing": Preprocessing(image_size, center_crop).to_dict(),
         "quality": int(quality),
         "chroma": chroma,
         "encoding": "jpeg",
