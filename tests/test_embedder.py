@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from facerec import checkpoint
+from facerec.files import checkpoint
 from facerec.inference import FaceEmbedder, save_threshold
 from facerec.inference.preprocessing import Preprocessing, from_pack
 

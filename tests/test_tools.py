@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec import inference
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.data.binpack_writer import pack_pairs
 from facerec.data.transforms import normalize
 from facerec.eval import evaluate_pairs, hardest_pairs
@@ -109,7 +109,7 @@ def tiny_pairs(out: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(lfw_root, tmp_path_factory):
     """``(checkpoint, pairs file)``: mobilefacenet + arcface after one step on LFW."""
-    from facerec.train import run
+    from facerec.training.run import run
 
     tmp = tmp_path_factory.mktemp("tools")
     pairs = tiny_pairs(tmp / "pairs_tiny.txt")
@@ -443,7 +443,7 @@ def test_tools_align_raw_photos_end_to_end(checkpoint_copy, lfw_root, tmp_path, 
     """verify.py and extract.py with --align on two raw photos; the checkpoint's preparation
     (here centre crop) is the default, and the other choice is warned about."""
     pytest.importorskip("facenet_pytorch", reason="the align extra: pip install 'facerec[align]'")
-    from facerec import checkpoint
+    from facerec.files import checkpoint
 
     monkeypatch.setenv("FACEREC_ALIGN_CACHE", str(tmp_path / "cache"))
     a, b = lfw_images(lfw_root, ["Aaron_Peirsol"])[:2]

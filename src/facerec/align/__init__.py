@@ -7,14 +7,14 @@
 - :mod:`~facerec.align.folder`: :func:`align_files` / :func:`align_folder` with the cache
   manifest and the :class:`Summary` of what happened to every file.
 - :mod:`~facerec.align.dataset`: aligned copies for a data module (``data=lfw_aligned``).
-- :mod:`~facerec.align.tool`: ``scripts/align.py SRC DST``.
+- :mod:`~facerec.cli.align`: ``scripts/align.py SRC DST``.
 """
 
 from __future__ import annotations
 
 import importlib
 
-# Lazy (PEP 562): `facerec.align.tool --help` and the tools' argument parsers import this
+# Lazy (PEP 562): `facerec.cli.align --help` and the tools' argument parsers import this
 # package without paying for torch, OpenCV and albumentations.
 _EXPORTS = {
     "ARCFACE_TEMPLATE": "transform",

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from facerec.align.tool import add_align_options, align_for_pack
+from facerec.cli.align import add_align_options, align_for_pack
 from facerec.data.pack_writer import pack_folder
 from facerec.data.packed import DEFAULT_SHARD_BYTES
 from facerec.data.pairs import read_people
@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool
+    from facerec.cli.errors import run_tool
 
     return run_tool(lambda: pack(args), "pack_dataset.py")
 

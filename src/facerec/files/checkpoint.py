@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facerec.pt_file import check_archive, check_tensors
+from facerec.files.pt_file import check_archive, check_tensors
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def load(path: str | Path, required: tuple[str, ...] = ("model", "step")) -> dic
     """Read a checkpoint (or, with other ``required`` keys, a per-rank shard file) on the CPU.
 
     Before ``torch.load``, the archive's declared sizes and its pickles are checked
-    (:func:`facerec.pt_file.check_archive`): loading never allocates much more than the file's
+    (:func:`facerec.files.pt_file.check_archive`): loading never allocates much more than the file's
     size.
 
     Raises:
