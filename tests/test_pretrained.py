@@ -14,9 +14,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file, save_file
 
-from facerec import inference, pretrained
+from facerec import inference
 from facerec.cli import CONFIG_DIR
 from facerec.commands import main as facerec
+from facerec.inference import folder as pretrained
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from facerec import inference
-from facerec.model_config import Preprocessing
+from facerec.inference.preprocessing import Preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,7 +234,7 @@ def test_a_tiny_checkpoint_is_a_real_model(tmp_path):
 def test_a_folder_config_with_oc_create_is_refused_and_nothing_runs(tmp_path, capsys):
     """``${oc.create:[{_target_: ...}]}`` in config.json: Hydra would resolve it into a new
     _target_ node after the allow-list check, and build it."""
-    from facerec import pretrained
+    from facerec.inference import folder as pretrained
 
     folder = tmp_path / "folder"
     model, cfg, meta = inference.load_model(tiny_checkpoint(tmp_path / "ok.pt"), "cpu")
@@ -389,7 +389,8 @@ def test_an_onnx_image_size_out_of_range_is_refused_in_one_line(tmp_path):
 def test_every_component_parameter_has_a_type_and_range():
     """A parameter a component declares can be read from a file only with a rule: a new one
     without its rule would make every file naming it unreadable."""
-    from facerec.model_config import RULES, components
+    from facerec.inference.components import components
+    from facerec.inference.rules import RULES
 
     for group in ("backbone", "embedding"):
         for kind in components(group).values():
@@ -459,7 +460,7 @@ def test_a_hostile_size_is_refused_under_a_one_gib_memory_cap(tmp_path):
     torch.save(state, ckpt)
     script = (
         "import re, resource, sys\n"
-        "from facerec import inference\n"
+        "from facerec.inference import loader as inference\n"
         "size = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024\n"
         "resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, resource.RLIM_INFINITY))\n"
         "try:\n"

@@ -459,6 +459,8 @@ def test_tools_align_raw_photos_end_to_end(checkpoint_copy, lfw_root, tmp_path, 
     # A checkpoint whose config says its images were aligned: aligned by default, no warning.
     state = checkpoint.load(checkpoint_copy)
     state["config"]["data"]["align"] = {"select": "largest", "on_missing": "center"}
+    # as the trainer writes it: the checkpoint's preprocessing entry is what every tool reads
+    state["preprocessing"] = checkpoint.preprocessing_entry(state["config"])
     aligned_ckpt = checkpoint.save(state, tmp_path / "aligned.pt")
     _, cfg, _ = inference.load_model(aligned_ckpt, "cpu")
     assert inference.preparation(cfg)["method"] == "aligned"

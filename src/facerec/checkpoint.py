@@ -15,6 +15,9 @@ A training checkpoint is a dict; :func:`training_checkpoint` writes its layout a
     rng          every random generator (:func:`rng_state`)
     classes      identity names, in label order
     config       the resolved training config
+    preprocessing
+                 the model's Preprocessing.to_dict() (facerec.inference.preprocessing): how
+                 every tool prepares images for it
 """
 
 from __future__ import annotations
@@ -78,8 +81,19 @@ def training_checkpoint(
     ckpt.update({
         "model": model.state_dict(), "step": state.step, "epoch": epoch, "state": asdict(state),
         "rng": rng_state(), "classes": classes, "config": config,
+        "preprocessing": preprocessing_entry(config),
     })  # fmt: skip
     return ckpt
+
+
+def preprocessing_entry(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's :class:`~facerec.inference.preprocessing.Preprocessing` as plain data, the
+    one record every tool reads the images' preparation from (checked now: a run whose config
+    no tool could read fails at its first checkpoint, not when it is used)."""
+    # Imported here: the format's definition lives with its readers (facerec.inference).
+    from facerec.inference.preprocessing import from_config
+
+    return from_config(config, "the training config").to_dict()
 
 
 def train_state(ckpt: Mapping[str, Any]) -> TrainState:

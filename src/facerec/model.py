@@ -41,7 +41,7 @@ class FaceModel(nn.Module):
 
         ``images`` are uint8 pixels, normalised here to ``(x - 127.5) / 127.5``, or a float
         tensor already normalised that way (the ONNX export's input, see
-        :data:`facerec.inference.PREPROCESSING`).
+        :data:`facerec.inference.images.PREPROCESSING`).
         """
         if images.dtype == torch.uint8:
             images = self.preprocess(images)
@@ -58,7 +58,7 @@ def build_face_model(cfg: Mapping[str, Any]) -> FaceModel:
 
     A training config is code by design (its ``_target_``s are imported); a *saved* config (a
     checkpoint's, a model folder's) never comes here: it is read as data into a
-    :class:`facerec.model_config.ModelSpec`, whose ``build()`` calls facerec's own classes.
+    :class:`facerec.inference.spec.ModelSpec`, whose ``build()`` calls facerec's own classes.
 
     Args:
         cfg: a composed training config (DictConfig).

@@ -237,12 +237,17 @@ def _header(
     source: str, unreadable: list[str], seconds: float,
 ) -> dict:  # fmt: skip
     """The pack's ``pack.json`` contents (read back by :class:`PackedDataset`)."""
+    # How the stored images were made, in the one format every model file uses (read back by
+    # facerec.inference.preprocessing.from_pack); imported here, as only writing a pack needs it.
+    from facerec.inference.preprocessing import Preprocessing
+
     return {
         "format": FORMAT,
         "version": VERSION,
         "columns": list(COLUMNS),
         "image_size": encoder.image_size,
         "center_crop": encoder.center_crop,
+        "preprocessing": Preprocessing(encoder.image_size, encoder.center_crop).to_dict(),
         "quality": encoder.quality,
         "chroma": encoder.chroma,
         "encoding": "jpeg",

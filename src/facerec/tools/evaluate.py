@@ -139,7 +139,7 @@ def saved_sets(cfg, prep, source: Path, center_crop: int | None) -> dict[str, tu
 
 
 def _saved_set(name, node, prep, source: Path, center_crop: int | None) -> tuple[object, str]:
-    from facerec.model_config import Rule, read_section
+    from facerec.inference.rules import Rule, read_section
 
     key = f"data.val.{Rule('str').read(name, 'data.val', source)}"
     targets = [target for _, target, _ in SAVED_SETS.values()]
@@ -181,16 +181,20 @@ def evaluate(args: argparse.Namespace) -> int:
     from facerec import inference
     from facerec.evaluate import Verifier
 
-    loaded = inference.load(args.checkpoint, args.device)
-    model, meta, prep = loaded.model, loaded.meta, loaded.spec.preprocessing
-    device = next(model.parameters()).device
+    embedder = inference.FaceEmbedder.load(args.checkpoint, args.device, align=args.align,
+                                           prog="evaluate.py")  # fmt: skip
+    model, meta, prep, device = (
+        embedder.model,
+        embedder.meta,
+        embedder.preprocessing,
+        embedder.device,
+    )
     print(f"checkpoint {args.checkpoint}: step {meta['step']}, {meta['backbone']}, device {device}")
     show = sys.stderr.isatty()
     results: dict[str, dict] = {}
-    sets = build_sets(args, loaded.config, prep)
-    align = inference.resolve_alignment(prep, args.align, "evaluate.py")
+    sets = build_sets(args, embedder.config, prep)
     named = {name: s for name, (s, _) in sets.items()}
-    inference.align_sets(named, align, args.align_cache, device)
+    inference.align_sets(named, embedder.alignment, args.align_cache, device)
     for name, (pairs_set, origin) in sets.items():
         try:
             batch_size = inference.batch_size_for(device, args.batch_size)
@@ -215,20 +219,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "images_per_sec": len(images) / (done - decoded),
         }
 
-    header = (
-        f"{'set':<14} {'pairs':>6} {'accuracy':>17} {'threshold':>9} {'TAR@FAR=1e-3':>12} "
-        f"{'AUC':>7} {'EER':>7} {'acc(no flip)':>12} {'images/s':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for name, r in results.items():
-        noflip = f"{r['accuracy_noflip']:.4f}" if "accuracy_noflip" in r else "-"
-        print(
-            f"{name:<14} {r['pairs']:>6} {r['accuracy']:>8.4f} ± {r['accuracy_std']:.4f} "
-            f"{r['threshold']:>9.3f} {r['tar_at_far']:>12.4f} {r['auc']:>7.4f} {r['eer']:>7.4f} "
-            f"{noflip:>12} {r['images_per_sec']:>9.1f}"
-        )
-    print("images/s: distinct images embedded per second, each with its mirror (decoding excluded)")
+    print_table(results)
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +235,24 @@ def evaluate(args: argparse.Namespace) -> int:
     if not args.no_save_threshold:
         save_threshold(args.checkpoint, results, meta["step"])
     return 0
+
+
+def print_table(results: dict[str, dict]) -> None:
+    """One line per set: pairs, accuracy ± std, threshold, TAR@FAR, AUC, EER, speed."""
+    header = (
+        f"{'set':<14} {'pairs':>6} {'accuracy':>17} {'threshold':>9} {'TAR@FAR=1e-3':>12} "
+        f"{'AUC':>7} {'EER':>7} {'acc(no flip)':>12} {'images/s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        noflip = f"{r['accuracy_noflip']:.4f}" if "accuracy_noflip" in r else "-"
+        print(
+            f"{name:<14} {r['pairs']:>6} {r['accuracy']:>8.4f} ± {r['accuracy_std']:.4f} "
+            f"{r['threshold']:>9.3f} {r['tar_at_far']:>12.4f} {r['auc']:>7.4f} {r['eer']:>7.4f} "
+            f"{noflip:>12} {r['images_per_sec']:>9.1f}"
+        )
+    print("images/s: distinct images embedded per second, each with its mirror (decoding excluded)")
 
 
 def save_threshold(checkpoint: Path, results: dict[str, dict], step: int | None) -> None:

@@ -12,7 +12,7 @@ when ``facerec evaluate`` chose one for the checkpoint, ``threshold.json``. The 
 config is copied as plain data (never resolved: a ``${...}`` in it stays that text), and only
 facerec's own components with checked arguments reach ``config.json``. Every tool takes the
 folder where it takes a checkpoint (``facerec verify FOLDER a.jpg b.jpg``); Python code loads it
-with ``facerec.pretrained.load_pretrained(FOLDER)``. ``--onnx`` also writes ``model.onnx``
+with ``facerec.FaceEmbedder.load(FOLDER)``. ``--onnx`` also writes ``model.onnx``
 beside it (``facerec export-onnx``, checked against PyTorch with onnxruntime).
 """
 
@@ -45,30 +45,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def export(args: argparse.Namespace) -> int:
-    from facerec import inference, pretrained
+    from facerec.inference import FaceEmbedder, folder, is_onnx
 
     if args.out.resolve() == args.checkpoint.resolve():
         raise ValueError(f"--out {args.out} is the checkpoint itself")
-    if inference.is_onnx(args.checkpoint):
+    if is_onnx(args.checkpoint):
         raise ValueError(
             f"{args.checkpoint}: export takes a checkpoint or a model folder, not ONNX"
         )
-    loaded = inference.load(args.checkpoint, "cpu")
-    meta, threshold = loaded.meta, inference.load_threshold(args.checkpoint)
-    folder = pretrained.save_pretrained(
-        loaded.model, loaded.config, args.out, meta=meta, threshold=threshold, spec=loaded.spec
-    )
-    size = (folder / pretrained.WEIGHTS).stat().st_size / 2**20
+    embedder = FaceEmbedder.load(args.checkpoint, "cpu")
+    meta, threshold = embedder.meta, embedder.threshold
+    written = folder.save_pretrained(embedder.model, embedder.config, args.out, meta=meta,
+                                     threshold=threshold, spec=embedder.spec)  # fmt: skip
+    size = (written / folder.WEIGHTS).stat().st_size / 2**20
     print(
-        f"exported {folder}: {pretrained.WEIGHTS} ({size:.1f} MiB, {meta['backbone']}, step "
-        f"{meta['step']}), {pretrained.CONFIG}, {pretrained.CARD}"
-        + (f", {pretrained.THRESHOLD}" if threshold else "")
+        f"exported {written}: {folder.WEIGHTS} ({size:.1f} MiB, {meta['backbone']}, step "
+        f"{meta['step']}), {folder.CONFIG}, {folder.CARD}"
+        + (f", {folder.THRESHOLD}" if threshold else "")
     )
     if not args.onnx:
         return 0
     from facerec.tools import export_onnx
 
-    onnx_args = [str(folder), "--out", str(folder / "model.onnx")]
+    onnx_args = [str(written), "--out", str(written / "model.onnx")]
     onnx_args += ["--check-lfw", str(args.check_lfw)] if args.check_lfw else []
     return export_onnx.main(onnx_args)
 

@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_images(args: argparse.Namespace, prep):
     """uint8 ``(K, 3, S, S)`` images to compare on, and what they are (``prep``: the model's
-    :class:`facerec.model_config.Preprocessing`)."""
+    :class:`facerec.inference.Preprocessing`)."""
     import torch
 
     from facerec import inference
@@ -73,47 +73,13 @@ def check_images(args: argparse.Namespace, prep):
     return images, f"{len(paths)} images from {args.check_lfw} (centre crop {crop})"
 
 
-def export(args: argparse.Namespace) -> int:
-    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
-    if missing:
-        print(
-            f"export_onnx.py: error: {', '.join(missing)} not installed; the export needs "
-            f"{', '.join(NEEDED)}: pip install -e '.[dev]' (or pip install {' '.join(missing)})",
-            file=sys.stderr,
-        )
-        return 2
+def metadata(args: argparse.Namespace, embedder) -> dict[str, str]:
+    """The ONNX file's ``facerec.*`` metadata: the preprocessing as facerec reads it back, and
+    the same in words, the model's step and threshold for people."""
+    from facerec.inference.onnx import preprocessing_metadata
 
-    import numpy as np
-    import onnx
-    import onnxruntime
-    import torch
-
-    from facerec import inference
-
-    if inference.is_onnx(args.checkpoint):
-        raise ValueError(f"{args.checkpoint} is already ONNX; give a checkpoint or model folder")
-    loaded = inference.load(args.checkpoint, "cpu")
-    model, meta, prep = loaded.model, loaded.meta, loaded.spec.preprocessing
+    prep, meta = embedder.preprocessing, embedder.meta
     size = prep.image_size
-    example = torch.rand(2, 3, size, size) * 2 - 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    # The torch.export-based exporter (dynamo=True, needs onnxscript): the TorchScript one is
-    # deprecated and slated for removal. One file, weights included (external_data=False).
-    torch.onnx.export(
-        model,
-        (example,),
-        str(args.out),
-        dynamo=True,
-        input_names=["images"],
-        output_names=["embeddings"],
-        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
-        opset_version=args.opset,
-        external_data=False,
-        verbose=False,
-    )
-
-    onnx_model = onnx.load(str(args.out))
-    threshold = inference.load_threshold(args.checkpoint)
     crop = prep.crop()
     props = {
         "facerec.input": f"images: float32 (batch, 3, {size}, {size}), RGB, NCHW",
@@ -127,15 +93,20 @@ def export(args: argparse.Namespace) -> int:
         "facerec.backbone": str(meta["backbone"]),
         "facerec.checkpoint": str(args.checkpoint),
         "facerec.step": str(meta["step"]),
+        **preprocessing_metadata(prep),  # what facerec reads back (the keys above: for people)
     }
+    threshold = embedder.threshold
     if threshold is not None:
         props["facerec.threshold"] = f"{float(threshold['threshold']):.6f}"
         props["facerec.threshold_set"] = str(threshold.get("set"))
-    onnx.helper.set_model_props(onnx_model, props)
-    onnx_model.doc_string = "facerec face embedding model. " + props["facerec.preprocessing"]
-    onnx.checker.check_model(onnx_model)
-    onnx.save(onnx_model, str(args.out))
-    print(f"exported {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB), dynamic batch axis")
+    return props
+
+
+def check(args: argparse.Namespace, model, prep) -> int:
+    """Run the written file in onnxruntime against PyTorch; 0 when they agree, else 1."""
+    import numpy as np
+    import onnxruntime
+    import torch
 
     images, what = check_images(args, prep)
     x = model.preprocess(images)  # the ONNX model's input; PyTorch gets the uint8 pixels
@@ -159,6 +130,54 @@ def export(args: argparse.Namespace) -> int:
         f"batch {len(x)} and 1: {'OK' if ok else 'MISMATCH'}"
     )
     return 0 if ok else 1
+
+
+def export(args: argparse.Namespace) -> int:
+    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            f"export_onnx.py: error: {', '.join(missing)} not installed; the export needs "
+            f"{', '.join(NEEDED)}: pip install -e '.[dev]' (or pip install {' '.join(missing)})",
+            file=sys.stderr,
+        )
+        return 2
+
+    import onnx
+    import torch
+
+    from facerec import inference
+
+    if inference.is_onnx(args.checkpoint):
+        raise ValueError(f"{args.checkpoint} is already ONNX; give a checkpoint or model folder")
+    embedder = inference.FaceEmbedder.load(args.checkpoint, "cpu")
+    model, prep = embedder.model, embedder.preprocessing
+    size = prep.image_size
+    example = torch.rand(2, 3, size, size) * 2 - 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # The torch.export-based exporter (dynamo=True, needs onnxscript): the TorchScript one is
+    # deprecated and slated for removal. One file, weights included (external_data=False).
+    torch.onnx.export(
+        model,
+        (example,),
+        str(args.out),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["embeddings"],
+        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+        opset_version=args.opset,
+        external_data=False,
+        verbose=False,
+    )
+
+    onnx_model = onnx.load(str(args.out))
+    props = metadata(args, embedder)
+    onnx.helper.set_model_props(onnx_model, props)
+    onnx_model.doc_string = "facerec face embedding model. " + props["facerec.preprocessing"]
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, str(args.out))
+    print(f"exported {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB), dynamic batch axis")
+
+    return check(args, model, prep)
 
 
 def main(argv: list[str] | None = None) -> int:

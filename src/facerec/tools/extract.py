@@ -45,20 +45,19 @@ def extract(args: argparse.Namespace) -> int:
     import numpy as np
     from torch.utils.data import DataLoader
 
-    from facerec import inference
     from facerec.data.module import ImageList, TolerantImages
+    from facerec.inference import FaceEmbedder, list_images
 
-    paths = inference.list_images(args.folder)  # before the model: a bad folder fails fast
-    loaded = inference.load(args.checkpoint, args.device)
-    model, prep = loaded.model, loaded.spec.preprocessing
-    device = next(model.parameters()).device
-    align = inference.resolve_alignment(prep, args.align, "extract.py")
-    crop = prep.crop(args.center_crop, aligned=align is not None)
-    sources = inference.align_paths(paths, align, device, progress=sys.stderr.isatty())
+    paths = list_images(args.folder)  # before the model: a bad folder fails fast
+    embedder = FaceEmbedder.load(args.checkpoint, args.device, align=args.align,
+                                 center_crop=args.center_crop, batch_size=args.batch_size,
+                                 flip=not args.no_flip, prog="extract.py")  # fmt: skip
+    device, crop = embedder.device, embedder.crop
+    sources = embedder.align_paths(paths, progress=sys.stderr.isatty())
     loader = DataLoader(
         # Unreadable files come back flagged (and logged by name): skipped, not fatal.
-        TolerantImages(ImageList(sources, prep.image_size, crop)),
-        batch_size=inference.batch_size_for(device, args.batch_size),
+        TolerantImages(ImageList(sources, embedder.preprocessing.image_size, crop)),
+        batch_size=embedder.batch_size,
         num_workers=args.workers,
     )
     tick = time.perf_counter()
@@ -67,7 +66,7 @@ def extract(args: argparse.Namespace) -> int:
     for batch, ok in loader:
         readable.append(ok.numpy())
         if bool(ok.any()):
-            chunks.append(inference.embed_images(model, batch[ok], device, flip=not args.no_flip))
+            chunks.append(embedder.embed(batch[ok]))
     seconds = time.perf_counter() - tick
     keep = np.concatenate(readable)
     kept = [p for p, k in zip(paths, keep, strict=True) if k]

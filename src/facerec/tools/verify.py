@@ -92,7 +92,7 @@ def threshold_of(args: argparse.Namespace, meta: dict) -> tuple[float, str]:
     return float(record["threshold"]), inference.threshold_claim(record)
 
 
-def check_on_reference(args, threshold: float, source: str, loaded) -> str | None:
+def check_on_reference(args, threshold: float, source: str, embedder) -> str | None:
     """Measure the threshold on ``--reference``; refuse it there if it accepts most impostors.
 
     Returns:
@@ -104,12 +104,12 @@ def check_on_reference(args, threshold: float, source: str, loaded) -> str | Non
     from facerec.evaluate import Verifier
     from facerec.tools.evaluate import bin_set, pairs_set
 
-    prep = loaded.spec.preprocessing
+    prep = embedder.preprocessing
     make = bin_set if args.reference.lower().endswith(".bin") else pairs_set
     name, reference = make(args.reference, prep, args.center_crop)
-    device = next(loaded.model.parameters()).device
+    device = embedder.device
     verifier = Verifier(reference, inference.batch_size_for(device), num_workers=0)
-    result = verifier.evaluate(loaded.model, device, channels_last=prep.channels_last)
+    result = verifier.evaluate(embedder.model, device, channels_last=prep.channels_last)
     rate = inference.impostor_accept_rate(threshold, result.distances, result.issame)
     where = f"the reference set {name} ({args.reference})"
     inference.check_threshold(threshold, source, rate, where)
@@ -121,21 +121,14 @@ def check_on_reference(args, threshold: float, source: str, loaded) -> str | Non
 
 
 def verify(args: argparse.Namespace) -> int:
-    from facerec import inference
+    from facerec.inference import FaceEmbedder
 
-    loaded = inference.load(args.checkpoint, args.device)
-    model, prep = loaded.model, loaded.spec.preprocessing
-    threshold, source = threshold_of(args, loaded.meta)
-    measured = check_on_reference(args, threshold, source, loaded)
-    device = next(model.parameters()).device
-    align = inference.resolve_alignment(prep, args.align, "verify.py")
-    paths = inference.align_paths([args.image1, args.image2], align, device)
-    crop = prep.crop(args.center_crop, aligned=align is not None)
-    images = inference.load_images(paths, prep.image_size, crop)
-    a, b = inference.embed_images(model, images, device).astype("float64")
-    cosine = float(a @ b)
-    distance = float(((a - b) ** 2).sum())
-    same = distance < threshold
+    embedder = FaceEmbedder.load(args.checkpoint, args.device, align=args.align,
+                                 center_crop=args.center_crop, prog="verify.py")  # fmt: skip
+    threshold, source = threshold_of(args, embedder.meta)
+    measured = check_on_reference(args, threshold, source, embedder)
+    result = embedder.compare(args.image1, args.image2, threshold)
+    cosine, distance, same = result.similarity, result.distance, result.same
     print(f"image 1:           {args.image1}")
     print(f"image 2:           {args.image2}")
     print(f"cosine similarity: {cosine:.4f}")

@@ -8,14 +8,14 @@ The Hugging Face ``save_pretrained`` convention, for facerec's backbone + embedd
                           _target_, as the training config had them), the preprocessing (image
                           size, centre crop, alignment, normalisation) and what training said
       README.md           the model card: data, recipe, steps, verification table + protocol
-      threshold.json      (when one was chosen) the same-person threshold, see facerec.inference
+      threshold.json      (when chosen) the same-person threshold (facerec.inference.thresholds)
 
     save_pretrained(model, training_cfg, "exported/demo", meta=meta, threshold=record)
     model = load_pretrained("exported/demo")            # FaceModel, eval mode
     config, weights = read_pretrained("exported/demo")  # validated, nothing built yet
 
 Reading a folder executes nothing: the JSON is parsed as JSON and read as plain data into a
-:class:`facerec.model_config.ModelSpec` (never resolved, never instantiated: the architecture
+:class:`facerec.inference.spec.ModelSpec` (never resolved, never instantiated: the architecture
 is one of facerec's own components with typed, range-checked arguments), and the weights are
 read by safetensors (no unpickling). Writing and reading are side by side here: the format is
 defined once.
@@ -33,8 +33,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from facerec.inference.spec import ModelSpec, read_spec, rebuild
 from facerec.model import FaceModel
-from facerec.model_config import ModelSpec, read_spec, rebuild
 
 __all__ = [
     "CARD",
@@ -91,7 +91,7 @@ def describe(
         "backbone": spec.backbone.section(),
         "embedding": spec.embedding.section(),
         "embedding_size": spec.embedding_size,
-        "preprocessing": spec.preprocessing.describe(),
+        "preprocessing": spec.preprocessing.to_dict(),
         "comparison": {"embeddings": "flip-fused, L2-normalised", "protocol": PROTOCOL},
         "training": _training(cfg, meta),
     }
@@ -152,7 +152,7 @@ def save_pretrained(
     Returns:
         The folder.
     """
-    from facerec.model_card import model_card  # the card is prose, kept apart from the format
+    from facerec.inference.card import model_card  # the card is prose, kept apart from the format
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -236,7 +236,7 @@ def read_pretrained(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch
 
     Returns:
         ``(config, state_dict)``: ``config`` is ``config.json`` as plain data, checked by
-        :func:`facerec.model_config.read_spec` (build it with :func:`read_folder`'s spec, never
+        :func:`facerec.inference.spec.read_spec` (build it with :func:`read_folder`'s spec, never
         by instantiating it), with ``preprocessing`` and ``training``; ``state_dict`` has
         exactly the keys of ``FaceModel.state_dict()`` (``backbone.*``, ``embedding.*``), on
         the CPU.

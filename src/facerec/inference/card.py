@@ -77,19 +77,10 @@ def _verification(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = None) -> str:
-    """The Markdown model card of a folder whose ``config.json`` is ``config``.
-
-    Args:
-        config: :func:`facerec.pretrained.describe`'s dict.
-        threshold: the threshold record shipped with the model, if any.
-    """
-    training = config.get("training") or {}
-    prep = config["preprocessing"]
+def _data(training: Mapping[str, Any]) -> list[str]:
     data = training.get("data") or {}
     val = training.get("val") or {}
-    title = training.get("name") or f"{_name(config['backbone'])}-{_name(training.get('head'))}"
-    data_lines = [
+    return [
         f"- data module `{data.get('_target_')}`, root `{data.get('root')}`"
         + (f", images `{data['image_dir']}`" if data.get("image_dir") else ""),
         f"- identities kept: people file `{data.get('people_file')}`, at least "
@@ -97,14 +88,50 @@ def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = 
         "- verified on: "
         + (", ".join(f"{name} (`{where}`)" for name, where in val.items()) or "none"),
     ]
-    decision = (
+
+
+def _decision(threshold: Mapping[str, Any] | None) -> str:
+    if not threshold:
+        return "No threshold shipped: run `facerec evaluate` on this folder to choose one."
+    return (
         f"Threshold {threshold['threshold']:.4f} (squared distance; same person below it); "
         f"`threshold.json` says it was chosen on `{threshold.get('set')}` at step "
         f"{threshold.get('step')}. `facerec verify` refuses a threshold file at 2.0 or more "
         "(cosine <= 0) and checks it on a set of yours with `--reference`."
-        if threshold
-        else "No threshold shipped: run `facerec evaluate` on this folder to choose one."
     )
+
+
+def _use(prep: Mapping[str, Any]) -> list[str]:
+    return [
+        "## Use",
+        "",
+        "```bash",
+        "facerec verify THIS_FOLDER a.jpg b.jpg",
+        "facerec extract THIS_FOLDER faces/ --out emb.npy",
+        "facerec evaluate THIS_FOLDER --sets lfw=pairs.txt:lfw-deepfunneled",
+        "```",
+        "",
+        "`facerec.FaceEmbedder.load(folder)` embeds and compares faces in Python; nothing in the "
+        "folder is unpickled.",
+        "",
+        "## Preprocessing",
+        "",
+        f"RGB, centre crop {prep.get('center_crop') or 'none'}, resize to "
+        f"{prep['image_size']}x{prep['image_size']} ({prep.get('resize')}), alignment: "
+        f"{prep.get('alignment') or 'none (images used as given)'}, then "
+        f"{prep['normalisation']['formula']}, NCHW.",
+    ]
+
+
+def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = None) -> str:
+    """The Markdown model card of a folder whose ``config.json`` is ``config``.
+
+    Args:
+        config: :func:`facerec.inference.folder.describe`'s dict.
+        threshold: the threshold record shipped with the model, if any.
+    """
+    training = config.get("training") or {}
+    title = training.get("name") or f"{_name(config['backbone'])}-{_name(training.get('head'))}"
     lines = [
         "---",
         "library_name: facerec",
@@ -117,27 +144,11 @@ def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = 
         f"after {training.get('step')} training steps (epoch {training.get('epoch')}). The "
         f"margin head is not included.",
         "",
-        "## Use",
-        "",
-        "```bash",
-        "facerec verify THIS_FOLDER a.jpg b.jpg",
-        "facerec extract THIS_FOLDER faces/ --out emb.npy",
-        "facerec evaluate THIS_FOLDER --sets lfw=pairs.txt:lfw-deepfunneled",
-        "```",
-        "",
-        "`facerec.pretrained.load_pretrained(folder)` returns the `FaceModel`; nothing in the "
-        "folder is unpickled.",
-        "",
-        "## Preprocessing",
-        "",
-        f"RGB, centre crop {prep.get('center_crop') or 'none'}, resize to "
-        f"{prep['image_size']}x{prep['image_size']} ({prep.get('resize')}), alignment: "
-        f"{prep.get('alignment') or 'none (images used as given)'}, then "
-        f"{prep['normalisation']['formula']}, NCHW.",
+        *_use(config["preprocessing"]),
         "",
         "## Training data",
         "",
-        *data_lines,
+        *_data(training),
         "",
         "## Recipe",
         "",
@@ -150,7 +161,7 @@ def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = 
         "",
         *_verification(training.get("results") or {}),
         "",
-        decision,
+        _decision(threshold),
         "",
     ]
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """An ONNX export (``facerec export-onnx``) behind the :class:`FaceModel` call, for the tools.
 
 ``evaluate``, ``extract`` and ``verify`` take ``model.onnx`` where they take a checkpoint: the
-graph runs in onnxruntime (CPU), and the image size and centre crop come from the file's
-``facerec.*`` metadata, which the export wrote, read as text and checked like every saved
-config (:func:`facerec.model_config.read_preprocessing`: ``facerec.image_size`` 16..1024).
+graph runs in onnxruntime (CPU), and the preprocessing comes from the file's metadata, which the
+export wrote: ``facerec.preprocessing_json`` (:meth:`Preprocessing.to_dict` as JSON), or, in a
+file of the release before it, ``facerec.image_size`` and ``facerec.center_crop``; either is
+checked like every saved config (:meth:`Preprocessing.from_dict`: ``image_size`` 16..1024).
 An ONNX file is a protobuf graph of standard operators: loading it imports and calls nothing
 named in the file. It has no weights facerec can re-export, so ``export`` and ``export-onnx``
 refuse it.
@@ -11,7 +12,9 @@ refuse it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,10 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from facerec.inference.components import component_targets
+from facerec.inference.preprocessing import Preprocessing
+from facerec.inference.spec import ModelSpec
 from facerec.model import FaceModel
-from facerec.model_config import ModelSpec, component_targets, read_preprocessing
 
-__all__ = ["OnnxFaceModel", "load_onnx"]
+__all__ = ["PREPROCESSING_KEY", "OnnxFaceModel", "load_onnx", "preprocessing_metadata"]
+
+# The metadata key holding Preprocessing.to_dict() as JSON.
+PREPROCESSING_KEY = "facerec.preprocessing_json"
 
 NUMBER = re.compile(r"[0-9]{1,9}")
 
@@ -50,22 +58,35 @@ class OnnxFaceModel(nn.Module):
         return torch.from_numpy(out)
 
 
-def _metadata(props: Mapping[str, str], path: Path) -> dict[str, Any]:
-    """The ``facerec.*`` preprocessing metadata as plain values, for the one parser
-    (:func:`facerec.model_config.read_spec`): text that is not a number stays text (refused
-    there, naming the key)."""
-    if "facerec.image_size" not in props:
+def preprocessing_metadata(prep: Preprocessing) -> dict[str, str]:
+    """The metadata entry an export writes: the preprocessing, as :func:`load_onnx` reads it."""
+    return {PREPROCESSING_KEY: json.dumps(prep.to_dict())}
+
+
+def _preprocessing(props: Mapping[str, str], path: Path) -> Preprocessing:
+    """The file's :class:`Preprocessing`: its JSON entry, else (a file of the previous release)
+    ``facerec.image_size`` and ``facerec.center_crop`` as plain values for the one parser
+    (text that is not a number stays text, refused there naming the key)."""
+    if PREPROCESSING_KEY in props:
+        try:
+            values = json.loads(props[PREPROCESSING_KEY])
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise ValueError(f"{path} refused: {PREPROCESSING_KEY}: not JSON ({error})") from None
+        prep = Preprocessing.from_dict(values, f"{path} ({PREPROCESSING_KEY})")
+    elif "facerec.image_size" in props:
+
+        def number(text: str) -> Any:
+            return int(text) if NUMBER.fullmatch(text) else text
+
+        crop = props.get("facerec.center_crop", "None")
+        values = {
+            "image_size": number(props["facerec.image_size"]),
+            "center_crop": None if crop in ("None", "", "0") else number(crop),
+        }
+        prep = Preprocessing.from_dict(values, path, {k: f"facerec.{k}" for k in values})
+    else:
         raise ValueError(f"{path} is not a facerec ONNX export (no facerec.image_size metadata)")
-
-    def number(text: str) -> Any:
-        return int(text) if NUMBER.fullmatch(text) else text
-
-    crop = props.get("facerec.center_crop", "None")
-    return {
-        "image_size": number(props["facerec.image_size"]),
-        "center_crop": None if crop in ("None", "", "0") else number(crop),
-        "channels_last": False,  # the graph takes NCHW
-    }
+    return dataclasses.replace(prep, channels_last=False)  # the graph takes NCHW
 
 
 def load_onnx(path: Path) -> tuple[OnnxFaceModel, ModelSpec, dict[str, Any], dict[str, Any]]:
@@ -90,9 +111,9 @@ def load_onnx(path: Path) -> tuple[OnnxFaceModel, ModelSpec, dict[str, Any], dic
             f"{path}: not a readable ONNX model ({str(error).splitlines()[0]})"
         ) from None
     props = session.get_modelmeta().custom_metadata_map
-    cfg = {"preprocessing": _metadata(props, path)}
-    keys = {k: f"facerec.{k}" for k in cfg["preprocessing"]}
-    spec = ModelSpec(None, None, read_preprocessing(cfg["preprocessing"], path, keys), str(path))
+    prep = _preprocessing(props, path)
+    cfg = {"preprocessing": prep.to_dict()}
+    spec = ModelSpec(None, None, prep, str(path))
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
     if names != (["images"], ["embeddings"]):
         raise ValueError(f"{path}: expected input 'images' and output 'embeddings', got {names}")
