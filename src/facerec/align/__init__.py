@@ -7,6 +7,8 @@
 - :mod:`~facerec.align.folder`: :func:`align_files` / :func:`align_folder` with the cache
   manifest and the :class:`Summary` of what happened to every file.
 - :mod:`~facerec.align.dataset`: aligned copies for a data module (``data=lfw_aligned``).
+- :mod:`~facerec.align.prepare`: that alignment as the data module's ``prepare`` step (the
+  LFW data configs' ``_target_``; ``facerec.data`` never imports ``facerec.align``).
 - :mod:`~facerec.align.tool`: ``scripts/align.py SRC DST``.
 """
 
