@@ -66,7 +66,7 @@ def test_every_augment_choice_builds_and_is_repeatable_per_sample_seed(name, com
 
 
 def test_the_augment_group_reaches_the_training_samples(tmp_path, compose_train):
-    from facerec.data.module import FaceDataModule
+    from facerec.data import FaceDataModule
 
     extra = instantiate(compose_train("augment=strong").data.augment)
     root = tmp_path / "faces"

@@ -22,6 +22,7 @@ from facerec.data.binpack_writer import pack_pairs
 from facerec.data.transforms import normalize
 from facerec.eval import evaluate_pairs, hardest_pairs
 from facerec.eval.plots import pair_grid_image
+from facerec.inference.preprocessing import preprocessing_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -460,7 +461,7 @@ def test_tools_align_raw_photos_end_to_end(checkpoint_copy, lfw_root, tmp_path, 
     state = checkpoint.load(checkpoint_copy)
     state["config"]["data"]["align"] = {"select": "largest", "on_missing": "center"}
     # as the trainer writes it: the checkpoint's preprocessing entry is what every tool reads
-    state["preprocessing"] = checkpoint.preprocessing_entry(state["config"])
+    state["preprocessing"] = preprocessing_entry(state["config"])
     aligned_ckpt = checkpoint.save(state, tmp_path / "aligned.pt")
     _, cfg, _ = inference.load_model(aligned_ckpt, "cpu")
     assert inference.preparation(cfg)["method"] == "aligned"

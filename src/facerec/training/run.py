@@ -33,6 +33,7 @@ from torch import nn
 from facerec import distributed
 from facerec.files import checkpoint
 from facerec.files.checkpoint import TrainState
+from facerec.inference.preprocessing import preprocessing_entry
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.training import finetune
@@ -291,6 +292,7 @@ def save(t: Training, tag: str) -> None:
         ckpt = checkpoint.training_checkpoint(
             t.recognizer.model, t.state, t.state.step // t.loop.steps_per_epoch, t.classes,
             t.config, {"scheduler": t.scheduler, "scaler": t.scaler, "guard": t.guard}, entries,
+            preprocessing_entry(t.config),
         )  # fmt: skip
         if tag == "best":
             checkpoint.save(ckpt, folder / "best.pt")
