@@ -7,7 +7,8 @@ images, the trainer's own ``train_step``). Modes alternate run by run so machine
 alike:
 
 - ``off``: glibc defaults (``trainer.malloc=false``);
-- ``mallopt``: :func:`facerec.training.malloc.keep_freed_memory` at start-up (the trainer's default);
+- ``mallopt``: :func:`facerec.training.malloc.keep_freed_memory` at start-up (the trainer's
+  default);
 - ``env``: ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<2^40>`` set by the launcher;
 - ``jemalloc`` / ``tcmalloc``: ``LD_PRELOAD`` of the library, when one is installed.
 

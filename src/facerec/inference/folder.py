@@ -261,7 +261,8 @@ def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> F
 
 
 def summary(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What the tools report of a folder, in the keys :func:`facerec.files.checkpoint.summary` uses."""
+    """What the tools report of a folder, in the keys of
+    :func:`facerec.files.checkpoint.summary`."""
     training = config.get("training") or {}
     keys = ("step", "epoch", "best", "best_step", "num_classes")
     return {**{k: training.get(k) for k in keys}, "results": training.get("results") or {}}

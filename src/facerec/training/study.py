@@ -2,9 +2,9 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.json`` (written when the run
 ends) and ``verification/<set>/step_<step>.json`` (every evaluation: its summary and per-pair
-distances, :func:`facerec.training.report.write_scores`). An *arm* is the runs whose configs are the same
-but for their seed and the keys that do not change what is trained (``IGNORED``): a sweep's
-``head=arcface,cosface seed=1,2`` gives two arms of two runs.
+distances, :func:`facerec.training.report.write_scores`). An *arm* is the runs whose configs are
+the same but for their seed and the keys that do not change what is trained (``IGNORED``): a
+sweep's ``head=arcface,cosface seed=1,2`` gives two arms of two runs.
 """
 
 from __future__ import annotations
