@@ -228,7 +228,7 @@ def test_no_face_is_centre_cropped_when_asked(detector, messy_folder, tmp_path):
 
 
 def test_the_align_tool_on_a_folder(messy_folder, tmp_path, detector):
-    from facerec.align.tool import main
+    from facerec.cli.align import main
 
     dst = tmp_path / "out"
     assert main([str(messy_folder), str(dst), "--no-progress", "--on-missing", "skip"]) == 0

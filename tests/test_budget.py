@@ -10,9 +10,9 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.data.transforms import augmentation
-from facerec.loop import total_steps
+from facerec.training.loop import total_steps
 
 AUGMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "augment").glob("*.yaml"))
 

@@ -9,10 +9,10 @@ import multiprocessing
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import albumentations as A
 import cv2
@@ -122,6 +122,7 @@ def pack_images(
     source: str = "",
     overwrite: bool = False,
     show_progress: bool = False,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> DatasetInfo:
     """Decode, centre crop, resize and re-encode images into a pack folder.
 
@@ -144,6 +145,10 @@ def pack_images(
         source: where the images came from (recorded in the header).
         overwrite: replace an existing pack in ``out``.
         show_progress: show a progress bar.
+        preprocessing: how the stored images were made, as every model file records it
+            (``facerec.inference.preprocessing.Preprocessing.to_dict()``, alignment included;
+            the command builds it), written as the header's ``preprocessing`` entry; None: the
+            header's ``image_size`` and ``center_crop`` say it (read back by ``from_pack``).
 
     Returns:
         The pack's :class:`DatasetInfo`. Unreadable sources are skipped, logged and listed in
@@ -163,6 +168,8 @@ def pack_images(
     _replace(out / INDEX, lambda f: np.save(f, rows))
     seconds = round(time.perf_counter() - start, 2)
     header = _header(encoder, classes, shards, len(rows), source, unreadable, seconds)
+    if preprocessing is not None:
+        header["preprocessing"] = dict(preprocessing)
     # Last: its presence marks a complete pack.
     _replace(out / HEADER, lambda f: f.write(json.dumps(header, indent=1).encode("utf-8")))
     info = PackedDataset(out).info
@@ -237,17 +244,12 @@ def _header(
     source: str, unreadable: list[str], seconds: float,
 ) -> dict:  # fmt: skip
     """The pack's ``pack.json`` contents (read back by :class:`PackedDataset`)."""
-    # How the stored images were made, in the one format every model file uses (read back by
-    # facerec.inference.preprocessing.from_pack); imported here, as only writing a pack needs it.
-    from facerec.inference.preprocessing import Preprocessing
-
     return {
         "format": FORMAT,
         "version": VERSION,
         "columns": list(COLUMNS),
         "image_size": encoder.image_size,
         "center_crop": encoder.center_crop,
-        "preprocessing": Preprocessing(encoder.image_size, encoder.center_crop).to_dict(),
         "quality": encoder.quality,
         "chroma": encoder.chroma,
         "encoding": "jpeg",

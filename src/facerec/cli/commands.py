@@ -19,26 +19,26 @@ __all__ = ["BENCHMARKS", "COMMANDS", "dispatch", "main"]
 Table = Mapping[str, tuple[str, str]]
 
 COMMANDS: Table = {
-    "train": ("facerec.app:main", "train a model: Hydra overrides, as `python train.py`"),
-    "evaluate": ("facerec.tools.evaluate:main", "verification accuracy on pair lists / .bin packs"),
-    "extract": ("facerec.tools.extract:main", "embeddings of every image under a folder (.npy)"),
-    "verify": ("facerec.tools.verify:main", "same person or not: two images, one decision"),
-    "export": ("facerec.tools.export:main", "a shareable model folder (safetensors, JSON, card)"),
-    "export-onnx": ("facerec.tools.export_onnx:main", "ONNX file, checked with onnxruntime"),
-    "pack": ("facerec.tools.pack_dataset:main", "pack a folder dataset into JPEG shards"),
+    "train": ("facerec.cli.train:main", "train a model: Hydra overrides, as `python train.py`"),
+    "evaluate": ("facerec.cli.evaluate:main", "verification accuracy on pair lists / .bin packs"),
+    "extract": ("facerec.cli.extract:main", "embeddings of every image under a folder (.npy)"),
+    "verify": ("facerec.cli.verify:main", "same person or not: two images, one decision"),
+    "export": ("facerec.cli.export:main", "a shareable model folder (safetensors, JSON, card)"),
+    "export-onnx": ("facerec.cli.export_onnx:main", "ONNX file, checked with onnxruntime"),
+    "pack": ("facerec.cli.pack_dataset:main", "pack a folder dataset into JPEG shards"),
     # Needs the `align` extra (facenet-pytorch) only when it runs: it says so in one line.
-    "align": ("facerec.align.tool:main", "align faces (MTCNN landmarks, similarity transform)"),
-    "scan": ("facerec.tools.scan_dataset:main", "check a folder dataset before training"),
-    "make-bin": ("facerec.tools.make_bin:main", "pairs list -> insightface .bin pack"),
-    "get-lfw": ("facerec.tools.get_lfw:main", "put LFW and its protocol files in one folder"),
-    "compare": ("facerec.tools.compare:main", "runs as arms: mean over seeds, paired CIs"),
-    "bench": ("facerec.commands:bench", "speed benchmarks: heads, data, train"),
+    "align": ("facerec.cli.align:main", "align faces (MTCNN landmarks, similarity transform)"),
+    "scan": ("facerec.cli.scan_dataset:main", "check a folder dataset before training"),
+    "make-bin": ("facerec.cli.make_bin:main", "pairs list -> insightface .bin pack"),
+    "get-lfw": ("facerec.cli.get_lfw:main", "put LFW and its protocol files in one folder"),
+    "compare": ("facerec.cli.compare:main", "runs as arms: mean over seeds, paired CIs"),
+    "bench": ("facerec.cli.commands:bench", "speed benchmarks: heads, data, train"),
 }
 
 BENCHMARKS: Table = {
-    "heads": ("facerec.tools.bench_heads:main", "every head's step against nn.Linear + CE"),
-    "data": ("facerec.tools.bench_data:main", "training-data throughput per worker"),
-    "train": ("facerec.tools.bench_train:main", "training steps: images/s and MFU over a grid"),
+    "heads": ("facerec.cli.bench_heads:main", "every head's step against nn.Linear + CE"),
+    "data": ("facerec.cli.bench_data:main", "training-data throughput per worker"),
+    "train": ("facerec.cli.bench_train:main", "training steps: images/s and MFU over a grid"),
 }
 
 

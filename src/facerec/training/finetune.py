@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facerec import checkpoint
+from facerec.files import checkpoint
 from facerec.inference import folder as pretrained
 
 __all__ = ["BackboneFreeze", "init_from", "lr_scaled_groups"]

@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 
 HEAD_DIR = CONFIG_DIR / "head"
 

@@ -69,7 +69,7 @@ def align(args: argparse.Namespace) -> int:
     from facerec.align.detect import FaceDetector, MissingExtra
     from facerec.align.folder import align_folder
     from facerec.distributed import resolve_device
-    from facerec.malloc import keep_freed_memory
+    from facerec.training.malloc import keep_freed_memory
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     keep_freed_memory(True)  # MTCNN too: system time 0.5 s -> 0.05 s per 64 images
@@ -107,7 +107,7 @@ def align_for_pack(args: argparse.Namespace, people: list[str] | None) -> Path:
     folder, which is then packed without a centre crop."""
     from facerec.align.folder import align_folder
     from facerec.data.folder import scan_folder
-    from facerec.malloc import keep_freed_memory
+    from facerec.training.malloc import keep_freed_memory
 
     keep_freed_memory(True)
     scan = scan_folder(args.root, set(people) if people is not None else None, args.min_images)
@@ -121,6 +121,6 @@ def align_for_pack(args: argparse.Namespace, people: list[str] | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool  # after parsing: --help stays instant
+    from facerec.cli.errors import run_tool  # after parsing: --help stays instant
 
     return run_tool(lambda: align(args), "align.py")

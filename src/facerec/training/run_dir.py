@@ -15,7 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from facerec import checkpoint, distributed
+from facerec import distributed
+from facerec.files import checkpoint
 
 __all__ = [
     "RunLock",

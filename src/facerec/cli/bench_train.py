@@ -1,29 +1,30 @@
 """Training throughput (images/s) and MFU of full training steps, over a grid of settings.
 
-Every row times :func:`facerec.engine.train_step`, the trainer's own step, on random images
-already on the device: backbone + embedding + margin head forward, cross-entropy, backward,
-gradient norm, SGD (``configs/optim/sgd.yaml``) step. ``--warmup`` untimed steps first (they
-include torch.compile's compilation), then ``--steps`` timed ones between two device
+Every row times :func:`facerec.training.engine.train_step`, the trainer's own step, on random
+images already on the device: backbone + embedding + margin head forward, cross-entropy,
+backward, gradient norm, SGD (``configs/optim/sgd.yaml``) step. ``--warmup`` untimed steps first
+(they include torch.compile's compilation), then ``--steps`` timed ones between two device
 synchronisations.
 
 MFU (model FLOP utilisation) = images/s x training FLOPs per image / peak FLOP/s, with the
 training FLOPs taken as 3 (forward + backward) x 2 (multiply + add) x the forward MACs of
-backbone + embedding (:func:`facerec.flops.count_flops` / 2; the head's ``D x C`` MACs, under 1 %
-for a ResNet, are left out). The peak is ``--peak-tflops`` or, on a known accelerator, its
-dense tensor-core figure for the row's dtype (H100 SXM: bf16/fp16 989, TF32 495, fp32 67
+backbone + embedding (:func:`facerec.training.flops.count_flops` / 2; the head's ``D x C`` MACs,
+under 1 % for a ResNet, are left out). The peak is ``--peak-tflops`` or, on a known accelerator,
+its dense tensor-core figure for the row's dtype (H100 SXM: bf16/fp16 989, TF32 495, fp32 67
 TFLOP/s); fp32 rows use the TF32 figure while ``torch.backends.cudnn.allow_tf32`` is on (the
-PyTorch default, so fp32 convolutions do run on TF32 tensor cores). On the CPU MFU is n/a
-unless ``--peak-tflops`` is given.
+PyTorch default, so fp32 convolutions do run on TF32 tensor cores). On the CPU MFU is n/a unless
+``--peak-tflops`` is given.
 
 Each (backbone, batch, classes) group gets a baseline row (fp32, channels_last off, compile
 off; run even if the grid does not ask for it) and every row's speed is given as a ratio to it.
 fp16 rows are skipped on the CPU (no fp16 autocast there worth timing); a row that fails (out
 of memory, a compile error) is reported as such and the grid goes on. Kernel settings are the
-trainer's (``facerec.speed.configure_kernels``: cuDNN autotuning, TF32 unless ``--tf32 off``).
+trainer's (``facerec.training.speed.configure_kernels``: cuDNN autotuning, TF32 unless
+``--tf32 off``).
 
 ``--arcface-torch DIR`` (a checkout's ``recognition/arcface_torch``) adds, per ResNet group, a
 row timing insightface arcface_torch's own step on its own modules (train_v2.py's fp16 path;
-see :mod:`facerec.tools.bench_train_arcface`) and prints facerec's fastest row against it.
+see :mod:`facerec.cli.bench_train_arcface`) and prints facerec's fastest row against it.
 
 Usage:
     python scripts/bench_train.py --backbones resnet50 --batch 256 512 --dtype fp32 bf16 \\
@@ -53,15 +54,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
-from facerec.cli import CONFIG_DIR
-from facerec.distributed import resolve_device
-from facerec.engine import train_step
-from facerec.flops import count_flops
-from facerec.model import Recognizer, build_recognizer
-from facerec.optim import param_groups
-from facerec.speed import compile_backbone, configure_kernels
-from facerec.tools.bench_train_arcface import ARCFACE_TORCH_NETS, arcface_torch_step
-from facerec.tools.bench_train_report import (
+from facerec.cli.bench_train_arcface import ARCFACE_TORCH_NETS, arcface_torch_step
+from facerec.cli.bench_train_report import (
     Row,
     device_name,
     fmt,
@@ -70,6 +64,13 @@ from facerec.tools.bench_train_report import (
     print_table,
     write_json,
 )
+from facerec.configs import CONFIG_DIR
+from facerec.distributed import resolve_device
+from facerec.model import Recognizer, build_recognizer
+from facerec.optim import param_groups
+from facerec.training.engine import train_step
+from facerec.training.flops import count_flops
+from facerec.training.speed import compile_backbone, configure_kernels
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 ON_OFF = {"on": True, "off": False}

@@ -11,7 +11,7 @@ import numpy as np
 
 from facerec.eval.overlay import Line, lines_image
 from facerec.eval.roc import roc_curve
-from facerec.study import Arm
+from facerec.training.study import Arm
 
 __all__ = ["accuracy_lines", "roc_lines", "write_figures"]
 

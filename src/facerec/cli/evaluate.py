@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from facerec.tool_args import add_align_argument, add_runtime_arguments
+from facerec.cli.args import add_align_argument, add_runtime_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -179,7 +179,7 @@ def evaluate(args: argparse.Namespace) -> int:
     import time
 
     from facerec import inference
-    from facerec.evaluate import Verifier
+    from facerec.training.verifier import Verifier
 
     embedder = inference.FaceEmbedder.load(args.checkpoint, args.device, align=args.align,
                                            prog="evaluate.py")  # fmt: skip
@@ -275,7 +275,7 @@ def save_threshold(checkpoint: Path, results: dict[str, dict], step: int | None)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool  # after parsing: --help stays instant
+    from facerec.cli.errors import run_tool  # after parsing: --help stays instant
 
     return run_tool(lambda: evaluate(args), "evaluate.py")
 

@@ -14,13 +14,13 @@ import torch
 from omegaconf import DictConfig
 
 from facerec import distributed
-from facerec.checkpoint import TrainState
-from facerec.engine import NonFiniteGuard
-from facerec.evaluate import Verifier
-from facerec.finetune import BackboneFreeze
+from facerec.files.checkpoint import TrainState
 from facerec.model import Recognizer
-from facerec.report import Reporter
-from facerec.speed import AMP_DTYPES
+from facerec.training.engine import NonFiniteGuard
+from facerec.training.finetune import BackboneFreeze
+from facerec.training.report import Reporter
+from facerec.training.speed import AMP_DTYPES
+from facerec.training.verifier import Verifier
 
 __all__ = [
     "Loop",

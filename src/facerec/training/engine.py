@@ -1,6 +1,7 @@
 """The pieces of a training step: the step itself, the non-finite guard and preemption.
 
-Plain functions and two small classes, so the loop in :mod:`facerec.train` reads top to bottom.
+Plain functions and two small classes, so the loop in :mod:`facerec.training.run` reads top
+to bottom.
 """
 
 from __future__ import annotations

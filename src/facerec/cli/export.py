@@ -65,7 +65,7 @@ def export(args: argparse.Namespace) -> int:
     )
     if not args.onnx:
         return 0
-    from facerec.tools import export_onnx
+    from facerec.cli import export_onnx
 
     onnx_args = [str(written), "--out", str(written / "model.onnx")]
     onnx_args += ["--check-lfw", str(args.check_lfw)] if args.check_lfw else []
@@ -74,7 +74,7 @@ def export(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool  # after parsing: --help stays instant
+    from facerec.cli.errors import run_tool  # after parsing: --help stays instant
 
     return run_tool(lambda: export(args), "facerec export")
 

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from facerec.speed import AMP_CHOICES
+from facerec.training.speed import AMP_CHOICES
 
 __all__ = ["CONFIG_TYPES", "check_config", "check_numbers"]
 

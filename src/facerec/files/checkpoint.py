@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facerec.pt_file import check_archive, check_tensors
+from facerec.files.pt_file import check_archive, check_tensors
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def training_checkpoint(
     config: dict[str, Any],
     stateful: Mapping[str, Any],
     entries: Mapping[str, Any],
+    preprocessing: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The checkpoint of a training run (the layout in the module docstring).
 
@@ -75,25 +76,18 @@ def training_checkpoint(
         config: the resolved training config as plain containers.
         stateful: objects with a ``state_dict`` (scheduler, scaler, guard), by entry name.
         entries: the criterion's own entries (``Criterion.checkpoint_entries``).
+        preprocessing: how the model's images are prepared, as plain data
+            (``facerec.inference.preprocessing.Preprocessing.to_dict()``): the one record every
+            tool reads it from.
     """
     ckpt = {name: obj.state_dict() for name, obj in stateful.items()}
     ckpt.update(entries)
     ckpt.update({
         "model": model.state_dict(), "step": state.step, "epoch": epoch, "state": asdict(state),
         "rng": rng_state(), "classes": classes, "config": config,
-        "preprocessing": preprocessing_entry(config),
+        "preprocessing": dict(preprocessing),
     })  # fmt: skip
     return ckpt
-
-
-def preprocessing_entry(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The model's :class:`~facerec.inference.preprocessing.Preprocessing` as plain data, the
-    one record every tool reads the images' preparation from (checked now: a run whose config
-    no tool could read fails at its first checkpoint, not when it is used)."""
-    # Imported here: the format's definition lives with its readers (facerec.inference).
-    from facerec.inference.preprocessing import from_config
-
-    return from_config(config, "the training config").to_dict()
 
 
 def train_state(ckpt: Mapping[str, Any]) -> TrainState:
@@ -227,7 +221,7 @@ def load(path: str | Path, required: tuple[str, ...] = ("model", "step")) -> dic
     """Read a checkpoint (or, with other ``required`` keys, a per-rank shard file) on the CPU.
 
     Before ``torch.load``, the archive's declared sizes and its pickles are checked
-    (:func:`facerec.pt_file.check_archive`): loading never allocates much more than the file's
+    (:func:`facerec.files.pt_file.check_archive`): loading never allocates much more than the file's
     size.
 
     Raises:

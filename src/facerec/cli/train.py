@@ -30,16 +30,17 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from facerec.cli import UsageError, check_overrides, fail, is_multirun, overrides_of, report
+from facerec.cli.errors import UsageError, fail, report
+from facerec.cli.overrides import check_overrides, is_multirun, overrides_of
 
 __all__ = ["main"]
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://facerec.configs", config_name="train")
 def _train(cfg: DictConfig) -> None:
     # Imported after Hydra parsed the CLI, so `--help` stays fast.
-    from facerec.engine import NonFiniteError
-    from facerec.train import Preempted, run
+    from facerec.training.engine import NonFiniteError
+    from facerec.training.run import Preempted, run
 
     sweep_job(cfg)
     try:

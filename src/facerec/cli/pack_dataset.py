@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from facerec.align.tool import add_align_options, align_for_pack
+from facerec.cli.align import add_align_options, align_for_pack, options_from_args
 from facerec.data.pack_writer import pack_folder
 from facerec.data.packed import DEFAULT_SHARD_BYTES
 from facerec.data.pairs import read_people
@@ -72,9 +72,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool
+    from facerec.cli.errors import run_tool
 
     return run_tool(lambda: pack(args), "pack_dataset.py")
+
+
+def pack_preprocessing(args: argparse.Namespace) -> dict:
+    """How the pack's images are made, as every model file records it (its header's
+    ``preprocessing``): aligned (then no crop) or centre-cropped, at ``--size``."""
+    from facerec.inference.preprocessing import Preprocessing
+
+    if args.align:
+        return Preprocessing(args.size, None, alignment=options_from_args(args)).to_dict()
+    return Preprocessing(args.size, args.center_crop or None).to_dict()
 
 
 def pack(args: argparse.Namespace) -> None:
@@ -96,6 +106,7 @@ def pack(args: argparse.Namespace) -> None:
         chroma=args.chroma,
         overwrite=args.overwrite,
         show_progress=True,
+        preprocessing=pack_preprocessing(args),
     )
     seconds = time.perf_counter() - start
     print(f"{args.out}: {info.summary()}")

@@ -91,7 +91,7 @@ def metadata(args: argparse.Namespace, embedder) -> dict[str, str]:
         "facerec.comparison": "add the mirrored image's embedding, L2-normalise, squared L2 "
         "distance; same person if distance < threshold",
         "facerec.backbone": str(meta["backbone"]),
-        "facerec.checkpoint": str(args.checkpoint),
+        "facerec.files.checkpoint": str(args.checkpoint),
         "facerec.step": str(meta["step"]),
         **preprocessing_metadata(prep),  # what facerec reads back (the keys above: for people)
     }
@@ -182,7 +182,7 @@ def export(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool  # after parsing: --help stays instant
+    from facerec.cli.errors import run_tool  # after parsing: --help stays instant
 
     return run_tool(lambda: export(args), "export_onnx.py")
 

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 
 if TYPE_CHECKING:  # only for annotations: the benchmark imports this module, not the reverse
-    from facerec.tools.bench_train_report import Row
+    from facerec.cli.bench_train_report import Row
 
 __all__ = ["ARCFACE_TORCH_NETS", "arcface_torch_step"]
 

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from facerec.tool_args import add_preparation_arguments, add_runtime_arguments
+from facerec.cli.args import add_preparation_arguments, add_runtime_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -109,7 +109,7 @@ def write_both(out: Path, emb, index: Path, names: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool  # after parsing: --help stays instant
+    from facerec.cli.errors import run_tool  # after parsing: --help stays instant
 
     return run_tool(lambda: extract(args), "extract.py")
 

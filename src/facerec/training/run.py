@@ -30,23 +30,33 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from facerec import checkpoint, distributed, finetune
-from facerec.checkpoint import TrainState
-from facerec.engine import NonFiniteGuard, Preemption, train_step
-from facerec.evaluate import Verifier
-from facerec.loop import Preempted, Training, best_metric, describe, loop_settings, scaled_lr
-from facerec.malloc import keep_freed_memory
+from facerec import distributed
+from facerec.files import checkpoint
+from facerec.files.checkpoint import TrainState
+from facerec.inference.preprocessing import preprocessing_entry
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
-from facerec.report import Reporter
-from facerec.run_dir import check_same_run, open_run_dir, resolve_run_dir
-from facerec.speed import (
+from facerec.training import finetune
+from facerec.training.engine import NonFiniteGuard, Preemption, train_step
+from facerec.training.loop import (
+    Preempted,
+    Training,
+    best_metric,
+    describe,
+    loop_settings,
+    scaled_lr,
+)
+from facerec.training.malloc import keep_freed_memory
+from facerec.training.report import Reporter
+from facerec.training.run_dir import check_same_run, open_run_dir, resolve_run_dir
+from facerec.training.speed import (
     compile_backbone,
     configure_kernels,
     resolve_amp,
     resolve_compile,
 )
-from facerec.validate import check_config
+from facerec.training.validate import check_config
+from facerec.training.verifier import Verifier
 
 __all__ = ["Preempted", "Training", "fit", "run", "setup"]
 
@@ -282,6 +292,7 @@ def save(t: Training, tag: str) -> None:
         ckpt = checkpoint.training_checkpoint(
             t.recognizer.model, t.state, t.state.step // t.loop.steps_per_epoch, t.classes,
             t.config, {"scheduler": t.scheduler, "scaler": t.scaler, "guard": t.guard}, entries,
+            preprocessing_entry(t.config),
         )  # fmt: skip
         if tag == "best":
             checkpoint.save(ckpt, folder / "best.pt")

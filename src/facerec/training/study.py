@@ -2,9 +2,9 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.json`` (written when the run
 ends) and ``verification/<set>/step_<step>.json`` (every evaluation: its summary and per-pair
-distances, :func:`facerec.report.write_scores`). An *arm* is the runs whose configs are the same
-but for their seed and the keys that do not change what is trained (``IGNORED``): a sweep's
-``head=arcface,cosface seed=1,2`` gives two arms of two runs.
+distances, :func:`facerec.training.report.write_scores`). An *arm* is the runs whose configs are
+the same but for their seed and the keys that do not change what is trained (``IGNORED``): a
+sweep's ``head=arcface,cosface seed=1,2`` gives two arms of two runs.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from facerec.report import SCORES_DIR
-from facerec.run_dir import leaves, target_name
+from facerec.training.report import SCORES_DIR
+from facerec.training.run_dir import leaves, target_name
 
 __all__ = ["IGNORED", "Arm", "Run", "find_runs", "group_arms", "load_run"]
 

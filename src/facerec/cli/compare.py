@@ -158,7 +158,7 @@ def markdown(tables: dict[str, list[dict]], args: argparse.Namespace, figures: d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from facerec.cli import run_tool
+    from facerec.cli.errors import run_tool
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     return run_tool(lambda: compare(args), "facerec compare")
@@ -166,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def compare(args: argparse.Namespace) -> int:
     """Load, group, tabulate; print the Markdown and write what was asked."""
-    from facerec.study import IGNORED, find_runs, group_arms, load_run
-    from facerec.tools.compare_figures import write_figures
+    from facerec.cli.compare_figures import write_figures
+    from facerec.training.study import IGNORED, find_runs, group_arms, load_run
 
     runs = [load_run(path) for path in find_runs(args.runs)]
     if not runs:

@@ -29,7 +29,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from facerec.tool_args import add_preparation_arguments, add_runtime_arguments
+from facerec.cli.args import add_preparation_arguments, add_runtime_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -101,8 +101,8 @@ def check_on_reference(args, threshold: float, source: str, embedder) -> str | N
     if args.reference is None:
         return None
     from facerec import inference
-    from facerec.evaluate import Verifier
-    from facerec.tools.evaluate import bin_set, pairs_set
+    from facerec.cli.evaluate import bin_set, pairs_set
+    from facerec.training.verifier import Verifier
 
     prep = embedder.preprocessing
     make = bin_set if args.reference.lower().endswith(".bin") else pairs_set
@@ -145,7 +145,7 @@ def verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool  # after parsing: --help stays instant
+    from facerec.cli.errors import run_tool  # after parsing: --help stays instant
 
     return run_tool(lambda: verify(args), "verify.py")
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from facerec.eval.plots import distance_histogram_image, pair_grid_image, roc_image
 from facerec.eval.verification import hardest_pairs
-from facerec.evaluate import Verifier
+from facerec.training.verifier import Verifier
 
 log = logging.getLogger("facerec")
 SCORES_DIR = "verification"  # <run>/verification/<set>/step_<step>.json, read by facerec compare
