@@ -23,6 +23,7 @@ COMMANDS: Table = {
     "evaluate": ("facerec.cli.evaluate:main", "verification accuracy on pair lists / .bin packs"),
     "extract": ("facerec.cli.extract:main", "embeddings of every image under a folder (.npy)"),
     "verify": ("facerec.cli.verify:main", "same person or not: two images, one decision"),
+    "serve": ("facerec.cli.serve:main", "a local page (and JSON API) to try a model on photos"),
     "export": ("facerec.cli.export:main", "a shareable model folder (safetensors, JSON, card)"),
     "export-onnx": ("facerec.cli.export_onnx:main", "ONNX file, checked with onnxruntime"),
     "pack": ("facerec.cli.pack_dataset:main", "pack a folder dataset into JPEG shards"),

@@ -236,7 +236,15 @@ class FaceEmbedder:
     def compare(self, a: Image, b: Image, threshold: float | None = None) -> Comparison:
         """Cosine similarity and squared distance of two faces, and the decision at
         ``threshold`` (default: the model's stored one, its file named as the source)."""
-        x, y = self.embed([a, b]).astype(np.float64)
+        x, y = self.embed([a, b])
+        return self.compare_embeddings(x, y, threshold)
+
+    def compare_embeddings(
+        self, x: np.ndarray, y: np.ndarray, threshold: float | None = None
+    ) -> Comparison:
+        """:meth:`compare` of two embeddings already computed, float ``(D,)`` each (e.g. two
+        faces of :meth:`faces`)."""
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         source = "given" if threshold is not None else None
         if threshold is None and self.threshold is not None:
             threshold, source = float(self.threshold["threshold"]), threshold_claim(self.threshold)
