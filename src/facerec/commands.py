@@ -22,6 +22,8 @@ COMMANDS: Table = {
     "train": ("facerec.app:main", "train a model: Hydra overrides, as `python train.py`"),
     "evaluate": ("facerec.tools.evaluate:main", "verification accuracy on pair lists / .bin packs"),
     "extract": ("facerec.tools.extract:main", "embeddings of every image under a folder (.npy)"),
+    "gallery": ("facerec.tools.gallery:main", "enrol people: build/add/remove/calibrate a gallery"),
+    "identify": ("facerec.tools.identify:main", "who is in each photo, or unknown (1:N search)"),
     "verify": ("facerec.tools.verify:main", "same person or not: two images, one decision"),
     "export": ("facerec.tools.export:main", "a shareable model folder (safetensors, JSON, card)"),
     "export-onnx": ("facerec.tools.export_onnx:main", "ONNX file, checked with onnxruntime"),
