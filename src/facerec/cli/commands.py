@@ -22,6 +22,8 @@ COMMANDS: Table = {
     "train": ("facerec.cli.train:main", "train a model: Hydra overrides, as `python train.py`"),
     "evaluate": ("facerec.cli.evaluate:main", "verification accuracy on pair lists / .bin packs"),
     "extract": ("facerec.cli.extract:main", "embeddings of every image under a folder (.npy)"),
+    "gallery": ("facerec.cli.gallery:main", "enrol people: build/add/remove/calibrate a gallery"),
+    "identify": ("facerec.cli.identify:main", "who is in each photo, or unknown (1:N search)"),
     "verify": ("facerec.cli.verify:main", "same person or not: two images, one decision"),
     "serve": ("facerec.cli.serve:main", "a local page (and JSON API) to try a model on photos"),
     "export": ("facerec.cli.export:main", "a shareable model folder (safetensors, JSON, card)"),

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from facerec.cli.args import add_align_argument, add_runtime_arguments
+from facerec.cli.identification import add_identification_arguments, evaluate_identification
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="sum",
         help="image + mirror: sum then normalise (insightface, default) or concatenate (CosFace)",
     )
+    add_identification_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -190,6 +192,8 @@ def evaluate(args: argparse.Namespace) -> int:
         embedder.device,
     )
     print(f"checkpoint {args.checkpoint}: step {meta['step']}, {meta['backbone']}, device {device}")
+    if args.identification:
+        return evaluate_identification(args, embedder)
     show = sys.stderr.isatty()
     results: dict[str, dict] = {}
     sets = build_sets(args, embedder.config, prep)

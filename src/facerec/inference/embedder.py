@@ -15,6 +15,7 @@ distance (``2 - 2 cos``), "same" below the threshold.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -198,6 +199,24 @@ class FaceEmbedder:
             # as align_paths: the face its select rule picks, else the centre crop
             arrays = [align_image(a, self._detector, self.alignment)[0] for a in arrays]
         return prepare_arrays(arrays, size, self.crop)
+
+    def face_crop(self, image: np.ndarray) -> tuple[np.ndarray | None, int | None]:
+        """One photo's face as training prepared it, before the resize: ``(crop, faces)``.
+
+        For a model trained on aligned faces: the aligned crop of the face its alignment's
+        select rule picks and how many faces were found (``(None, 0)``: none). Otherwise the
+        photo itself and None (no detection: the centre crop is the training preparation).
+
+        Args:
+            image: RGB uint8 ``(H, W, 3)``.
+        """
+        if self.alignment is None:
+            return image, None
+        from facerec.align.folder import align_image  # the align extra, only when used
+
+        options = dataclasses.replace(self.alignment, on_missing="skip")
+        crop, _, found = align_image(image, self._detector, options)
+        return crop, found
 
     @functools.cached_property
     def _detector(self):
