@@ -19,6 +19,11 @@ from facerec.inference import FaceEmbedder, save_threshold
 IMAGES = "lfw-deepfunneled"
 SAME = ("Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg")
 DIFFERENT = ("Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "George_W_Bush/George_W_Bush_0001.jpg")
+# Enrolled from two photos each, then the third photo of the first identified; the tiny random
+# model happens to rank it right (test_serve_gallery.py checks its numbers independently).
+ENROL = {"Serena_Williams": [f"Serena_Williams/Serena_Williams_000{i}.jpg" for i in (1, 2)],
+         "Aaron_Peirsol": [f"Aaron_Peirsol/Aaron_Peirsol_000{i}.jpg" for i in (1, 2)]}  # fmt: skip
+QUERY = "Serena_Williams/Serena_Williams_0003.jpg"
 MANY_FACES = "Abdel_Nasser_Assidi/Abdel_Nasser_Assidi_0001.jpg"  # MTCNN finds 3 faces
 
 
@@ -45,12 +50,12 @@ def tiny_folder(folder: Path, lfw: Path, aligned: bool = False) -> Path:
     return folder
 
 
-def app_for(folder: Path, **options):
+def app_for(folder: Path, gallery: Path | None = None, **options):
     """The ``facerec serve`` application of a model folder, on the CPU."""
     from facerec.serve.app import create_app
     from facerec.serve.service import Service
 
-    return create_app(Service(FaceEmbedder.load(folder, "cpu")), **options)
+    return create_app(Service(FaceEmbedder.load(folder, "cpu"), gallery), **options)
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ def test_model_shows_the_card_essentials_and_the_stored_threshold(client, serve_
     model = client.get("/api/model").json()
     assert model["backbone"].startswith("MobileFaceNet") and model["embedding_size"] == 8
     assert model["results"]["lfw_devtest"]["accuracy"] == pytest.approx(0.6)
-    assert "centre crop 150" in model["preparation"] and model["gallery"] is False
+    assert "centre crop 150" in model["preparation"] and model["gallery"] is None
     assert "threshold.json" in model["threshold"]["source"]
     stored = json.loads((serve_folder / "threshold.json").read_text())["threshold"]
     assert model["threshold"]["value"] == pytest.approx(stored)

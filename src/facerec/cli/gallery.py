@@ -137,7 +137,7 @@ def show_gallery(gallery, where: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from facerec.cli import run_tool  # after parsing: --help stays instant
+    from facerec.cli.errors import run_tool  # after parsing: --help stays instant
 
     return run_tool(extras_as_errors(lambda: run(args)), PROG)
 

@@ -1,7 +1,7 @@
 """``facerec serve MODEL``: a local page to try a model on your own photos (and its JSON API).
 
     facerec serve exported/demo                     # http://127.0.0.1:8000, API docs at /docs
-    facerec serve best.pt --port 8080
+    facerec serve best.pt --port 8080 --gallery people/   # + identify and enrol
     facerec serve exported/demo --host 0.0.0.0      # other machines too (a warning says so)
 
 The model is loaded once, before the server starts listening. Needs the ``serve`` extra
@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 2)[1],
     )
     parser.add_argument("model", type=Path, help="a .pt checkpoint, a model folder or .onnx")
+    parser.add_argument("--gallery", type=Path, default=None,
+                        help="a gallery folder for identify and enrol (created by the first "
+                        "enrolment when it holds none yet)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: this machine only)")  # fmt: skip
     parser.add_argument("--port", type=int, default=8000)
@@ -43,7 +46,8 @@ def build_app(args: argparse.Namespace):
     from facerec.serve.service import Service
 
     started = time.perf_counter()
-    service = Service(FaceEmbedder.load(args.model, args.device, prog="facerec serve"))
+    model = FaceEmbedder.load(args.model, args.device, prog="facerec serve")
+    service = Service(model, args.gallery)
     service.model_info()  # the card read now: a model the page cannot describe fails here
     print(f"facerec serve: {args.model} loaded in {time.perf_counter() - started:.1f} s on "
           f"{service.model.device}", file=sys.stderr)  # fmt: skip

@@ -1,6 +1,8 @@
 """The FastAPI application of ``facerec serve``: the JSON API, its error answers and the page.
 
     POST /api/verify    two photos (multipart: a, b; index_a, index_b; threshold) -> VerifyOut
+    POST /api/identify  one photo (photo; k; threshold, a cosine) -> IdentifyOut
+    POST /api/enroll    a name and photos (name; photos, 1 to 20) -> EnrollOut
     GET  /api/model     the model card's essentials -> ModelOut
     GET  /              the page (static/index.html), a client of the API above
     GET  /docs          the OpenAPI page
@@ -22,18 +24,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from facerec.serve.schemas import ErrorOut, ModelOut, VerifyOut
+from facerec.serve.schemas import EnrollOut, ErrorOut, IdentifyOut, ModelOut, VerifyOut
 from facerec.serve.service import Service
-from facerec.serve.uploads import MAX_BYTES, BadUpload, read_upload, to_photo
+from facerec.serve.uploads import MAX_BYTES, BadUpload, Photo, read_upload, to_photo
 
 __all__ = ["STATIC", "create_app"]
 
 STATIC = Path(__file__).with_name("static")
 ERRORS = {status: {"model": ErrorOut} for status in (413, 415, 422)}
+GALLERY_ERRORS = {**ERRORS, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 log = logging.getLogger("facerec.serve")
 
 PhotoFile = Annotated[UploadFile, File(description="a photo: JPEG, PNG, WebP or BMP")]
 FaceIndex = Annotated[int, Form(ge=0, description="which of the photo's faces (0: the first)")]
+Cosine = Annotated[float | None, Form(ge=-1, le=1, description="cosine (default: see /docs)")]
+TopK = Annotated[int, Form(ge=1, le=20, description="identities listed per face")]
+Photos = Annotated[list[UploadFile], File(description="1 to 20 photos of the person")]
+MAX_PHOTOS = 20
 Threshold = Annotated[
     float | None, Form(gt=0, le=4, description="squared distance (default: the model's)")
 ]
@@ -58,6 +65,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("request failed")
         return _error(500, f"internal error ({type(error).__name__}); see the server's log")
+
+
+async def decode(uploads: list[UploadFile], max_bytes: int) -> list[Photo]:
+    """Read every upload within ``max_bytes``, then decode them off the event loop."""
+    raw = [await read_upload(upload, max_bytes) for upload in uploads]
+    return await run_in_threadpool(lambda: [to_photo(*r) for r in raw])
 
 
 def create_app(service: Service, max_bytes: int = MAX_BYTES) -> FastAPI:
@@ -86,9 +99,23 @@ def create_app(service: Service, max_bytes: int = MAX_BYTES) -> FastAPI:
         threshold: Threshold = None,
     ) -> VerifyOut:
         """Same person or not: each photo's faces and crops, the similarity and the decision."""
-        raw = [await read_upload(a, max_bytes), await read_upload(b, max_bytes)]
-        photos = await run_in_threadpool(lambda: tuple(to_photo(*r) for r in raw))
-        return await run_in_threadpool(service.verify, photos, (index_a, index_b), threshold)
+        photos = await decode([a, b], max_bytes)
+        return await run_in_threadpool(service.verify, tuple(photos), (index_a, index_b), threshold)
+
+    @app.post("/api/identify", response_model=IdentifyOut, responses=GALLERY_ERRORS)
+    async def identify(photo: PhotoFile, k: TopK = 5, threshold: Cosine = None) -> IdentifyOut:
+        """Who is in the photo: each face's top-k gallery identities, "unknown" below the
+        threshold (given, else the gallery's calibrated one, else the model's as a cosine)."""
+        (decoded,) = await decode([photo], max_bytes)
+        return await run_in_threadpool(service.identify, decoded, k, threshold)
+
+    @app.post("/api/enroll", response_model=EnrollOut, responses=GALLERY_ERRORS)
+    async def enroll(name: Annotated[str, Form(max_length=200)], photos: Photos) -> EnrollOut:
+        """Add a person (the largest face of each photo) to the gallery, written at once."""
+        if len(photos) > MAX_PHOTOS:
+            raise BadUpload(f"photos: at most {MAX_PHOTOS} at once, got {len(photos)}")
+        decoded = await decode(photos, max_bytes)
+        return await run_in_threadpool(service.enroll, name, decoded)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ErrorOut", "FaceOut", "ModelOut", "PhotoOut", "ThresholdOut", "VerifyOut"]
+__all__ = ["CandidateOut", "EnrollOut", "ErrorOut", "FaceOut", "GalleryOut", "IdentifyOut",
+           "ModelOut", "PhotoOut", "ThresholdOut", "VerifyOut"]  # fmt: skip
 
 
 class ErrorOut(BaseModel):
@@ -49,6 +50,44 @@ class VerifyOut(BaseModel):
     decision: str | None = Field(description="'same', 'different', or None without threshold")
 
 
+class CandidateOut(BaseModel):
+    """One gallery identity and its cosine similarity to a face."""
+
+    name: str
+    similarity: float
+
+
+class GalleryOut(BaseModel):
+    """The gallery the page identifies against."""
+
+    path: str
+    identities: int
+    images: int
+    names: list[str] = Field(description="the first 200 names, sorted")
+    calibrated: bool
+
+
+class IdentifyOut(BaseModel):
+    """Every face of one photo searched in the gallery."""
+
+    photo: PhotoOut
+    answers: list[list[CandidateOut]] = Field(description="per face: top-k identities, best first")
+    identities: list[str | None] = Field(
+        description="per face: the best name, 'unknown' below the threshold, None without one"
+    )
+    threshold: float | None = Field(description="cosine; a face below it is 'unknown'")
+    threshold_source: str
+
+
+class EnrollOut(BaseModel):
+    """Photos added to the gallery under one name."""
+
+    name: str
+    photos: list[PhotoOut] = Field(description="each photo's enrolled face (one per photo)")
+    images: int = Field(description="the name's photos in the gallery now")
+    gallery: GalleryOut
+
+
 class ThresholdOut(BaseModel):
     """The model's stored threshold and where it came from."""
 
@@ -74,4 +113,4 @@ class ModelOut(BaseModel):
     preparation: str = Field(description="how a photo becomes the model's input")
     threshold: ThresholdOut | None
     device: str
-    gallery: bool = Field(description="whether identify and enrol are available")
+    gallery: GalleryOut | None = Field(description="identify and enrol's gallery (None: off)")

@@ -20,7 +20,9 @@ import base64
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -31,7 +33,17 @@ from facerec.inference.card import essentials
 from facerec.inference.folder import describe
 from facerec.inference.images import prepare_arrays
 from facerec.inference.thresholds import threshold_claim
-from facerec.serve.schemas import FaceOut, ModelOut, PhotoOut, ThresholdOut, VerifyOut
+from facerec.serve.people import People, check_name, upload_record
+from facerec.serve.schemas import (
+    CandidateOut,
+    EnrollOut,
+    FaceOut,
+    IdentifyOut,
+    ModelOut,
+    PhotoOut,
+    ThresholdOut,
+    VerifyOut,
+)
 from facerec.serve.uploads import BadUpload, Photo
 
 __all__ = ["Found", "Service", "png_base64"]
@@ -73,12 +85,13 @@ class Service:
 
     Args:
         model: the loaded model.
-        gallery: the gallery identify and enrol use (None: they are not offered).
+        gallery: the gallery folder identify and enrol use (None: they are not offered;
+            a folder without a gallery yet: started by the first enrolment).
     """
 
-    def __init__(self, model: FaceEmbedder, gallery: Any = None) -> None:
+    def __init__(self, model: FaceEmbedder, gallery: str | Path | None = None) -> None:
         self.model = model
-        self.gallery = gallery
+        self.people = None if gallery is None else People(gallery, model)
         self.lock = threading.Lock()
         self._found: OrderedDict[bytes, Found] = OrderedDict()
 
@@ -154,6 +167,43 @@ class Service:
             threshold_source=result.source, decision=decision,
         )  # fmt: skip
 
+    def identify(self, photo: Photo, k: int, threshold: float | None) -> IdentifyOut:
+        """Every face of ``photo`` searched in the gallery: top-``k`` and the identity.
+
+        Raises:
+            BadUpload: 404 without a gallery, 409 while it is empty.
+        """
+        people = self._people()
+        found = self.find(photo)
+        answers, value, source = people.search(found.embeddings, k, threshold)
+        return IdentifyOut(
+            photo=photo_out(photo, found, 0), threshold=value, threshold_source=source,
+            answers=[[CandidateOut(name=n, similarity=c) for n, c in top] for top, _ in answers],
+            identities=[identity for _, identity in answers],
+        )  # fmt: skip
+
+    def enroll(self, name: str, photos: Sequence[Photo]) -> EnrollOut:
+        """Enrol the largest face of each photo under ``name`` (a face per photo, as
+        ``facerec gallery build`` does), write the gallery; the name is searchable at once.
+
+        Raises:
+            BadUpload: 404 without a gallery; a bad name; a photo without a face.
+        """
+        people, name = self._people(), check_name(name)
+        found = [self.find(photo) for photo in photos]
+        chosen = [max(range(len(f.faces)), key=lambda i, f=f: _area(f.faces[i].box)) for f in found]
+        records = [upload_record(hashlib.sha256(p.image.tobytes()).hexdigest(), p.name, p.size)
+                   for p in photos]  # fmt: skip
+        embeddings = np.stack([f.embeddings[i] for f, i in zip(found, chosen, strict=True)])
+        count = people.enroll(name, records, embeddings)
+        shown = [photo_out(p, f, i) for p, f, i in zip(photos, found, chosen, strict=True)]
+        return EnrollOut(name=name, photos=shown, images=count, gallery=people.summary())
+
+    def _people(self) -> People:
+        if self.people is None:
+            raise BadUpload("no gallery: start the server with --gallery FOLDER", 404)
+        return self.people
+
     def model_info(self) -> ModelOut:
         """The card's essentials, how photos are prepared, the threshold and the device."""
         model = self.model
@@ -168,7 +218,7 @@ class Service:
                                      source=threshold_claim(record))  # fmt: skip
         return ModelOut(path=str(model.path), **card, preparation=self.preparation(),
                         threshold=threshold, device=str(model.device),
-                        gallery=self.gallery is not None)  # fmt: skip
+                        gallery=self.people and self.people.summary())  # fmt: skip
 
     def preparation(self) -> str:
         """How a photo becomes the model's input, in words."""
@@ -180,6 +230,10 @@ class Service:
                     f"no face: {missing}")  # fmt: skip
         crop = self.model.crop
         return f"centre crop {crop or 'none'}, resized to {size}x{size} (no face detection)"
+
+
+def _area(box: list[float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _number(value: Any) -> bool:

@@ -42,10 +42,11 @@ class Readable(Protocol):
 
 @dataclass(frozen=True)
 class Photo:
-    """A decoded upload: its shown name and RGB uint8 ``(H, W, 3)`` pixels."""
+    """A decoded upload: its shown name, RGB uint8 ``(H, W, 3)`` pixels and size in bytes."""
 
     name: str
     image: np.ndarray
+    size: int = 0
 
 
 def shown_name(filename: str | None) -> str:
@@ -80,7 +81,7 @@ def decode_upload(data: bytes, name: str) -> np.ndarray:
 
 def to_photo(name: str, data: bytes) -> Photo:
     """:func:`decode_upload` as a :class:`Photo` (CPU work: run it off the event loop)."""
-    return Photo(name, decode_upload(data, name))
+    return Photo(name, decode_upload(data, name), len(data))
 
 
 async def read_upload(upload: Readable, limit: int = MAX_BYTES) -> tuple[str, bytes]:

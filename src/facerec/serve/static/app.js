@@ -50,6 +50,62 @@ function showCard(model) {
   if (!sets.length) $("#card-results").replaceWith(Object.assign(document.createElement("p"),
     { className: "muted", textContent: "No verification results recorded in training." }));
   for (const tab of document.querySelectorAll(".needs-gallery")) tab.hidden = !model.gallery;
+  if (model.gallery) showGallery(model.gallery);
+}
+
+function showGallery(gallery) {
+  const names = gallery.names.length ? `: ${gallery.names.join(", ")}` : "";
+  const text = `${gallery.path}: ${gallery.identities} people, ${gallery.images} photos` +
+    `${gallery.calibrated ? " (calibrated)" : ""}${names}`;
+  for (const node of document.querySelectorAll(".gallery-summary")) node.textContent = text;
+}
+
+function answerLabel(top, identity) {
+  const box = document.createElement("div");
+  const best = Object.assign(document.createElement("strong"), {
+    className: identity === "unknown" ? "unknown" : "named",
+    textContent: identity ?? (top[0] ? top[0].name : "-"),
+  });
+  const list = document.createElement("ol");
+  list.className = "top";
+  for (const c of top) list.append(Object.assign(document.createElement("li"), { textContent: `${c.name} ${fmt(c.similarity, 3)}` }));
+  box.append(best, list);
+  return box;
+}
+
+async function identify() {
+  const file = $("#identify input[type=file]").files[0];
+  if (!file) return;
+  const form = new FormData();
+  form.append("photo", file);
+  try {
+    const result = await api("/api/identify", { method: "POST", body: form });
+    showError("");
+    const labels = result.answers.map((top, i) => answerLabel(top, result.identities[i]));
+    renderPhoto($("#identify .photo"), file, result.photo, null, labels);
+    $("#identify-threshold").textContent = result.threshold === null
+      ? `no threshold: ${result.threshold_source}`
+      : `"unknown" below cosine ${fmt(result.threshold)}: ${result.threshold_source}`;
+  } catch (error) { showError(error.message); }
+}
+
+async function enroll(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  try {
+    const result = await api("/api/enroll", { method: "POST", body: form });
+    showError("");
+    const files = [...event.target.querySelector("input[type=file]").files];
+    const root = $("#enroll-done");
+    root.replaceChildren(Object.assign(document.createElement("p"), { id: "enroll-message",
+      textContent: `Enrolled ${result.name}: ${result.images} photo(s) in the gallery now.` }));
+    result.photos.forEach((photo, i) => {
+      const crop = photo.faces[photo.chosen];
+      root.append(Object.assign(document.createElement("img"), { className: "enrolled",
+        src: `data:image/png;base64,${crop.crop_png}`, alt: `${files[i]?.name}: the face enrolled` }));
+    });
+    showGallery(result.gallery);
+  } catch (error) { showError(error.message); }
 }
 
 function pick(slot, index) {
@@ -57,12 +113,13 @@ function pick(slot, index) {
   verify();
 }
 
-function showPhoto(slot, photo) {
-  const root = $(`.photo[data-slot="${slot}"]`);
+// One photo with its face boxes over it and each face's crop below; onPick(i): a face chosen;
+// labels[i]: a caption under crop i (default: its index and detector score).
+function renderPhoto(root, file, photo, onPick, labels) {
   const stage = $(".stage", root);
   stage.replaceChildren();
   const img = document.createElement("img");
-  img.src = URL.createObjectURL(state.files[slot]);
+  img.src = URL.createObjectURL(file);
   img.alt = photo.name;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${photo.width} ${photo.height}`);
@@ -72,23 +129,28 @@ function showPhoto(slot, photo) {
     const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
     Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1 }).forEach(([k, v]) => rect.setAttribute(k, v));
     rect.setAttribute("vector-effect", "non-scaling-stroke");
-    if (i === photo.chosen) rect.classList.add("chosen");
-    rect.addEventListener("click", () => pick(slot, i));
+    if (i === photo.chosen && onPick) rect.classList.add("chosen");
+    if (onPick) rect.addEventListener("click", () => onPick(i));
     svg.append(rect);
   });
   stage.append(img, svg);
-  const crops = $(".crops", root);
-  crops.replaceChildren(...photo.faces.map((face, i) => {
+  $(".crops", root).replaceChildren(...photo.faces.map((face, i) => {
     const figure = document.createElement("figure");
-    figure.className = i === photo.chosen ? "crop chosen" : "crop";
+    figure.className = i === photo.chosen && onPick ? "crop chosen" : "crop";
     const crop = Object.assign(document.createElement("img"),
       { src: `data:image/png;base64,${face.crop_png}`, alt: `face ${i} as the model sees it` });
     const score = face.score === null ? "" : ` (${fmt(face.score, 2)})`;
-    figure.append(crop, Object.assign(document.createElement("figcaption"), { textContent: `face ${i}${score}` }));
-    figure.addEventListener("click", () => pick(slot, i));
+    const caption = document.createElement("figcaption");
+    if (labels) caption.append(labels[i]); else caption.textContent = `face ${i}${score}`;
+    figure.append(crop, caption);
+    if (onPick) figure.addEventListener("click", () => onPick(i));
     return figure;
   }));
-  $(".method", root).textContent = `${photo.faces.length} face(s): ${photo.method}; the crop is what the model embedded`;
+  $(".method", root).textContent = `${photo.faces.length} face(s): ${photo.method}; each crop is what the model embedded`;
+}
+
+function showPhoto(slot, photo) {
+  renderPhoto($(`.photo[data-slot="${slot}"]`), state.files[slot], photo, (i) => pick(slot, i));
 }
 
 function showResult(result) {
@@ -130,7 +192,7 @@ function choose(slot, file) {
 }
 
 function wireDrops() {
-  for (const root of document.querySelectorAll(".photo")) {
+  for (const root of document.querySelectorAll("#verify .photo")) {
     const slot = root.dataset.slot;
     const drop = $(".drop", root);
     const input = $("input", root);
@@ -144,6 +206,8 @@ function wireDrops() {
     });
   }
   $("#threshold-override").addEventListener("change", verify);
+  $("#identify input[type=file]").addEventListener("change", identify);
+  $("#enroll form").addEventListener("submit", enroll);
 }
 
 function wireTabs() {
