@@ -84,9 +84,11 @@ def serve_folder(tmp_path_factory, lfw_root) -> Path:
 
 
 @pytest.fixture(scope="session")
-def live_server(serve_folder) -> Iterator[str]:
-    """The base URL of ``serve_folder``'s application, served by uvicorn on 127.0.0.1."""
+def live_server(serve_folder, tmp_path_factory) -> Iterator[str]:
+    """The base URL of ``serve_folder``'s application, served by uvicorn on 127.0.0.1, with a
+    gallery folder empty at start."""
     from serving import app_for, served
 
-    with served(app_for(serve_folder)) as url:
+    gallery = tmp_path_factory.mktemp("served") / "people"
+    with served(app_for(serve_folder, gallery=gallery)) as url:
         yield url

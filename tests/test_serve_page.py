@@ -1,5 +1,6 @@
 """The ``facerec serve`` page in a real headless Chromium, used as a person would: open it,
-choose two LFW photos, read the decision, see the crops, fail on a text file named .jpg.
+choose two LFW photos, read the decision, see the crops, fail on a text file named .jpg; enrol
+two people from two photos each, identify a third photo of one of them.
 
 Chromium is Debian's package (``apt-get install chromium``; .ci/run installs it), driven by
 Playwright's Python package pointed at that executable: nothing is downloaded at test time.
@@ -15,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving import DIFFERENT, IMAGES, SAME
+from serving import DIFFERENT, ENROL, IMAGES, QUERY, SAME
 
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT = ROOT / "docs" / "img" / "serve.png"
+DOCS = ROOT / "docs" / "img"
 FLAGS = [
     *("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"),
     *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
@@ -73,7 +74,6 @@ def test_the_page_verifies_two_photos_shows_the_crops_and_a_readable_error(
     page, lfw_root, tmp_path
 ):
     assert "MobileFaceNet" in page.inner_text("#card-facts")
-    assert page.is_hidden('[data-tab="identify"]')  # no gallery given
     same = [lfw_root / IMAGES / p for p in SAME]
     choose(page, {"a": same[0], "b": same[1]})
     wait_for_decision(page, "Same person")
@@ -82,9 +82,7 @@ def test_the_page_verifies_two_photos_shows_the_crops_and_a_readable_error(
     crops = page.eval_on_selector_all(".crops img", "s => s.map(i => i.naturalWidth)")
     assert crops == [112, 112]
     assert page.locator(".stage rect.chosen").count() == 2  # the face boxes drawn
-    page.screenshot(path=str(tmp_path / "same.png"), full_page=True)
-    if os.environ.get("FACEREC_SCREENSHOT") == "1":  # refresh the README's picture
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+    screenshot(page, tmp_path, "serve.png")
 
     choose(page, {"b": lfw_root / IMAGES / DIFFERENT[1]})
     wait_for_decision(page, "Different people")
@@ -97,3 +95,32 @@ def test_the_page_verifies_two_photos_shows_the_crops_and_a_readable_error(
     assert page.inner_text("#error") == "notes.jpg: not an image (allowed: JPEG, PNG, WEBP, BMP)"
     assert page.is_hidden("#result")
     page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
+
+
+def screenshot(page, tmp_path: Path, name: str) -> None:
+    """The page as it is, into ``tmp_path``; into docs/img too with FACEREC_SCREENSHOT=1
+    (how the README's pictures are made)."""
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    if os.environ.get("FACEREC_SCREENSHOT") == "1":
+        page.screenshot(path=str(DOCS / name), full_page=True)
+
+
+def test_the_page_enrols_two_people_then_names_a_third_photo(page, lfw_root, tmp_path):
+    page.click('[data-tab="enroll"]')
+    for name, files in ENROL.items():
+        page.fill('#enroll input[name="name"]', name)
+        page.set_input_files(
+            '#enroll input[type="file"]', [str(lfw_root / IMAGES / f) for f in files]
+        )
+        page.click('#enroll button[type="submit"]')
+        page.wait_for_function("t => document.querySelector('#enroll-message')?.textContent === t",
+                               arg=f"Enrolled {name}: 2 photo(s) in the gallery now.")  # fmt: skip
+        assert page.locator("img.enrolled").count() == 2
+    assert "2 people, 4 photos" in page.inner_text("#enroll .gallery-summary")
+    page.click('[data-tab="identify"]')
+    page.set_input_files('#identify input[type="file"]', str(lfw_root / IMAGES / QUERY))
+    page.wait_for_selector("#identify .top li")
+    ranking = page.eval_on_selector_all("#identify .top li", "s => s.map(li => li.textContent)")
+    assert [r.split()[0] for r in ranking] == ["Serena_Williams", "Aaron_Peirsol"]
+    assert "cosine" in page.inner_text("#identify-threshold")
+    screenshot(page, tmp_path, "serve-identify.png")

@@ -78,6 +78,8 @@ async function identify() {
   if (!file) return;
   const form = new FormData();
   form.append("photo", file);
+  const threshold = $("#identify-override").value;
+  if (threshold) form.append("threshold", threshold);
   try {
     const result = await api("/api/identify", { method: "POST", body: form });
     showError("");
@@ -181,6 +183,9 @@ async function verify() {
     showResult(result);
   } catch (error) {
     $("#result").hidden = true;
+    for (const part of document.querySelectorAll("#verify .stage, #verify .crops, #verify .method")) {
+      part.replaceChildren();  // no stale photo beside the message
+    }
     showError(error.message);
   }
 }
@@ -207,6 +212,7 @@ function wireDrops() {
   }
   $("#threshold-override").addEventListener("change", verify);
   $("#identify input[type=file]").addEventListener("change", identify);
+  $("#identify-override").addEventListener("change", identify);
   $("#enroll form").addEventListener("submit", enroll);
 }
 
