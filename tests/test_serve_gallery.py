@@ -5,6 +5,7 @@ tests/serving.py and real LFW photos."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -114,3 +115,17 @@ def test_another_models_gallery_is_refused_at_start(serve_folder, tmp_path, lfw_
     index.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="built by another model"):
         app_for(serve_folder, gallery=tmp_path / "people")
+
+
+def test_two_enrolments_at_once_both_land(gallery_client, lfw_root, tmp_path):
+    def enrol(item):
+        name, files = item
+        return gallery_client.post(
+            "/api/enroll", data={"name": name}, files=photos(lfw_root, files)
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(enrol, ENROL.items()))
+    assert [a.status_code for a in answers] == [200, 200]
+    gallery = read_gallery(tmp_path / "people")
+    assert gallery.names == sorted(ENROL) and len(gallery.embeddings) == 4
