@@ -99,6 +99,19 @@ def test_a_bad_upload_is_one_clear_4xx_and_the_server_keeps_serving(
     assert client.post("/api/verify", files=pair_files(lfw_root, SAME)).status_code == 200
 
 
+def test_a_body_past_every_limit_is_refused_before_it_is_parsed(client):
+    headers = {"content-type": "multipart/form-data; boundary=x"}
+    huge = client.post("/api/verify", content=b"--x--", headers={**headers,
+                       "content-length": str(2**40)})  # fmt: skip
+    assert huge.status_code == 413 and "request larger than" in huge.json()["error"]
+
+    def chunks():
+        yield b"--x--"
+
+    chunked = client.post("/api/verify", content=chunks(), headers=headers)
+    assert chunked.status_code == 411
+
+
 BAD_FIELDS = [
     ({"index_a": "3"}, "face 3 asked for, but 1 found"),
     ({"threshold": "9"}, "threshold"),

@@ -73,6 +73,23 @@ async def decode(uploads: list[UploadFile], max_bytes: int) -> list[Photo]:
     return await run_in_threadpool(lambda: [to_photo(*r) for r in raw])
 
 
+def _limit_bodies(app: FastAPI, max_bytes: int) -> None:
+    """Refuse a request body larger than the most photos one request takes, from its
+    ``Content-Length``, before the multipart parser spools it anywhere (411 without one)."""
+    limit = (MAX_PHOTOS + 1) * max_bytes
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return _error(411, "a request body needs a Content-Length")
+            if int(length) > limit:
+                most = f"{MAX_PHOTOS} photos of at most {max_bytes / 2**20:g} MiB"
+                return _error(413, f"request larger than {limit / 2**20:g} MiB ({most})")
+        return await call_next(request)
+
+
 def create_app(service: Service, max_bytes: int = MAX_BYTES) -> FastAPI:
     """The application serving ``service``.
 
@@ -84,6 +101,7 @@ def create_app(service: Service, max_bytes: int = MAX_BYTES) -> FastAPI:
                   version="1")  # fmt: skip
     app.state.service = service
     _add_error_handlers(app)
+    _limit_bodies(app, max_bytes)
 
     @app.get("/api/model", response_model=ModelOut)
     def model() -> ModelOut:
