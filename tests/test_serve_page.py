@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving import DIFFERENT, ENROL, IMAGES, QUERY, SAME
+from serving import DIFFERENT, ENROL, IMAGES, MANY_FACES, QUERY, SAME, app_for, served, tiny_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "img"
@@ -38,8 +38,8 @@ def missing(message: str):
 
 
 @pytest.fixture(scope="module")
-def page(live_server) -> Iterator:
-    """A Chromium tab on the served page (the model card loaded)."""
+def browser() -> Iterator:
+    """Debian's headless Chromium, launched by Playwright."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -49,12 +49,23 @@ def page(live_server) -> Iterator:
         missing("Chromium not found (apt-get install chromium, or set FACEREC_CHROMIUM)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=FLAGS)
-        tab = browser.new_page(viewport={"width": 1100, "height": 1000})
-        tab.set_default_timeout(60_000)  # a verify request on a busy 2-core machine
-        tab.goto(live_server)
-        tab.wait_for_selector("#card-facts dt")
-        yield tab
+        yield browser
         browser.close()
+
+
+def open_page(browser, url: str):
+    """A tab on the page at ``url``, its model card loaded."""
+    tab = browser.new_page(viewport={"width": 1100, "height": 1000})
+    tab.set_default_timeout(60_000)  # a verify request on a busy 2-core machine
+    tab.goto(url)
+    tab.wait_for_selector("#card-facts dt")
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(browser, live_server):
+    """A tab on the served page (a gallery given, empty at start)."""
+    return open_page(browser, live_server)
 
 
 def choose(page, files: dict[str, Path]) -> None:
@@ -124,3 +135,21 @@ def test_the_page_enrols_two_people_then_names_a_third_photo(page, lfw_root, tmp
     assert [r.split()[0] for r in ranking] == ["Serena_Williams", "Aaron_Peirsol"]
     assert "cosine" in page.inner_text("#identify-threshold")
     screenshot(page, tmp_path, "serve-identify.png")
+
+
+def test_a_group_photo_lets_the_user_click_the_face_to_compare(browser, lfw_root, tmp_path):
+    pytest.importorskip("facenet_pytorch", reason="the align extra (MTCNN)")
+    with served(app_for(tiny_folder(tmp_path / "aligned", lfw_root, aligned=True))) as url:
+        page = open_page(browser, url)
+        assert page.is_hidden('[data-tab="identify"]') and page.is_hidden('[data-tab="enroll"]')
+        group = lfw_root / IMAGES / MANY_FACES
+        choose(page, {"a": group, "b": group})
+        wait_for_decision(page, "No threshold: no decision")
+        assert float(page.inner_text("#similarity")) == pytest.approx(1.0, abs=1e-4)
+        assert page.locator('.photo[data-slot="b"] .crops figure').count() == 3
+        page.click('.photo[data-slot="b"] .crops figure >> nth=2')
+        page.wait_for_selector('.photo[data-slot="b"] .crops figure:nth-child(3).chosen')
+        wait_for_decision(page, "No threshold: no decision")
+        assert float(page.inner_text("#similarity")) < 0.999  # face 0 against face 2
+        assert page.locator('.photo[data-slot="b"] .stage rect.chosen').count() == 1
+        screenshot(page, tmp_path, "serve-group.png")
