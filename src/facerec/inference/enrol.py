@@ -142,8 +142,8 @@ def check_model(gallery: Gallery, record: dict, where: str | Path) -> None:
 
 def build_gallery(embedder, root, dtype: str = "float32", progress: bool = True):
     """A new gallery of the identity folders under ``root``: ``(Gallery, Report)``."""
-    dim = model_record(embedder)["embedding_size"]
-    empty = Gallery([], [], np.zeros((0, dim), dtype), model_record(embedder))
+    model = model_record(embedder)
+    empty = Gallery([], [], np.zeros((0, model["embedding_size"]), dtype), model)
     return add_folders(empty, embedder, root, progress)
 
 
