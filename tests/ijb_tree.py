@@ -7,7 +7,8 @@ cached under ``$FACEREC_ALIGN_CACHE`` when it is set. Each person has three temp
 * ``100p + 2`` (probe): photo 3 twice, as two medias;
 * ``100p + 3`` (probe): photo 1 three times, one media (equals photo 1's feature);
 
-and template 9902 (probe, subject 99: in neither gallery) is photo 1 of person 3. Every face
+and template 9902 (probe, subject 99: in neither gallery) is photo 2 of person 3 (no
+probe template of person 3 is that photo alone: no exact score ties). Every face
 row has its own file under ``loose_crop`` (copies), as in IJB. Pairs: all template pairs of
 the twelve person templates, same person = 1.
 """
@@ -58,7 +59,7 @@ def face_rows() -> list[tuple[int, int, int, int]]:
         rows += [(p, 1, 100 * p + 1, 1000 * p + 1), (p, 2, 100 * p + 1, 1000 * p + 1)]
         rows += [(p, 3, 100 * p + 2, 1000 * p + 2), (p, 3, 100 * p + 2, 1000 * p + 3)]
         rows += [(p, 1, 100 * p + 3, 1000 * p + 4)] * 3
-    return [*rows, (3, 1, 9902, 9999)]
+    return [*rows, (3, 2, 9902, 9999)]
 
 
 SUBJECT = {100 * p + t: p for p in range(len(PEOPLE)) for t in (1, 2, 3)} | {9902: 99}

@@ -118,9 +118,10 @@ def run_ijb(args: argparse.Namespace) -> int:
 
 def _warn_if_unaligned(prep) -> None:
     if prep.alignment is None:
-        print("evaluate: warning: the model was trained on centre crops "
-              f"(center_crop={prep.center_crop}); IJB faces are aligned by their landmarks to "
-              "the ArcFace template, as the protocol does", file=sys.stderr)  # fmt: skip
+        how = f"centre crops ({prep.center_crop} px)" if prep.center_crop else "whole images"
+        print(f"evaluate: warning: the model was trained on unaligned {how}; IJB faces are "
+              "aligned by their landmarks to the ArcFace template, as the protocol does",
+              file=sys.stderr)  # fmt: skip
 
 
 def evaluate_mode(mode, features, templates, protocol: dict, target: str, out: Path, show: bool):
