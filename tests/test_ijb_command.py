@@ -134,11 +134,14 @@ def test_every_number_of_every_mode_matches_the_loops(report, ijb_root):
 
 
 def test_a_killed_run_continues_from_its_chunks(report, ijb_root, model_folder, tmp_path):
+    """The first 14 faces in chunks of 4: killed after two chunks (and a torn temporary file
+    left behind), the second run embeds only the last two chunks; the result is the first
+    run's."""
     files = IJBFiles.under(ijb_root, "IJBC")
     faces = read_faces(files)
     embedder = FaceEmbedder.load(model_folder, "cpu")
-    dataset = AlignedFaces(files.images, faces.names, faces.landmarks, 112)
-    cache = FeatureCache(tmp_path, {"target": "IJBC", "test": 1}, len(faces.names), chunk=4)
+    dataset = AlignedFaces(files.images, faces.names[:14], faces.landmarks[:14], 112)
+    cache = FeatureCache(tmp_path, {"target": "IJBC", "test": 1}, 14, chunk=4)
     written = []
 
     def killed_after_two(k: int) -> None:
@@ -148,16 +151,16 @@ def test_a_killed_run_continues_from_its_chunks(report, ijb_root, model_folder, 
 
     with pytest.raises(KeyboardInterrupt):
         embed_faces(
-            embedder.model, dataset, cache, embedder.device, 3, 0, on_chunk=killed_after_two
+            embedder.model, dataset, cache, embedder.device, 4, 0, on_chunk=killed_after_two
         )
     (cache.folder / ".chunk-000002.npy.123.tmp").write_bytes(b"half a chunk")  # a torn write
-    assert len(cache.missing()) == len(cache) - 2 == 6
+    assert cache.missing() == [2, 3]
     done = embed_faces(
-        embedder.model, dataset, cache, embedder.device, 3, 0, on_chunk=written.append
+        embedder.model, dataset, cache, embedder.device, 4, 0, on_chunk=written.append
     )
-    assert done == 29 - 8 and written == list(range(8)) and not cache.missing()
+    assert done == 14 - 8 and written == [0, 1, 2, 3] and not cache.missing()
     again = np.concatenate(list(cache))
-    np.testing.assert_allclose(again, cached(report[1]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(again, cached(report[1])[:14], rtol=1e-4, atol=1e-5)
 
 
 def _break(root: Path, name: str, old: str | None, new: str) -> None:
@@ -208,3 +211,25 @@ def test_malformed_inputs_are_one_line_naming_file_and_line(
     assert run(model_folder, root, tmp_path, "--workers", "0") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_without_the_1n_files_the_default_runs_1to1_and_one_to_n_asks_for_them(
+    report, ijb_root, model_folder, tmp_path, capsys
+):
+    """insightface's first package had the 1:1 files only. The images are linked, so the
+    session's feature cache serves (nothing is embedded again)."""
+    root = tmp_path / "ijb"
+    shutil.copytree(ijb_root / "IJBC" / "meta", root / "IJBC" / "meta")
+    (root / "IJBC" / "loose_crop").symlink_to(ijb_root / "IJBC" / "loose_crop")
+    (root / "IJBC/meta/ijbc_1N_probe_mixed.csv").unlink()
+    cache = ["--feature-cache", str(report[1] / "cache")]
+    assert main(["evaluate", str(model_folder), "--ijb", str(root), "--device", "cpu",
+                 "--ijb-out", str(tmp_path / "out"), *cache]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert "1:N skipped: " in captured.err and "(0 faces embedded now" in captured.out
+    result = json.loads((tmp_path / "out" / "ijbc.json").read_text())["modes"]["N1D1F1"]
+    assert result["one_to_one"] == report[0]["modes"]["N1D1F1"]["one_to_one"]
+    assert "one_to_n" not in result
+    assert main(["evaluate", str(model_folder), "--ijb", str(root), "--one-to-n", *cache]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ijbc_1N_probe_mixed.csv: not found" in err

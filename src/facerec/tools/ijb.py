@@ -83,7 +83,10 @@ def run_ijb(args: argparse.Namespace) -> int:
     protocol = {}
     if both or args.one_to_one:
         protocol["pairs"] = meta.read_pairs(files, templates.ids)
-    if both or args.one_to_n:
+    missing = [p for p in (*files.galleries, files.probes) if not p.is_file()]
+    if both and missing:  # insightface's first package had the 1:1 files only
+        print(f"1:N skipped: {missing[0]} not found (--one-to-n requires it)", file=sys.stderr)
+    if args.one_to_n or (both and not missing):
         protocol["galleries"] = {
             p.stem.rsplit("_", 1)[1]: meta.read_subjects(p, templates.ids, files.faces)
             for p in files.galleries
