@@ -3,11 +3,11 @@
 
     # template features -> 15.7M pair scores -> ROC; 1:N over G1/G2 and the union (no images)
     python scripts/ijb_scale.py metrics
-    # the whole command on a synthetic tree of N faces (copies of one LFW photo), tiny model
-    python scripts/ijb_scale.py command --faces 20000 --lfw data/lfw --work /tmp/ijb-scale
+    # the embedding stage on a synthetic tree of N faces (links to one LFW photo), tiny model
+    python scripts/ijb_scale.py command --faces 2048 --chunk 256 --lfw data/lfw --work /tmp/s
 
-Prints the stage times and the process's peak resident memory (``ru_maxrss``; the DataLoader
-workers' own peak separately).
+Prints the stage times and the process's resident memory (the DataLoader workers' own peak
+separately).
 """
 
 from __future__ import annotations
@@ -89,34 +89,54 @@ def build_tree(lfw: Path, work: Path, faces: int) -> Path:
     return work
 
 
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process, from /proc (Linux)."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
 def command(args: argparse.Namespace) -> None:
-    from facerec.commands import main
+    """The embedding stage as the command runs it, in chunks of ``--chunk`` faces, with the
+    resident memory after each chunk: flat from the first chunk on means bounded."""
+    from safetensors.torch import save_file
+
+    from facerec.data.ijb import IJBFiles, read_faces
+    from facerec.inference import FaceEmbedder
+    from facerec.inference.ijb_features import AlignedFaces, FeatureCache, embed_faces
+    from facerec.model import build_face_model
 
     root = build_tree(args.lfw, args.work, args.faces)
     config = json.loads((Path(__file__).parents[1] / "tests/fixtures/pretrained_v1_config.json")
                         .read_text())  # fmt: skip
-    from safetensors.torch import save_file
-
-    from facerec.model import build_face_model
-
-    model = args.work / "model"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps(config))
-    save_file(build_face_model(config).eval().state_dict(), str(model / "model.safetensors"))
+    (args.work / "model").mkdir()
+    (args.work / "model/config.json").write_text(json.dumps(config))
+    save_file(
+        build_face_model(config).eval().state_dict(), str(args.work / "model/model.safetensors")
+    )
+    embedder = FaceEmbedder.load(args.work / "model", args.device)
+    files = IJBFiles.under(root, "IJBC")
+    faces = read_faces(files)
+    dataset = AlignedFaces(files.images, faces.names, faces.landmarks, 112)
+    cache = FeatureCache(args.work / "cache", {"target": "IJBC"}, len(faces.names), args.chunk)
+    print(f"model loaded, {args.faces:,} faces read: RSS {rss_mb()[0]:,.0f} MB")
     tick = time.perf_counter()
-    main(["evaluate", str(model), "--ijb", str(root), "--one-to-one", "--workers", "2",
-          "--feature-cache", str(args.work / "cache"), "--device", args.device])  # fmt: skip
-    own, workers = peak_mb()
-    print(f"{args.faces:,} faces: {time.perf_counter() - tick:.1f} s; peak {own:,.0f} MB "
-          f"(main process), {workers:,.0f} MB (largest worker)")  # fmt: skip
+
+    def report(k: int) -> None:
+        now, peak = rss_mb()
+        print(f"chunk {k}: RSS {now:,.0f} MB, peak {peak:,.0f} MB")
+
+    embed_faces(embedder.model, dataset, cache, embedder.device, 32, 2, on_chunk=report)
+    print(f"{args.faces:,} faces in {time.perf_counter() - tick:.1f} s; peak {rss_mb()[1]:,.0f} "
+          f"MB (main process), {peak_mb()[1]:,.0f} MB (largest worker)")  # fmt: skip
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=("metrics", "command"))
-    parser.add_argument("--faces", type=int, default=20000)
+    parser.add_argument("--faces", type=int, default=2048)
     parser.add_argument("--lfw", type=Path, default=Path("data/lfw"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/ijb-scale"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--chunk", type=int, default=256, help="faces per cache chunk")
     args = parser.parse_args()
     sys.exit(metrics() if args.stage == "metrics" else command(args))
