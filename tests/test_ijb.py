@@ -167,3 +167,14 @@ def test_insightface_reading_jumps_over_the_points_sklearn_drops():
     assert numbers.insightface[0.6].tar == 1.0 == ref.insightface_tar(scores, labels, 0.6)
     assert numbers.insightface[0.6].far == 0.9
     assert numbers.conservative[0.6].tar == 0.5 == ref.conservative_tar(scores, labels, 0.6)
+
+
+def test_ijbb_galleries_are_s1_and_s2_and_targets_are_checked():
+    from facerec.data.ijb import IJBFiles
+
+    files = IJBFiles.under("/data/IJB", "IJBB")
+    assert [p.name for p in files.galleries] == ["ijbb_1N_gallery_S1.csv", "ijbb_1N_gallery_S2.csv"]
+    assert str(files.pairs).endswith("IJBB/meta/ijbb_template_pair_label.txt")
+    assert str(files.images).endswith("IJBB/loose_crop")
+    with pytest.raises(ValueError, match="one of IJBC, IJBB"):
+        IJBFiles.under("/data/IJB", "IJBA")

@@ -16,7 +16,9 @@ that name different images, a template no face belongs to, a missing image) is a
 
 from __future__ import annotations
 
+import math
 import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +102,7 @@ def _number(text: str, kind: type, path: Path, line: int, name: str):
         value = kind(text)
     except ValueError:
         raise ValueError(f"{path}:{line}: {name} {text[:40]!r} is not {kind.__name__}") from None
-    if kind is float and not np.isfinite(value):
+    if kind is float and not math.isfinite(value):
         raise ValueError(f"{path}:{line}: {name} {text[:40]!r} is not finite")
     return value
 
@@ -111,13 +113,13 @@ def read_faces(files: IJBFiles) -> Faces:
     Raises:
         FileNotFoundError, ValueError: one line naming the file and line.
     """
-    names, landmarks, scores = [], [], []
+    # compact C arrays, not lists of Python numbers: IJB-C's 469,375 rows stay ~30 MB
+    names, landmarks, scores = [], array("d"), array("d")
     for line, fields in _rows(files.landmarks, 12, "image x1 y1 ... x5 y5 detector_score"):
         names.append(fields[0])
-        landmarks.append([_number(v, float, files.landmarks, line, "landmark")
-                          for v in fields[1:11]])  # fmt: skip
+        landmarks.extend(_number(v, float, files.landmarks, line, "landmark") for v in fields[1:11])
         scores.append(_number(fields[11], float, files.landmarks, line, "detector score"))
-    templates, medias, count = [], [], 0
+    templates, medias, count = array("q"), array("q"), 0
     for line, (name, template, media) in _rows(files.faces, 3, "image template_id media_id"):
         if count >= len(names):
             raise ValueError(f"{files.faces}:{line}: more faces than {files.landmarks.name} has "
@@ -131,9 +133,10 @@ def read_faces(files: IJBFiles) -> Faces:
     if count != len(names) or not names:
         raise ValueError(f"{files.faces}: {count} faces, but {files.landmarks.name} has "
                          f"{len(names)}")  # fmt: skip
-    return Faces(names, np.asarray(landmarks, np.float32).reshape(-1, 5, 2),
-                 np.asarray(scores, np.float32), np.asarray(templates, np.int64),
-                 np.asarray(medias, np.int64))  # fmt: skip
+    return Faces(names, np.frombuffer(landmarks, np.float64).astype(np.float32).reshape(-1, 5, 2),
+                 np.frombuffer(scores, np.float64).astype(np.float32),
+                 np.frombuffer(templates, np.int64).copy(),
+                 np.frombuffer(medias, np.int64).copy())  # fmt: skip
 
 
 def check_images(files: IJBFiles, faces: Faces) -> None:
