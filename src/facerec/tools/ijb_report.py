@@ -38,17 +38,17 @@ def print_one_to_n(found: dict, target: str, mode: str) -> None:
     first = next(iter(galleries.values()))
     fpirs = list(first["tpir_at_fpir"])
     print(f"\n{target} 1:N identification, mode {mode} (open set; %)")
-    header = f"{'gallery':<22}{'mated':>7}{'non-mated':>10}{'rank1':>7}{'rank5':>7}{'rank10':>7}"
+    header = f"{'gallery':<28}{'mated':>7}{'non-mated':>10}{'rank1':>7}{'rank5':>7}{'rank10':>7}"
     print(header + "".join(f"{'TPIR@FPIR=' + f:>17}" for f in fpirs))
     for name, r in [*galleries.items(), ("average", found["average"])]:
         counts = f"{r['mated']:>7}{r['non_mated']:>10}" if "mated" in r else f"{'':>17}"
         cmc = "".join(f"{_pct(v):>7}" for v in r["cmc"].values())
         tpir = "".join(f"{_pct(r['tpir_at_fpir'][f]['tpir']):>17}" for f in fpirs)
-        print(f"{name:<22}{counts}{cmc}{tpir}")
+        print(f"{name:<28}{counts}{cmc}{tpir}")
     union = found["closed_set_union"]
     cmc = "".join(f"{_pct(v):>7}" for v in union["cmc"].values())
     tpir = "".join(f"{_pct(v['tpir']):>17}" for v in union["tpir_at_far"].values())
-    print(f"{'G1+G2 closed (insightface)':<22}{union['probes']:>7}{'':>10}{cmc}{tpir}")
+    print(f"{'G1+G2 closed (insightface)':<28}{union['probes']:>7}{'':>10}{cmc}{tpir}")
     print(
         "closed-set line: insightface ijb_1n.py's reading (TPIR at FAR over all non-mate "
         f"scores, at any rank); {union['without_mate']} probes without a mate left out"
