@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 

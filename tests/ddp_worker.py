@@ -10,7 +10,7 @@ import torch
 from conftest import compose_train  # this script's folder is first on sys.path
 
 from facerec import distributed
-from facerec.train import fit
+from facerec.training.run import fit
 
 if __name__ == "__main__":
     out, overrides = Path(sys.argv[1]), sys.argv[2:]

@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 
 HEAD_DIR = CONFIG_DIR / "head"
 HEAD_FILES = sorted(HEAD_DIR.glob("*.yaml"))

@@ -10,9 +10,9 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.data.transforms import augmentation
-from facerec.loop import total_steps
+from facerec.training.loop import total_steps
 
 AUGMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "augment").glob("*.yaml"))
 
@@ -66,7 +66,7 @@ def test_every_augment_choice_builds_and_is_repeatable_per_sample_seed(name, com
 
 
 def test_the_augment_group_reaches_the_training_samples(tmp_path, compose_train):
-    from facerec.data.module import FaceDataModule
+    from facerec.data import FaceDataModule
 
     extra = instantiate(compose_train("augment=strong").data.augment)
     root = tmp_path / "faces"

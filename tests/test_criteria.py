@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from triplet_reference import naive
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.criteria import Criterion
 from facerec.model import FaceModel, build_recognizer
 

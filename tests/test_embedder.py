@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from facerec import checkpoint
+from facerec.files import checkpoint
 from facerec.inference import FaceEmbedder, save_threshold
-from facerec.inference.preprocessing import Preprocessing, from_pack
+from facerec.inference.preprocessing import Preprocessing, from_pack, preprocessing_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_CONFIG = Path(__file__).parent / "fixtures" / "pretrained_v1_config.json"
@@ -100,7 +100,9 @@ def checkpoint_dict(config: dict) -> dict:
             return weights
 
     state = checkpoint.TrainState(step=3)
-    return checkpoint.training_checkpoint(Weights(), state, 1, ["a", "b"], config, {}, {})
+    return checkpoint.training_checkpoint(
+        Weights(), state, 1, ["a", "b"], config, {}, {}, preprocessing_entry(config)
+    )
 
 
 def training_config(center_crop: int | None) -> dict:
@@ -137,15 +139,20 @@ def test_a_checkpoint_of_the_release_before_the_entry_still_loads(tmp_path, lfw_
 
 
 def test_a_pack_header_records_how_its_images_were_made(tmp_path):
-    from facerec.data.pack_writer import pack_images
+    """``facerec pack`` writes the Preprocessing record; a pack without one reads as before."""
+    from facerec.cli import pack_dataset
     from facerec.data.packed import read_pack_header
 
-    paths = []
-    for i in range(2):
-        paths.append(tmp_path / f"{i}.png")
-        cv2.imwrite(str(paths[-1]), np.full((160, 160, 3), 40 * i, np.uint8))
-    pack_images(paths, [0, 1], ["a", "b"], tmp_path / "pack", image_size=112, center_crop=140)
-    header = read_pack_header(tmp_path / "pack")
+    for i, name in enumerate(["a", "b"]):
+        (tmp_path / "src" / name).mkdir(parents=True)
+        cv2.imwrite(
+            str(tmp_path / "src" / name / "0.png"), np.full((160, 160, 3), 40 * i, np.uint8)
+        )
+    out = tmp_path / "pack"
+    args = [str(tmp_path / "src"), str(out), "--size", "112", "--center-crop", "140"]
+    assert pack_dataset.main(args) == 0
+    header = read_pack_header(out)
+    assert header["preprocessing"]["center_crop"] == 140  # written, not derived
     assert from_pack(header, "pack.json") == Preprocessing(112, 140)
     del header["preprocessing"]  # a pack of the release before the entry
     assert from_pack(header, "pack.json") == Preprocessing(112, 140)

@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.data.device_decode import decode_batch
 from facerec.data.pack_writer import pack_images
 from facerec.data.packed import PackedDataset
 from facerec.data.packed_module import PackedDataModule
 from facerec.model import Recognizer
 from facerec.model import build_recognizer as build
-from facerec.speed import compile_backbone, resolve_amp, resolve_compile
+from facerec.training.speed import compile_backbone, resolve_amp, resolve_compile
 
 pytestmark = pytest.mark.gpu
 

@@ -30,7 +30,7 @@ from facerec.data.pack_writer import jpeg_sampling, pack_images
 from facerec.data.packed import read_pack_header
 from facerec.data.packed_module import PackedDataModule
 from facerec.data.transforms import augmentation, geometry, read_image
-from facerec.train import run
+from facerec.training.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 PEOPLE = {"Adrien_Brody", "Al_Gore", "Ali_Naimi", "Ana_Palacio"}  # 12 + 8 + 8 + 8 images

@@ -15,15 +15,15 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file, save_file
 
 from facerec import inference
-from facerec.cli import CONFIG_DIR
-from facerec.commands import main as facerec
+from facerec.cli.commands import main as facerec
+from facerec.configs import CONFIG_DIR
 from facerec.inference import folder as pretrained
 
 
 @pytest.fixture(scope="module")
 def exported(lfw_root, tiny_pairs, tmp_path_factory):
     """``(checkpoint, folder, pairs)``: 2 training steps on LFW, then ``facerec export``."""
-    from facerec.train import run
+    from facerec.training.run import run
 
     tmp = tmp_path_factory.mktemp("pretrained")
     pairs = tiny_pairs

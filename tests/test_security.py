@@ -124,7 +124,7 @@ def tool_commands(ckpt: Path, tmp: Path) -> dict[str, list[str]]:
 def test_every_tool_refuses_a_hostile_checkpoint_in_one_line(tool, kind, tmp_path, capsys):
     ckpt, marker = HOSTILE[kind](tmp_path)
     args = tool_commands(ckpt, tmp_path)[tool]
-    main = importlib.import_module(f"facerec.tools.{tool}").main
+    main = importlib.import_module(f"facerec.cli.{tool}").main
     code = main(args)
     err = capsys.readouterr().err.strip()
     assert code == 2
@@ -246,7 +246,7 @@ def test_a_folder_config_with_oc_create_is_refused_and_nothing_runs(tmp_path, ca
     )
     (folder / "config.json").write_text(json.dumps(config))
     a, b = images(tmp_path / "faces")
-    code = importlib.import_module("facerec.tools.verify").main(
+    code = importlib.import_module("facerec.cli.verify").main(
         [str(folder), str(a), str(b), "--threshold", "1"]
     )
     assert code == 2 and not marker.exists()
@@ -284,7 +284,7 @@ def test_evaluate_without_sets_refuses_a_foreign_target_in_data_val(tmp_path, ca
     marker = tmp_path / "pwned-by-val"
     val = {"lfw": {"_target_": "builtins.open", "file": str(marker), "mode": "w"}}
     ckpt = tiny_checkpoint(tmp_path / "val.pt", data={**TINY["data"], "val": val})
-    code = importlib.import_module("facerec.tools.evaluate").main([str(ckpt), "--device", "cpu"])
+    code = importlib.import_module("facerec.cli.evaluate").main([str(ckpt), "--device", "cpu"])
     assert code == 2 and not marker.exists()
     one_line_refusal(capsys.readouterr().err, str(ckpt), "refused", "data.val.lfw._target_",
                      "builtins.open")  # fmt: skip
@@ -302,14 +302,14 @@ def test_evaluate_without_sets_refuses_a_foreign_target_in_data_val(tmp_path, ca
 )  # fmt: skip
 def test_evaluate_without_sets_reads_data_val_as_plain_paths(node, named, tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "val.pt", data={**TINY["data"], "val": {"lfw": node}})
-    assert importlib.import_module("facerec.tools.evaluate").main([str(ckpt)]) == 2
+    assert importlib.import_module("facerec.cli.evaluate").main([str(ckpt)]) == 2
     one_line_refusal(capsys.readouterr().err, str(ckpt), "refused", named)
 
 
 def test_evaluate_without_sets_builds_facerec_sets_from_the_paths(tmp_path):
+    from facerec.cli.evaluate import saved_sets
     from facerec.data import PairsSet
     from facerec.data.binpack import BinSet
-    from facerec.tools.evaluate import saved_sets
 
     val = {
         "lfw": {"_target_": "facerec.data.PairsSet", "pairs_file": "p.txt", "image_root": "img",
@@ -325,7 +325,7 @@ def test_evaluate_without_sets_builds_facerec_sets_from_the_paths(tmp_path):
 
 def test_an_environment_secret_in_a_saved_config_is_not_exported(tmp_path, monkeypatch):
     """``${oc.env:NAME}`` stays that text: the exported config.json and card hold no secret."""
-    from facerec.tools.export import main as export
+    from facerec.cli.export import main as export
 
     monkeypatch.setenv("FACEREC_TEST_SECRET", "hunter2-do-not-leak")
     secret = "${oc.env:FACEREC_TEST_SECRET}"
@@ -356,7 +356,7 @@ def test_a_checkpoints_align_cache_is_not_where_evaluate_writes(tmp_path, monkey
     data = {**TINY["data"], "align": {"select": "largest"}, "align_cache": str(evil),
             "val": {"lfw": pairs}}  # fmt: skip
     ckpt = tiny_checkpoint(tmp_path / "a.pt", data=data)
-    evaluate = importlib.import_module("facerec.tools.evaluate").main
+    evaluate = importlib.import_module("facerec.cli.evaluate").main
     assert evaluate([str(ckpt)]) == 2
     assert evaluate([str(ckpt), "--align-cache", str(tmp_path / "flag")]) == 2
     assert written == [tmp_path / "mine", tmp_path / "flag"] and not evil.exists()
@@ -402,7 +402,7 @@ def test_verify_refuses_a_threshold_file_that_accepts_most_impostors(threshold, 
     ckpt = tiny_checkpoint(tmp_path / "t.pt")
     inference.save_threshold(ckpt, "lfw", {"threshold": threshold, "accuracy": 0.99}, 1)
     a, b = images(tmp_path / "faces")
-    assert importlib.import_module("facerec.tools.verify").main([str(ckpt), str(a), str(b)]) == 2
+    assert importlib.import_module("facerec.cli.verify").main([str(ckpt), str(a), str(b)]) == 2
     line = one_line_refusal(capsys.readouterr().err, str(inference.threshold_path(ckpt)))
     assert f"threshold {threshold}" in line and "refused" in line and "0.99" not in line
 
@@ -429,7 +429,7 @@ def test_verify_checks_a_threshold_on_a_reference_set(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "r.pt")
     pairs = reference_set(tmp_path / "ref")
     a, b = sorted((tmp_path / "ref" / "Ann").glob("*.jpg"))[:2]
-    verify = importlib.import_module("facerec.tools.verify").main
+    verify = importlib.import_module("facerec.cli.verify").main
     ref = ["--reference", f"ref={pairs}:{tmp_path / 'ref'}"]
     assert verify([str(ckpt), str(a), str(b), "--threshold", "4", *ref]) == 2
     line = one_line_refusal(capsys.readouterr().err, "refused", "--threshold, yours", "100.0%")

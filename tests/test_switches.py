@@ -9,7 +9,7 @@ import torch
 
 from facerec.model import Recognizer
 from facerec.model import build_recognizer as build
-from facerec.speed import compile_backbone, resolve_amp, resolve_compile
+from facerec.training.speed import compile_backbone, resolve_amp, resolve_compile
 
 
 @pytest.fixture

@@ -17,11 +17,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec import inference
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.data.binpack_writer import pack_pairs
 from facerec.data.transforms import normalize
 from facerec.eval import evaluate_pairs, hardest_pairs
 from facerec.eval.plots import pair_grid_image
+from facerec.inference.preprocessing import preprocessing_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -109,7 +110,7 @@ def tiny_pairs(out: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(lfw_root, tmp_path_factory):
     """``(checkpoint, pairs file)``: mobilefacenet + arcface after one step on LFW."""
-    from facerec.train import run
+    from facerec.training.run import run
 
     tmp = tmp_path_factory.mktemp("tools")
     pairs = tiny_pairs(tmp / "pairs_tiny.txt")
@@ -443,7 +444,7 @@ def test_tools_align_raw_photos_end_to_end(checkpoint_copy, lfw_root, tmp_path, 
     """verify.py and extract.py with --align on two raw photos; the checkpoint's preparation
     (here centre crop) is the default, and the other choice is warned about."""
     pytest.importorskip("facenet_pytorch", reason="the align extra: pip install 'facerec[align]'")
-    from facerec import checkpoint
+    from facerec.files import checkpoint
 
     monkeypatch.setenv("FACEREC_ALIGN_CACHE", str(tmp_path / "cache"))
     a, b = lfw_images(lfw_root, ["Aaron_Peirsol"])[:2]
@@ -460,7 +461,7 @@ def test_tools_align_raw_photos_end_to_end(checkpoint_copy, lfw_root, tmp_path, 
     state = checkpoint.load(checkpoint_copy)
     state["config"]["data"]["align"] = {"select": "largest", "on_missing": "center"}
     # as the trainer writes it: the checkpoint's preprocessing entry is what every tool reads
-    state["preprocessing"] = checkpoint.preprocessing_entry(state["config"])
+    state["preprocessing"] = preprocessing_entry(state["config"])
     aligned_ckpt = checkpoint.save(state, tmp_path / "aligned.pt")
     _, cfg, _ = inference.load_model(aligned_ckpt, "cpu")
     assert inference.preparation(cfg)["method"] == "aligned"

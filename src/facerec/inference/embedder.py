@@ -27,13 +27,13 @@ import torch
 
 from facerec.data.decode import read_image
 from facerec.eval.verification import fuse_flip
-from facerec.evaluate import embed_batches
 from facerec.inference import faces as faces_module
 from facerec.inference.alignment import align_paths, resolve_alignment
 from facerec.inference.folder import CARD, is_pretrained
 from facerec.inference.images import load_images, prepare_arrays
 from facerec.inference.loader import LoadedModel, load
 from facerec.inference.thresholds import load_threshold, threshold_claim
+from facerec.model import embed_batches
 
 __all__ = ["Comparison", "FaceEmbedder", "batch_size_for", "embed_images"]
 

@@ -83,7 +83,7 @@ def describe(
     Args:
         cfg: the training config (a checkpoint's ``config``, plain data, never resolved) or an
             exported folder's ``config.json`` (its ``training`` section is carried over).
-        meta: :func:`facerec.checkpoint.summary` of the checkpoint (step, results, ...).
+        meta: :func:`facerec.files.checkpoint.summary` of the checkpoint (step, results, ...).
         spec: the model's spec (default: read from ``cfg``).
     """
     spec = spec or read_spec(cfg, "the training config", "a facerec training config")
@@ -275,7 +275,8 @@ def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> F
 
 
 def summary(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What the tools report of a folder, in the keys :func:`facerec.checkpoint.summary` uses."""
+    """What the tools report of a folder, in the keys of
+    :func:`facerec.files.checkpoint.summary`."""
     training = config.get("training") or {}
     keys = ("step", "epoch", "best", "best_step", "num_classes")
     return {**{k: training.get(k) for k in keys}, "results": training.get("results") or {}}

@@ -1,10 +1,11 @@
 """Any saved model -> the model, its :class:`ModelSpec`, its config (plain data) and ``meta``.
 
 Three formats, one call (:func:`load`): a training checkpoint (``best.pt``, read with
-``weights_only=True`` by :mod:`facerec.checkpoint`), a model folder written by ``facerec export``
-(safetensors + JSON, :mod:`facerec.inference.folder`), or an ONNX export (run in onnxruntime,
-:mod:`facerec.inference.onnx`). Each is read as plain data into a spec (never resolved or
-instantiated: :mod:`facerec.inference.spec`) and rebuilt from facerec's own components.
+``weights_only=True`` by :mod:`facerec.files.checkpoint`), a model folder written by ``facerec
+export`` (safetensors + JSON, :mod:`facerec.inference.folder`), or an ONNX export (run in
+onnxruntime, :mod:`facerec.inference.onnx`). Each is read as plain data into a spec (never
+resolved or instantiated: :mod:`facerec.inference.spec`) and rebuilt from facerec's own
+components.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 import torch
 
-from facerec import checkpoint
 from facerec.distributed import resolve_device
+from facerec.files import checkpoint
 from facerec.inference import folder
 from facerec.inference.preprocessing import Preprocessing
 from facerec.inference.spec import ModelSpec, read_spec, rebuild

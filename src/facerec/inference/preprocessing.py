@@ -19,7 +19,14 @@ from typing import Any
 from facerec.align.folder import AlignOptions
 from facerec.inference.rules import FORMULA, NORMALISATION, RULES, read_section, show
 
-__all__ = ["PREPROCESSING_KEYS", "TRAINING_KEYS", "Preprocessing", "from_config", "from_pack"]
+__all__ = [
+    "PREPROCESSING_KEYS",
+    "TRAINING_KEYS",
+    "Preprocessing",
+    "from_config",
+    "from_pack",
+    "preprocessing_entry",
+]
 
 NORMALISATION_KEYS = ("mean", "std", "formula")
 
@@ -157,3 +164,10 @@ def from_pack(header: Mapping[str, Any], path: Path | str) -> Preprocessing:
         return Preprocessing.from_dict(header["preprocessing"], path)
     values = {k: header[k] for k in ("image_size", "center_crop") if k in header}
     return Preprocessing.from_dict(values, path, {k: k for k in values})
+
+
+def preprocessing_entry(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A training config's :class:`Preprocessing` as the checkpoint's ``preprocessing`` entry
+    (checked now: a run whose config no tool could read fails at its first checkpoint, not when
+    it is used)."""
+    return from_config(config, "the training config").to_dict()
