@@ -16,7 +16,7 @@ import pytest
 from safetensors.torch import save_file
 from test_embedder import tiny_config, tiny_weights
 
-from facerec.commands import main
+from facerec.cli.commands import main
 from facerec.inference.calibration import threshold_for
 from facerec.inference.gallery import TENSORS, read_gallery
 
