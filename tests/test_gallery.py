@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from safetensors.torch import save_file
@@ -197,3 +198,42 @@ def test_another_models_gallery_is_refused(embedder, tmp_path):
     other = synthetic(dim=8)
     with pytest.raises(ValueError, match="built by another model"):
         check_model(other, mine, tmp_path / "g")
+
+
+class FakeAligned:
+    """An aligned model's enrolment as :func:`embed_photos` sees it, without a detector: the
+    photo's mean brightness says how many faces it shows (0: none, 3: several)."""
+
+    batch_size, crop = 2, None
+    preprocessing = type("P", (), {"image_size": 16})()
+    spec = type("S", (), {"embedding_size": 4})()
+
+    def face_crop(self, image):
+        faces = round(float(image.mean()) / 50)
+        return (None, 0) if faces == 0 else (image, faces)
+
+    def embed(self, images):
+        means = images.float().mean(dim=(1, 2, 3)).numpy()
+        return unit(np.stack([means, np.ones_like(means), means, means], 1))
+
+
+def test_photos_without_a_face_are_skipped_and_several_faces_counted(tmp_path):
+    from facerec.inference.enrol import Report, embed_photos
+
+    paths = []
+    for i, level in enumerate([50, 0, 150, 50, 100]):  # faces: 1, 0, 3, 1, 2
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), np.full((20, 20, 3), level, np.uint8))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    report = Report()
+    records, emb = embed_photos(FakeAligned(), [*paths, tmp_path / "bad.png"], report, False)
+    assert [Path(r.file).name for r in records] == ["0.png", "2.png", "3.png", "4.png"]
+    assert emb.shape == (4, 4) and report.embedded == 4
+    assert report.no_face == [str(paths[1])]
+    assert report.several_faces == [str(paths[2]), str(paths[4])]
+    assert len(report.unreadable) == 1 and "bad.png" in report.unreadable[0]
+    lines = report.lines()
+    assert "1 without a face skipped, 1 unreadable skipped, 2 with several faces" in lines[0]
+    named = [f"unreadable: {report.unreadable[0]}", f"no_face: {paths[1]}",
+             f"several_faces: {paths[2]}", f"several_faces: {paths[4]}"]  # fmt: skip
+    assert lines[1:] == [f"  {line}" for line in named]
