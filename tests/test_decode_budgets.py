@@ -34,7 +34,7 @@ from facerec.data.decode import (
     max_pixels,
     read_header,
 )
-from facerec.data.recordio import IR_HEADER, MAGIC
+from facerec.data.recordio_format import IR_HEADER, MAGIC
 
 GB = 1 << 30
 

@@ -154,3 +154,19 @@ def test_summarise_means_and_stds_over_trials():
     assert out["rank5_std"] == pytest.approx(np.std([r.cmc[4] for r in results]))
     assert out["dir@fpir=0.1"] == pytest.approx(np.mean([r.dir[0] for r in results]))
     assert out["trials"] == 3 and out["mated_probes"] == 24
+
+
+def test_agrees_with_the_ijb_search_of_template_features():
+    """The IJB protocol's own search (facerec.eval.ijb_search) reads the same ranks and the
+    same TPIR at each FPIR from the same features."""
+    from facerec.eval import ijb_search
+
+    rng = np.random.default_rng(5)
+    gallery = np.round(rng.normal(size=(12, 6)), 1)
+    probes = np.round(rng.normal(size=(90, 6)), 1)  # rounded: ties occur
+    labels, subjects = rng.integers(0, 20, 90), np.arange(12)
+    result = open_set(probes @ gallery.T, labels, subjects, fpirs=(0.1, 0.02), max_rank=10)
+    found = ijb_search.search(probes, labels, gallery, subjects)
+    assert [result.cmc[r - 1] for r in (1, 5, 10)] == list(ijb_search.cmc(found).values())
+    for rate, dir_ in zip((0.1, 0.02), result.dir, strict=True):
+        assert dir_ == pytest.approx(ijb_search.tpir_at_fpir(found, rate)["tpir"])

@@ -62,12 +62,19 @@ def test_ties_go_to_the_lower_row_at_every_k():
 
 def test_float16_templates_search_as_float32_within_rounding(monkeypatch):
     templates, queries = planted(300, 40, dim=64)
-    monkeypatch.setattr(search, "_ROWS", 128)  # several blocks of templates
-    monkeypatch.setattr(search, "_SCORES", 300 * 7)  # several blocks of queries
-    s16, i16 = ExactIndex(templates.astype(np.float16)).search(queries, 5)
+    monkeypatch.setattr(search, "_SCORES", 40 * 70)  # blocks of 70 float16 templates
+    half = templates.astype(np.float16)
+    s16, i16 = ExactIndex(half).search(queries, 5)
+    want_s, want_i = naive_search(queries, half.astype(np.float32), 5)
+    np.testing.assert_array_equal(i16, want_i)  # the same rows as one sort over all of them
+    np.testing.assert_allclose(s16, want_s, atol=1e-5)
     s32, i32 = ExactIndex(templates).search(queries, 5)
     np.testing.assert_array_equal(i16[:, 0], i32[:, 0])
     np.testing.assert_allclose(s16, s32, atol=2e-3)
+    basis = np.eye(3, 64, dtype=np.float16)  # exact products: ties are exact
+    ties = np.tile(basis, (1000, 1))  # 3 vectors 1,000 times: ties across 4 blocks of rows
+    _, ids = ExactIndex(ties).search(basis.astype(np.float32), 4)
+    np.testing.assert_array_equal(ids, [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]])
 
 
 def test_faiss_returns_the_exact_result_on_a_small_gallery():

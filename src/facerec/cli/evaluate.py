@@ -24,6 +24,7 @@ from pathlib import Path
 
 from facerec.cli.args import add_align_argument, add_runtime_arguments
 from facerec.cli.identification import add_identification_arguments, evaluate_identification
+from facerec.cli.ijb import add_ijb_arguments, run_ijb
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,6 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="sum",
         help="image + mirror: sum then normalise (insightface, default) or concatenate (CosFace)",
     )
+    add_ijb_arguments(parser)
     add_identification_arguments(parser)
     return parser.parse_args(argv)
 
@@ -183,6 +185,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from facerec import inference
     from facerec.training.verifier import Verifier
 
+    if args.ijb is not None:
+        return run_ijb(args)
     embedder = inference.FaceEmbedder.load(args.checkpoint, args.device, align=args.align,
                                            prog="evaluate.py")  # fmt: skip
     model, meta, prep, device = (

@@ -70,14 +70,14 @@ def _embedder(args: argparse.Namespace):
     return FaceEmbedder.load(args.model, args.device, align=args.align, prog=PROG)
 
 
-def _save(gallery, report, folder: Path) -> None:
+def _save(gallery, report, folder: Path, what: str = "") -> None:
     from facerec.inference.gallery import write_gallery
 
     if not gallery.names:
         raise ValueError(f"no face enrolled: {report.lines()[0]}")
     write_gallery(gallery, folder)
-    for line in report.lines(gallery):
-        print(line)
+    for line in report.lines(None if what else gallery):
+        print(what + line)
     print(f"gallery written: {folder}")
 
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     source = args.folders or args.pairs
     gallery, report, threshold = calibration.calibrate(gallery, embedder, source, args.far, show)
-    _save(gallery, report, args.gallery)
+    _save(gallery, report, args.gallery, "calibration set: ")
     _, strangers = calibration.threshold_for(gallery)
     print(f"threshold {threshold:.4f} (cosine) at false-accept rate {args.far:g}, measured on "
           f"{strangers} photos of people not enrolled ({source})")  # fmt: skip

@@ -124,7 +124,7 @@ def identify(args: argparse.Namespace) -> int:
 
 def print_photo(photo: Path, answers) -> None:
     """One line per photo, then one per face: box, answer, top-k."""
-    print(f"{photo}: {len(answers) or 'no'} face(s)")
+    print(f"{photo}: {len(answers)} face(s)" if answers else f"{photo}: no face found")
     for i, a in enumerate(answers, 1):
         box = ",".join(f"{v:.0f}" for v in a.box)
         top = ", ".join(f"{n} {s:.3f}" for n, s in a.candidates)

@@ -14,6 +14,10 @@ identity of highest cosine, or "unknown" when that cosine is below the threshold
   target.
 * **DIR(t)** (detection and identification rate, = TPIR = 1 - FNIR): the fraction of mated
   probes at rank 1 with score ``>= t``. DIR at FPIR 1% is DIR at that threshold.
+
+These are the readings of :mod:`facerec.eval.ijb_search` (the IJB protocol over template
+features, several templates per subject); this module takes a score matrix and adds the
+whole CMC and DET curves and the random trials. A test checks that both agree.
 """
 
 from __future__ import annotations

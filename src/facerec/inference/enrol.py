@@ -142,8 +142,8 @@ def check_model(gallery: Gallery, record: dict, where: str | Path) -> None:
 
 def build_gallery(embedder, root, dtype: str = "float32", progress: bool = True):
     """A new gallery of the identity folders under ``root``: ``(Gallery, Report)``."""
-    dim = model_record(embedder)["embedding_size"]
-    empty = Gallery([], [], np.zeros((0, dim), dtype), model_record(embedder))
+    model = model_record(embedder)
+    empty = Gallery([], [], np.zeros((0, model["embedding_size"]), dtype), model)
     return add_folders(empty, embedder, root, progress)
 
 
@@ -154,16 +154,18 @@ def add_folders(gallery: Gallery, embedder, root, progress: bool = True):
     report = Report()
     entries = gallery.entries()
     wanted = identity_folders(root, report)
-    for name, photos in tqdm(wanted.items(), desc="identities", disable=not progress or None):
-        records, emb = entries.get(name, ([], gallery.embeddings[:0]))
-        known = {r: i for i, r in enumerate(records)}
-        fresh = [p for p in photos if ImageRecord.of(p) not in known]
-        report.reused += len(photos) - len(fresh)
-        new_records, new_emb = embed_photos(embedder, fresh, report, progress=False)
-        replaced = {r.file for r in new_records}
-        keep = [i for i, r in enumerate(records) if r.file not in replaced]
-        entries[name] = ([records[i] for i in keep] + new_records,
-                         np.concatenate([emb[keep], new_emb.astype(emb.dtype)]))  # fmt: skip
+    enrolled = {r for records, _ in entries.values() for r in records}
+    fresh = {p: name for name, photos in wanted.items() for p in photos
+             if ImageRecord.of(p) not in enrolled}  # fmt: skip
+    report.reused = sum(map(len, wanted.values())) - len(fresh)
+    records, emb = embed_photos(embedder, list(fresh), report, progress)  # one pass, all people
+    for name in sorted({fresh[p] for p in fresh}):
+        old, old_emb = entries.get(name, ([], gallery.embeddings[:0]))
+        # a changed photo is replaced, even when it no longer gives a face
+        keep = [i for i, r in enumerate(old) if Path(r.file) not in fresh]
+        mine = [i for i, r in enumerate(records) if fresh[Path(r.file)] == name]
+        rows = np.concatenate([old_emb[keep], emb[mine].astype(old_emb.dtype)])
+        entries[name] = ([old[i] for i in keep] + [records[i] for i in mine], rows)
     return gallery.with_identities(entries), report
 
 

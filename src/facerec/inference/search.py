@@ -25,8 +25,7 @@ __all__ = [
 ]
 
 EXACT_LIMIT = 100_000
-_SCORES = 1 << 24  # float32 scores held at once (64 MiB): queries per block = this / K
-_ROWS = 1 << 17  # templates converted to float32 at once (float16 galleries)
+_SCORES = 1 << 24  # float32 scores held at once (64 MiB): queries (or float16 rows) per block
 
 
 def faiss_module():
@@ -111,21 +110,27 @@ class ExactIndex:
         ids = np.empty((len(q), k), np.int64)
         if k == 0:
             return scores, ids
+        if self.templates.dtype != np.float32:
+            return self._search_by_rows(q, k)
         step = max(1, _SCORES // self.ntotal)
         for start in range(0, len(q), step):
             block = slice(start, start + step)
-            scores[block], ids[block] = top_k(self.scores(q[block]), k)
+            scores[block], ids[block] = top_k(q[block] @ self.templates.T, k)
         return scores, ids
 
-    def scores(self, queries: np.ndarray) -> np.ndarray:
-        """Every template's cosine: float32 ``(Q, K)`` of float32 ``(Q, D)`` queries."""
-        t = self.templates
-        if t.dtype == np.float32:
-            return queries @ t.T
-        out = np.empty((len(queries), len(t)), np.float32)
-        for start in range(0, len(t), _ROWS):
-            out[:, start : start + _ROWS] = queries @ t[start : start + _ROWS].astype(np.float32).T
-        return out
+    def _search_by_rows(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """float16 templates: each block of rows converted once, scored against every query,
+        its top-k merged into the running best (lower rows first: ties stay with them)."""
+        best = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        step = max(k, _SCORES // max(len(q), 1))
+        for start in range(0, self.ntotal, step):
+            rows = self.templates[start : start + step].astype(np.float32)
+            values, cols = top_k(q @ rows.T, k)
+            merged = np.concatenate([best[0], values], 1)
+            ids = np.concatenate([best[1], cols + start], 1)
+            values, picked = top_k(merged, k)
+            best = values, np.take_along_axis(ids, picked, 1)
+        return best
 
 
 class FaissIndex:
