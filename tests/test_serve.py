@@ -87,6 +87,7 @@ def test_a_threshold_given_with_the_request_decides(client, lfw_root):
         ("big.jpg", b"\xff\xd8" + bytes(2**20), 413, "big.jpg: larger than the limit"),
         ("../../etc/passwd", b"GIF89a", 415, "passwd: not an image"),
     ],
+    ids=["text-named-jpg", "empty", "pixel-bomb-header", "over-size-limit", "path-in-name"],
 )
 def test_a_bad_upload_is_one_clear_4xx_and_the_server_keeps_serving(
     client, lfw_root, name, data, status, says

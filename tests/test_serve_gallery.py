@@ -87,6 +87,7 @@ def test_enrolment_replaces_a_photo_enrolled_again_and_a_restart_reads_it(
         ("Ann", 21, 422, "at most 20"),
         ("Ann", -1, 415, "notes.jpg: not an image"),
     ],
+    ids=["empty-name", "slash-in-name", "no-photo", "21-photos", "text-named-jpg"],
 )
 def test_a_bad_enrolment_changes_nothing(gallery_client, lfw_root, tmp_path, name, files,
                                          status, says):  # fmt: skip
