@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -72,3 +72,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def serve_folder(tmp_path_factory, lfw_root) -> Path:
+    """A tiny model folder for ``facerec serve`` (tests/serving.py); needs the serve extra."""
+    pytest.importorskip("fastapi", reason="the serve extra (pip install facerec[serve])")
+    from serving import tiny_folder
+
+    return tiny_folder(tmp_path_factory.mktemp("serve") / "model", lfw_root)
+
+
+@pytest.fixture(scope="session")
+def live_server(serve_folder, tmp_path_factory) -> Iterator[str]:
+    """The base URL of ``serve_folder``'s application, served by uvicorn on 127.0.0.1, with a
+    gallery folder empty at start."""
+    from serving import app_for, served
+
+    gallery = tmp_path_factory.mktemp("served") / "people"
+    with served(app_for(serve_folder, gallery=gallery)) as url:
+        yield url

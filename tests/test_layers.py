@@ -19,7 +19,7 @@ PACKAGE = SRC / "facerec"
 
 # Layer of each top-level room: a module may import its own layer or a later (lower) one.
 LAYERS = [
-    {"cli", "__main__"},
+    {"cli", "serve", "__main__"},
     {"training"},
     {"inference"},
     {"files", "model", "backbones", "embedding", "heads", "criteria", "optim", "align"},

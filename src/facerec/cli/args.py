@@ -40,3 +40,16 @@ def add_preparation_arguments(parser: argparse.ArgumentParser) -> None:
         help="centre crop before resizing, 0 = none (default: the training crop)",
     )
     add_align_argument(parser)
+
+
+def extras_as_errors(body):
+    """``body`` with a missing optional extra's ``ImportError`` re-raised as a one-line
+    ``ValueError`` (what :func:`facerec.cli.run_tool` prints as ``<prog>: error: ...``)."""
+
+    def guarded():
+        try:
+            return body()
+        except ImportError as error:
+            raise ValueError(str(error).splitlines()[0]) from None
+
+    return guarded

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from facerec.cli.args import add_align_argument, add_runtime_arguments
+from facerec.cli.identification import add_identification_arguments, evaluate_identification
 from facerec.cli.ijb import add_ijb_arguments, run_ijb
 
 
@@ -82,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="image + mirror: sum then normalise (insightface, default) or concatenate (CosFace)",
     )
     add_ijb_arguments(parser)
+    add_identification_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -194,6 +196,8 @@ def evaluate(args: argparse.Namespace) -> int:
         embedder.device,
     )
     print(f"checkpoint {args.checkpoint}: step {meta['step']}, {meta['backbone']}, device {device}")
+    if args.identification:
+        return evaluate_identification(args, embedder)
     show = sys.stderr.isatty()
     results: dict[str, dict] = {}
     sets = build_sets(args, embedder.config, prep)

@@ -17,6 +17,9 @@ One job per module (imports run downwards; nothing here imports the trainer):
 - :mod:`.folder` (+ :mod:`.card`): the shareable folder, written and read side by side.
 - :mod:`.onnx`: an ONNX export run in onnxruntime.
 - :mod:`.thresholds`: the same-person threshold kept beside a model.
+- :mod:`.gallery` (the format, written and read side by side), :mod:`.enrol` (identity folders
+  into it), :mod:`.calibration` (the "unknown" threshold), :mod:`.search` (exact and FAISS
+  top-k), :mod:`.identify` (:class:`Searcher`: every face of a photo answered).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ _EXPORTS = {
     "save_threshold": "thresholds", "threshold_claim": "thresholds",
     "threshold_path": "thresholds",
     "load_pretrained": "folder", "read_pretrained": "folder", "save_pretrained": "folder",
+    "Gallery": "gallery", "read_gallery": "gallery", "write_gallery": "gallery",
+    "build_gallery": "enrol", "add_folders": "enrol", "remove_from": "enrol",
+    "threshold_for": "calibration", "Searcher": "identify", "FaceAnswer": "identify",
+    "ExactIndex": "search", "FaissIndex": "search", "build_index": "search",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["model_card"]
+__all__ = ["essentials", "model_card"]
 
 
 def _name(section: Any) -> str:
@@ -123,6 +123,38 @@ def _use(prep: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _title(config: Mapping[str, Any]) -> str:
+    training = config.get("training") or {}
+    return str(training.get("name") or f"{_name(config['backbone'])}-{_name(training.get('head'))}")
+
+
+def essentials(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's essentials as plain values, for a page: the title, the architecture, the
+    training data and the verification results training recorded.
+
+    Args:
+        config: :func:`facerec.inference.folder.describe`'s dict.
+
+    Returns:
+        ``title``, ``backbone``, ``embedding`` (``"Name (args)"``), ``embedding_size``,
+        ``head``, ``step``, ``epoch``, ``num_classes``, ``data`` (root and people file as
+        text), ``results`` (set -> its recorded numbers), ``protocol``.
+    """
+    training = config.get("training") or {}
+    data = training.get("data") or {}
+    return {
+        "title": _title(config),
+        "backbone": f"{_name(config['backbone'])} ({_arguments(config['backbone'])})",
+        "embedding": f"{_name(config['embedding'])} ({_arguments(config['embedding'])})",
+        "embedding_size": config.get("embedding_size"),
+        "head": f"{_name(training.get('head'))} ({_arguments(training.get('head'))})",
+        **{k: training.get(k) for k in ("step", "epoch", "num_classes")},
+        "data": ", ".join(f"{k} {data[k]}" for k in ("root", "people_file") if data.get(k)),
+        "results": dict(training.get("results") or {}),
+        "protocol": (config.get("comparison") or {}).get("protocol"),
+    }
+
+
 def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = None) -> str:
     """The Markdown model card of a folder whose ``config.json`` is ``config``.
 
@@ -131,13 +163,12 @@ def model_card(config: Mapping[str, Any], threshold: Mapping[str, Any] | None = 
         threshold: the threshold record shipped with the model, if any.
     """
     training = config.get("training") or {}
-    title = training.get("name") or f"{_name(config['backbone'])}-{_name(training.get('head'))}"
     lines = [
         "---",
         "library_name: facerec",
         "tags: [face-recognition, face-verification]",
         "---",
-        f"# {title}",
+        f"# {_title(config)}",
         "",
         f"A facerec face-embedding model: {_name(config['backbone'])} backbone + "
         f"{_name(config['embedding'])} layer, {config.get('embedding_size')}-d embeddings, "

@@ -15,6 +15,7 @@ distance (``2 - 2 cos``), "same" below the threshold.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -199,6 +200,24 @@ class FaceEmbedder:
             arrays = [align_image(a, self._detector, self.alignment)[0] for a in arrays]
         return prepare_arrays(arrays, size, self.crop)
 
+    def face_crop(self, image: np.ndarray) -> tuple[np.ndarray | None, int | None]:
+        """One photo's face as training prepared it, before the resize: ``(crop, faces)``.
+
+        For a model trained on aligned faces: the aligned crop of the face its alignment's
+        select rule picks and how many faces were found (``(None, 0)``: none). Otherwise the
+        photo itself and None (no detection: the centre crop is the training preparation).
+
+        Args:
+            image: RGB uint8 ``(H, W, 3)``.
+        """
+        if self.alignment is None:
+            return image, None
+        from facerec.align.folder import align_image  # the align extra, only when used
+
+        options = dataclasses.replace(self.alignment, on_missing="skip")
+        crop, _, found = align_image(image, self._detector, options)
+        return crop, found
+
     @functools.cached_property
     def _detector(self):
         return faces_module.detector(self.preprocessing.align_options(), self.device)
@@ -236,7 +255,15 @@ class FaceEmbedder:
     def compare(self, a: Image, b: Image, threshold: float | None = None) -> Comparison:
         """Cosine similarity and squared distance of two faces, and the decision at
         ``threshold`` (default: the model's stored one, its file named as the source)."""
-        x, y = self.embed([a, b]).astype(np.float64)
+        x, y = self.embed([a, b])
+        return self.compare_embeddings(x, y, threshold)
+
+    def compare_embeddings(
+        self, x: np.ndarray, y: np.ndarray, threshold: float | None = None
+    ) -> Comparison:
+        """:meth:`compare` of two embeddings already computed, float ``(D,)`` each (e.g. two
+        faces of :meth:`faces`)."""
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         source = "given" if threshold is not None else None
         if threshold is None and self.threshold is not None:
             threshold, source = float(self.threshold["threshold"]), threshold_claim(self.threshold)

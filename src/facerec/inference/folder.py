@@ -46,8 +46,10 @@ __all__ = [
     "is_pretrained",
     "load_pretrained",
     "read_folder",
+    "read_json",
     "read_pretrained",
     "save_pretrained",
+    "write_atomic",
 ]
 
 FORMAT = "facerec-pretrained"
@@ -119,8 +121,9 @@ def _set_file(node: Any) -> Any:
     return (node.get("pairs_file") or node.get("bin_file")) if isinstance(node, Mapping) else None
 
 
-def _write(path: Path, write: Any) -> None:
-    """``write(tmp)`` then rename: a file in the folder is either old or complete."""
+def write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp)`` then rename: a file in the folder is either old or complete (the model
+    folder's files, a gallery's)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
@@ -158,15 +161,17 @@ def save_pretrained(
     folder.mkdir(parents=True, exist_ok=True)
     description = describe(cfg, meta, spec)
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _write(folder / WEIGHTS, lambda p: save_file(weights, str(p), metadata={"format": "pt"}))
+    write_atomic(folder / WEIGHTS, lambda p: save_file(weights, str(p), metadata={"format": "pt"}))
     text = json.dumps(description, indent=2, default=str) + "\n"
-    _write(folder / CONFIG, lambda p: p.write_text(text))
+    write_atomic(folder / CONFIG, lambda p: p.write_text(text))
     record = None
     if threshold is not None:
         record = {k: v for k, v in threshold.items() if k != "file"}
-        _write(folder / THRESHOLD, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+        write_atomic(
+            folder / THRESHOLD, lambda p: p.write_text(json.dumps(record, indent=2) + "\n")
+        )
     card = model_card(description, record)
-    _write(folder / CARD, lambda p: p.write_text(card))
+    write_atomic(folder / CARD, lambda p: p.write_text(card))
     return folder
 
 
@@ -174,14 +179,23 @@ def save_pretrained(
 # reading
 
 
+def read_json(path: Path) -> Any:
+    """The JSON in ``path`` as plain data (a model's config, a gallery's index).
+
+    Raises:
+        ValueError: one line naming the file when it is not valid JSON.
+    """
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{path}: not valid JSON ({str(error)[:100]})") from None
+
+
 def _read_config(folder: Path) -> tuple[ModelSpec, dict[str, Any]]:
     path = folder / CONFIG
     if not path.is_file():
         raise ValueError(f"{folder} is not a facerec model folder: it has no {CONFIG}")
-    try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ValueError(f"{path}: not valid JSON ({str(error)[:100]})") from None
+    config = read_json(path)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f'{path} is not a facerec model config (no "format": "{FORMAT}")')
     version = config.get("format_version")
