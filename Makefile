@@ -9,15 +9,15 @@ ARGS   ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 export FACEREC_LFW_ROOT := $(abspath $(LFW))
 
-.PHONY: install demo train test test-all lint format bench lfw clean evaluate export lfw-bin
+.PHONY: install demo train test test-all lint format bench lfw clean evaluate export lfw-bin serve
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev,align]"
+	$(PY) -m pip install -e ".[dev,align,serve]"
 	touch $@
 
-install: $(VENV)/.installed  ## venv + torch/torchvision from PyPI + facerec (editable) + dev tools + align extra (the demo aligns)
+install: $(VENV)/.installed  ## venv + torch/torchvision from PyPI + facerec (editable) + dev tools + align extra (the demo aligns) + serve extra (the page)
 
 lfw:  ## make sure $(LFW) holds LFW (downloads it when the folder is missing)
 	@test -f "$(LFW)/pairsDevTest.txt" || $(PY) -m facerec get-lfw --to "$(LFW)"
@@ -52,6 +52,9 @@ export: install  ## export CKPT to ONNX and check it against PyTorch on real LFW
 
 lfw-bin: install  ## write LFW's pairs.txt as an insightface-style lfw.bin pack
 	$(PY) -m facerec make-bin $(LFW)/pairs.txt $(LFW)/lfw-deepfunneled --out $(or $(OUT),data/lfw.bin) --center-crop 150 --size 112
+
+serve: install  ## the page to try CKPT=<model> (ARGS="--gallery people/ --port 8000")
+	$(PY) -m facerec serve $(CKPT) $(ARGS)
 
 bench: install  ## speed benchmarks (ratios against plain baselines in the same process)
 	$(PY) -m facerec bench heads

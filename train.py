@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a face-recognition model: the same app as ``facerec train`` (:mod:`facerec.app`).
+"""Train a face-recognition model: the same app as ``facerec train`` (:mod:`facerec.cli.train`).
 
 python train.py                                        # defaults: src/facerec/configs/train.yaml
 python train.py head=arcface backbone=resnet50 head.s=32 head.m=0.4
@@ -11,7 +11,7 @@ python train.py --cfg job                              # print the composed conf
 
 import sys
 
-from facerec.app import main
+from facerec.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Align a folder of face photos: see :mod:`facerec.align.tool` (``--help``)."""
+"""Align a folder of face photos: see :mod:`facerec.cli.align` (``--help``)."""
 
 import sys
 
-from facerec.align.tool import main
+from facerec.cli.align import main
 
 if __name__ == "__main__":
     sys.exit(main())

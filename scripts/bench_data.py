@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Kept for checkouts and old commands: the tool is facerec.tools.bench_data (see its --help)."""
+"""Kept for checkouts and old commands: the tool is facerec.cli.bench_data (see its --help)."""
 
 import sys
 
-from facerec.tools.bench_data import main
+from facerec.cli.bench_data import main
 
 if __name__ == "__main__":
     sys.exit(main())

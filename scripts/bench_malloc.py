@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CPU training steps with and without facerec.malloc: images/s and the system-time share.
+"""CPU training steps with and without facerec.training.malloc: images/s and the system-time share.
 
 Each run is a fresh process (the allocator state is per process) doing ``--warmup`` untimed and
 ``--steps`` timed demo-sized training steps (MobileFaceNet + ArcFace, batch 128, random 112x112
@@ -7,7 +7,8 @@ images, the trainer's own ``train_step``). Modes alternate run by run so machine
 alike:
 
 - ``off``: glibc defaults (``trainer.malloc=false``);
-- ``mallopt``: :func:`facerec.malloc.keep_freed_memory` at start-up (the trainer's default);
+- ``mallopt``: :func:`facerec.training.malloc.keep_freed_memory` at start-up (the trainer's
+  default);
 - ``env``: ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<2^40>`` set by the launcher;
 - ``jemalloc`` / ``tcmalloc``: ``LD_PRELOAD`` of the library, when one is installed.
 
@@ -29,20 +30,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def child(mode: str, steps: int, warmup: int, batch: int, classes: int, threads: int) -> dict:
     import torch
     from torch.optim.lr_scheduler import LambdaLR
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_train import compose
-
-    from facerec.engine import train_step
-    from facerec.malloc import keep_freed_memory
+    from facerec.cli.bench_train import compose
     from facerec.model import build_recognizer
     from facerec.optim import param_groups
+    from facerec.training.engine import train_step
+    from facerec.training.malloc import keep_freed_memory
 
     if mode == "mallopt":
         assert keep_freed_memory(True), "mallopt failed"

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Kept for checkouts and old commands: the tool is facerec.tools.export_onnx (see its --help)."""
+"""Kept for checkouts and old commands: the tool is facerec.cli.export_onnx (see its --help)."""
 
 import sys
 
-from facerec.tools.export_onnx import main
+from facerec.cli.export_onnx import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Kept for checkouts and old commands: the tool is facerec.tools.extract (see its --help)."""
+"""Kept for checkouts and old commands: the tool is facerec.cli.extract (see its --help)."""
 
 import sys
 
-from facerec.tools.extract import main
+from facerec.cli.extract import main
 
 if __name__ == "__main__":
     sys.exit(main())

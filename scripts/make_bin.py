@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Kept for checkouts and old commands: the tool is facerec.tools.make_bin (see its --help)."""
+"""Kept for checkouts and old commands: the tool is facerec.cli.make_bin (see its --help)."""
 
 import sys
 
-from facerec.tools.make_bin import main
+from facerec.cli.make_bin import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,7 +29,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.criteria.partial_fc import PartialFC, class_shard
 
 ROOT = Path(__file__).resolve().parents[1]

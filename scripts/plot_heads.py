@@ -33,7 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_DIR = CONFIG_DIR / "head"

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Kept for checkouts and old commands: the tool is facerec.tools.verify (see its --help)."""
+"""Kept for checkouts and old commands: the tool is facerec.cli.verify (see its --help)."""
 
 import sys
 
-from facerec.tools.verify import main
+from facerec.cli.verify import main
 
 if __name__ == "__main__":
     sys.exit(main())

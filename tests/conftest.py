@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -18,6 +21,22 @@ CONFIGS = CONFIG_DIR
 def lfw_path() -> Path:
     """FACEREC_LFW_ROOT if set, else the shared copy beside the repository."""
     return Path(os.environ.get("FACEREC_LFW_ROOT") or ROOT.parent / "shared" / "data" / "lfw")
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """facerec's train config as ``facerec train <overrides>`` composes it, without running.
+
+    A plain function for scripts run beside the tests (``ddp_worker.py`` imports it); tests
+    take the ``compose_train`` fixture, which is this function.
+    """
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.fixture(name="compose_train", scope="session")
+def compose_train_fixture() -> Callable[..., DictConfig]:
+    """``compose_train("head=cosface", "trainer.max_steps=2", ...)`` -> the composed config."""
+    return compose_train
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +72,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def serve_folder(tmp_path_factory, lfw_root) -> Path:
+    """A tiny model folder for ``facerec serve`` (tests/serving.py); needs the serve extra."""
+    pytest.importorskip("fastapi", reason="the serve extra (pip install facerec[serve])")
+    from serving import tiny_folder
+
+    return tiny_folder(tmp_path_factory.mktemp("serve") / "model", lfw_root)
+
+
+@pytest.fixture(scope="session")
+def live_server(serve_folder, tmp_path_factory) -> Iterator[str]:
+    """The base URL of ``serve_folder``'s application, served by uvicorn on 127.0.0.1, with a
+    gallery folder empty at start."""
+    from serving import app_for, served
+
+    gallery = tmp_path_factory.mktemp("served") / "people"
+    with served(app_for(serve_folder, gallery=gallery)) as url:
+        yield url

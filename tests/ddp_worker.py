@@ -7,16 +7,14 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_train  # this script's folder is first on sys.path
 
 from facerec import distributed
-from facerec.cli import CONFIG_DIR
-from facerec.train import fit
+from facerec.training.run import fit
 
 if __name__ == "__main__":
     out, overrides = Path(sys.argv[1]), sys.argv[2:]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(*overrides)
     env = distributed.init(cfg.trainer.device)
     try:
         _, recognizer = fit(cfg, env)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from facerec import distributed
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.criteria.partial_fc import PartialFC, class_shard
 
 HEAD_DIR = CONFIG_DIR / "head"

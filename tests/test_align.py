@@ -228,7 +228,7 @@ def test_no_face_is_centre_cropped_when_asked(detector, messy_folder, tmp_path):
 
 
 def test_the_align_tool_on_a_folder(messy_folder, tmp_path, detector):
-    from facerec.align.tool import main
+    from facerec.cli.align import main
 
     dst = tmp_path / "out"
     assert main([str(messy_folder), str(dst), "--no-progress", "--on-missing", "skip"]) == 0
@@ -245,7 +245,8 @@ def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, 
     cache (same layout, so the pairs file still resolves) and the module reads them there."""
     import shutil
 
-    from facerec.data import FaceDataModule, PairsSet
+    from facerec.align.prepare import face_data_module
+    from facerec.data import PairsSet
 
     raw = tmp_path / "lfw" / "lfw-deepfunneled"
     for name in ("Aaron_Peirsol", "Colin_Powell"):
@@ -258,10 +259,10 @@ def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, 
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\t1\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t1\tColin_Powell\t2\n")
     val = {"p": PairsSet(str(pairs), str(raw), center_crop=150)}
-    module = FaceDataModule(str(raw.parent), "lfw-deepfunneled", None, 1, 112, 150,
-                            batch_size=2, num_workers=0, val=val,
-                            align={"select": "largest", "on_missing": "center"},
-                            align_cache=str(tmp_path / "cache"))  # fmt: skip
+    module = face_data_module(root=str(raw.parent), image_dir="lfw-deepfunneled", min_images=1,
+                              center_crop=150, batch_size=2, num_workers=0, val=val,
+                              align={"select": "largest", "on_missing": "center"},
+                              align_cache=str(tmp_path / "cache"))  # fmt: skip
     with caplog.at_level(logging.INFO, logger="facerec.align"):
         scan = module.setup()
     key = AlignOptions(select="largest", on_missing="center").key
@@ -275,6 +276,33 @@ def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, 
     assert "Nobody_0001.jpg: no face detected" in log
     image, label = module.train_dataset(scan, False)[0]
     assert image.shape == (3, 112, 112) and label == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "options"),
+    [
+        (["data=lfw"], None),
+        (["data=lfw_aligned"], {"select": "largest", "on_missing": "center"}),
+        (["data=lfw_aligned", "data.align=null"], None),
+        (
+            ["data=lfw_aligned", "data.align.select=center"],
+            {"select": "center", "on_missing": "center"},
+        ),
+    ],
+)
+def test_data_align_becomes_the_modules_prepare_step(compose_train, overrides, options):
+    """The command lines of before: ``data.align`` (options or null) reaches FaceDataModule as a
+    plain :class:`FolderAligner` (or none), built on the align side; nothing is detected yet."""
+    from hydra.utils import instantiate
+
+    from facerec.align.prepare import FolderAligner
+    from facerec.data import FaceDataModule
+
+    cfg = compose_train(*overrides, "paths.align_cache=/somewhere", "data.align_device=cuda")
+    module = instantiate(cfg.data)
+    assert type(module) is FaceDataModule and module.center_crop == 150
+    expected = options and FolderAligner(options, "/somewhere", "cuda")
+    assert module.prepare == expected
 
 
 def test_pack_dataset_align_packs_the_aligned_faces(messy_folder, tmp_path, detector, capsys):

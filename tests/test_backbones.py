@@ -14,10 +14,10 @@ from torch import nn
 
 from facerec.backbones.iresnet import IResNet
 from facerec.backbones.mobilefacenet import MobileFaceNet
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.embedding import Embedding
-from facerec.flops import count_flops, count_macs, count_parameters
 from facerec.model import FaceModel
+from facerec.training.flops import count_flops, count_macs, count_parameters
 
 CONFIGS = CONFIG_DIR
 BACKBONE_CONFIGS = sorted((CONFIGS / "backbone").glob("*.yaml"))

@@ -20,8 +20,8 @@ from facerec.data.binpack_writer import encode_image, pack_pairs, write_bin
 from facerec.data.module import PairsSet
 from facerec.data.pairs import read_pairs
 from facerec.data.transforms import decode_image, geometry, read_image
-from facerec.evaluate import Verifier
 from facerec.model import FaceModel
+from facerec.training.verifier import Verifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

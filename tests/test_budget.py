@@ -7,13 +7,12 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.data.transforms import augmentation
-from facerec.loop import total_steps
+from facerec.training.loop import total_steps
 
 AUGMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "augment").glob("*.yaml"))
 
@@ -38,12 +37,7 @@ def test_without_max_images_the_length_is_max_steps_or_epochs():
     assert total_steps(trainer(max_steps=7), steps_per_epoch=52, global_batch=128) == 7
 
 
-def compose_train(*overrides: str):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=["data.root=/nowhere", *overrides])
-
-
-def test_the_demo_budget_is_in_images_and_smoke_runs_still_take_five_steps():
+def test_the_demo_budget_is_in_images_and_smoke_runs_still_take_five_steps(compose_train):
     demo = compose_train("experiment=demo")
     assert demo.trainer.max_images and demo.trainer.max_steps is None
     smoke = compose_train("experiment=demo", "debug=smoke")
@@ -51,7 +45,7 @@ def test_the_demo_budget_is_in_images_and_smoke_runs_still_take_five_steps():
 
 
 @pytest.mark.parametrize("name", AUGMENTS)
-def test_every_augment_choice_builds_and_is_repeatable_per_sample_seed(name):
+def test_every_augment_choice_builds_and_is_repeatable_per_sample_seed(name, compose_train):
     extra = instantiate(compose_train(f"augment={name}").data.augment)
     assert isinstance(extra, A.BaseCompose)
     steps = augmentation(True, extra)
@@ -71,8 +65,8 @@ def test_every_augment_choice_builds_and_is_repeatable_per_sample_seed(name):
         assert any(not np.array_equal(draws[0], d) for d in draws[1:])
 
 
-def test_the_augment_group_reaches_the_training_samples(tmp_path):
-    from facerec.data.module import FaceDataModule
+def test_the_augment_group_reaches_the_training_samples(tmp_path, compose_train):
+    from facerec.data import FaceDataModule
 
     extra = instantiate(compose_train("augment=strong").data.augment)
     root = tmp_path / "faces"
@@ -92,7 +86,7 @@ def test_the_augment_group_reaches_the_training_samples(tmp_path):
     assert any(not np.array_equal(b[(0, s)][0].numpy(), a[(0, s)][0].numpy()) for s in range(6))
 
 
-def test_device_decoding_refuses_an_augmentation_it_cannot_apply(tmp_path):
+def test_device_decoding_refuses_an_augmentation_it_cannot_apply(tmp_path, compose_train):
     from facerec.data.packed_module import PackedDataModule
 
     extra = instantiate(compose_train("augment=light").data.augment)

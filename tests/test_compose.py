@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.model import Recognizer
 from facerec.model import build_recognizer as build
 
@@ -17,13 +16,8 @@ HEADS = sorted(p.stem for p in (CONFIGS / "head").glob("*.yaml"))
 NUM_CLASSES = 7
 
 
-def compose_train(*overrides: str):
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_every_head_composes_with_backbone_and_backpropagates(backbone):
+def test_every_head_composes_with_backbone_and_backpropagates(backbone, compose_train):
     """One forward of the backbone, every head on its embeddings, one backward of the sum.
 
     Each (backbone, head) pair is composed by Hydra as a user would select it; sharing the
@@ -53,7 +47,7 @@ def test_every_head_composes_with_backbone_and_backpropagates(backbone):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-def test_build_returns_a_recognizer_with_the_configured_sizes():
+def test_build_returns_a_recognizer_with_the_configured_sizes(compose_train):
     cfg = compose_train("embedding.embedding_size=128", "head=cosface")
     recognizer = build(cfg, NUM_CLASSES)
     assert isinstance(recognizer, Recognizer)

@@ -8,10 +8,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from triplet_reference import naive
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.criteria import Criterion
 from facerec.model import FaceModel, build_recognizer
 
@@ -20,12 +19,18 @@ CRITERIA = sorted(p.stem for p in (CONFIGS / "criterion").glob("*.yaml"))
 CLASSES = 6
 
 
-def recognizer(criterion: str, head: str = "arcface"):
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=[f"criterion={criterion}", f"head={head}",
-                                          "embedding.embedding_size=16"])  # fmt: skip
-    torch.manual_seed(0)
-    return build_recognizer(cfg, CLASSES).double().train()
+@pytest.fixture
+def recognizer(compose_train):
+    """``recognizer(criterion, head="arcface", *overrides)``: that model in float64 with 16-d
+    embeddings and ``CLASSES`` classes, initialised from seed 0, in training mode."""
+
+    def build(criterion: str, head: str = "arcface", *overrides: str):
+        cfg = compose_train(f"criterion={criterion}", f"head={head}",
+                            "embedding.embedding_size=16", *overrides)  # fmt: skip
+        torch.manual_seed(0)
+        return build_recognizer(cfg, CLASSES).double().train()
+
+    return build
 
 
 def batch():
@@ -66,14 +71,14 @@ REFERENCE_OF = {"MarginLoss": cross_entropy, "PartialFC": cross_entropy, "Triple
                 "WeightedSum": weighted_sum}  # fmt: skip
 
 
-def test_every_criterion_config_has_a_reference():
+def test_every_criterion_config_has_a_reference(recognizer):
     for name in CRITERIA:
         assert type(recognizer(name).criterion).__name__ in REFERENCE_OF, name
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
 @pytest.mark.parametrize("head", ["arcface", "magface", "softmax"])
-def test_every_criterion_equals_its_float64_reference(criterion, head):
+def test_every_criterion_equals_its_float64_reference(criterion, head, recognizer):
     """One process, all centres: the loss and every gradient equal an independent reference
     (the plain ``F.cross_entropy`` of the head's logits and its regulariser for margin
     criteria, the naive triplet loop for pair losses, their weighted sum for combinations)."""
@@ -93,7 +98,7 @@ def test_every_criterion_equals_its_float64_reference(criterion, head):
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
-def test_the_trainer_interface(criterion, tmp_path):
+def test_the_trainer_interface(criterion, tmp_path, recognizer):
     """Gradient norm, scalars and a checkpoint round trip, as the loop uses them."""
     model = recognizer(criterion)
     images, labels = batch()
@@ -119,14 +124,10 @@ def test_the_trainer_interface(criterion, tmp_path):
 
 
 @pytest.mark.parametrize("smoothing", [0.1, 0.3])
-def test_label_smoothing_equals_the_written_out_mixture(smoothing):
+def test_label_smoothing_equals_the_written_out_mixture(smoothing, recognizer):
     """``criterion.label_smoothing=e``: (1 - e) x the margin cross-entropy + e x the mean of
     -log p over all C classes, the margin logits written out in float64 by hand."""
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=["head=cosface", "embedding.embedding_size=16",
-                                          f"criterion.label_smoothing={smoothing}"])  # fmt: skip
-    torch.manual_seed(0)
-    model = build_recognizer(cfg, CLASSES).double().train()
+    model = recognizer("margin", "cosface", f"criterion.label_smoothing={smoothing}")
     images, labels = batch()
     embeddings = model.model(images)
     loss = model.criterion(embeddings, labels)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -87,3 +90,45 @@ def test_too_few_images_for_a_batch_is_explained(tmp_path):
     data = FaceDataModule(str(root), batch_size=8, num_workers=0)
     with pytest.raises(ValueError, match="batch_size"):
         data.train_loader(show_progress=False)
+
+
+# Imports facerec.data, then each of its modules, and names the first that pulled in alignment.
+NO_ALIGN = """
+import importlib, pkgutil, sys
+import facerec.data
+names = ["facerec.data"] + sorted(
+    "facerec.data." + m.name for m in pkgutil.iter_modules(facerec.data.__path__))
+for name in names:
+    importlib.import_module(name)
+    pulled = sorted(m for m in sys.modules if m.split(".")[:2] == ["facerec", "align"])
+    if pulled:
+        sys.exit(f"{name} imported {pulled}")
+print(len(names))
+"""
+
+
+def test_data_never_imports_align():
+    """Alignment plugs into data (``facerec.align.prepare``), never the reverse: importing
+    ``facerec.data`` and every module in it, in a fresh interpreter, loads no ``facerec.align``."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", NO_ALIGN], capture_output=True, text=True,
+                            env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.split()[-1]) > 10  # the package and its modules were all imported
+
+
+def test_no_data_module_imports_align_even_inside_a_function():
+    """The import test above misses an import run only when a function is called: read them."""
+    import ast
+
+    import facerec.data
+
+    found = []
+    for path in sorted(Path(facerec.data.__path__[0]).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            found += [f"{path.name}:{node.lineno}" for n in names if n.startswith("facerec.align")]
+    assert not found

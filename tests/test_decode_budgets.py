@@ -26,7 +26,7 @@ import pytest
 import torch
 from test_resilience import ROOT, env, overrides, tiny_folder
 
-from facerec.commands import main as facerec
+from facerec.cli.commands import main as facerec
 from facerec.data.decode import (
     MAX_PIXELS_VARIABLE,
     UnreadableImage,
@@ -34,7 +34,7 @@ from facerec.data.decode import (
     max_pixels,
     read_header,
 )
-from facerec.data.recordio import IR_HEADER, MAGIC
+from facerec.data.recordio_format import IR_HEADER, MAGIC
 
 GB = 1 << 30
 
@@ -178,8 +178,8 @@ READERS = {
     "bin_codec": ("from facerec.data.binpack import read_bin as f", "'hex_codec'"),
     "bin_png": ("from facerec.data.binpack import read_bin as f", "image 0 (pair 0): refused"),
     "rec": ("from facerec.data.recordio import RecordIODataset as f", "more records than"),
-    "pt_deflate": ("from facerec.checkpoint import load as f", "is compressed"),
-    "pt_bytearray": ("from facerec.checkpoint import load as f", "bytearray(5000000000)"),
+    "pt_deflate": ("from facerec.files.checkpoint import load as f", "is compressed"),
+    "pt_bytearray": ("from facerec.files.checkpoint import load as f", "bytearray(5000000000)"),
     # What `facerec verify` does with its two images, with its one-line error.
     "verify": (
         "from facerec.inference import load_images\nf = lambda p: load_images([p])",
@@ -192,7 +192,7 @@ READERS = {
 def opened(bombs) -> dict[str, dict]:
     """Every bomb opened by its reader in one capped child: exit status, stderr lines, and
     how much the peak resident memory grew past the baseline (MB)."""
-    body = ["from facerec.cli import run_tool", "import json", "results = {}"]
+    body = ["from facerec.cli.errors import run_tool", "import json", "results = {}"]
     for name, (reader, _) in READERS.items():
         path = bombs["png" if name == "verify" else name]
         body += [
@@ -280,7 +280,7 @@ def test_a_bin_listing_one_image_many_times_converts_and_checks_it_once(tmp_path
 
 
 def test_a_checkpoint_with_bytes_and_bytearrays_still_loads(tmp_path):
-    from facerec import checkpoint
+    from facerec.files import checkpoint
 
     path = tmp_path / "ok.pt"
     state = {"model": {"w": torch.arange(6.0)}, "step": 1, "b": b"\x00\xff", "a": bytearray(b"z")}
@@ -290,7 +290,7 @@ def test_a_checkpoint_with_bytes_and_bytearrays_still_loads(tmp_path):
 
 
 def test_a_tensor_claiming_more_than_its_storage_is_refused(tmp_path):
-    from facerec import checkpoint
+    from facerec.files import checkpoint
 
     path = tmp_path / "expanded.pt"
     torch.save({"model": {"w": torch.zeros(1).expand(10**9)}, "step": 0}, path)
@@ -301,7 +301,7 @@ def test_a_tensor_claiming_more_than_its_storage_is_refused(tmp_path):
 
 
 def test_a_member_declaring_more_than_the_file_is_refused(tmp_path):
-    from facerec import checkpoint
+    from facerec.files import checkpoint
 
     path = tmp_path / "declared.pt"
     torch.save({"model": {"w": torch.zeros(4)}, "step": 0}, path)

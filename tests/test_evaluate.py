@@ -10,8 +10,8 @@ from torch.utils.data import Dataset
 
 from facerec.data.module import Pairs
 from facerec.eval.verification import evaluate_pairs
-from facerec.evaluate import Verifier
 from facerec.model import FaceModel
+from facerec.training.verifier import Verifier
 
 
 class FakeSet:

@@ -13,10 +13,12 @@ import torch
 from omegaconf import OmegaConf
 from test_train import compose_train, smoke_overrides
 
-from facerec import checkpoint, finetune, pretrained
+from facerec.files import checkpoint
+from facerec.inference import folder as pretrained
 from facerec.model import build_face_model, build_recognizer
 from facerec.optim import param_groups
-from facerec.train import run
+from facerec.training import finetune
+from facerec.training.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

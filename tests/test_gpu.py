@@ -19,18 +19,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.data.device_decode import decode_batch
 from facerec.data.pack_writer import pack_images
 from facerec.data.packed import PackedDataset
 from facerec.data.packed_module import PackedDataModule
 from facerec.model import Recognizer
 from facerec.model import build_recognizer as build
-from facerec.speed import compile_backbone, resolve_amp, resolve_compile
+from facerec.training.speed import compile_backbone, resolve_amp, resolve_compile
 
 pytestmark = pytest.mark.gpu
 
@@ -129,13 +128,6 @@ def test_device_decoding_loader_on_cuda_equals_decoding_in_the_workers(tmp_path)
         assert labels.tolist() == [plain[i][1] for i in chosen]
 
 
-def recognizer(num_classes: int = 50):
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=["backbone=mobilefacenet", "head=arcface"])
-    torch.manual_seed(0)
-    return build(cfg, num_classes=num_classes).train()
-
-
 def loss_and_grad(model, images, labels, amp=None, channels_last=False, compiled=False):
     """Loss and flat gradient of one forward/backward on the inputs' device."""
     if channels_last:
@@ -152,9 +144,11 @@ def loss_and_grad(model, images, labels, amp=None, channels_last=False, compiled
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(compose_train):
     """A float64 CPU forward/backward of MobileFaceNet + ArcFace (the independent answer)."""
-    base = recognizer()
+    cfg = compose_train("backbone=mobilefacenet", "head=arcface")
+    torch.manual_seed(0)
+    base = build(cfg, num_classes=50).train()
     torch.manual_seed(1)
     images, labels = torch.randn(32, 3, 112, 112), torch.randint(0, 50, (32,))
     loss, grad = loss_and_grad(copy.deepcopy(base).double(), images.double(), labels)

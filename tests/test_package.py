@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from facerec.commands import BENCHMARKS, COMMANDS, main
+from facerec.cli.commands import BENCHMARKS, COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,8 +103,12 @@ def test_the_wheel_installs_and_trains_outside_the_checkout(lfw_root, tiny_pairs
     wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert "facerec/configs/train.yaml" in names and "facerec/configs/head/arcface.yaml" in names
+    page = {f"facerec/serve/static/{f}" for f in ("index.html", "app.js", "style.css")}
+    assert page <= set(names)  # facerec serve's page ships in the wheel
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "facerec = facerec.commands:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert (
+        "facerec = facerec.cli.commands:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    )
 
     site = tmp_path / "site"
     install = subprocess.run(

@@ -14,11 +14,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from facerec.cli import CONFIG_DIR
 from facerec.data import (
     FaceFolder,
     PackedDataset,
@@ -32,7 +30,7 @@ from facerec.data.pack_writer import jpeg_sampling, pack_images
 from facerec.data.packed import read_pack_header
 from facerec.data.packed_module import PackedDataModule
 from facerec.data.transforms import augmentation, geometry, read_image
-from facerec.train import run
+from facerec.training.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 PEOPLE = {"Adrien_Brody", "Al_Gore", "Ali_Naimi", "Ana_Palacio"}  # 12 + 8 + 8 + 8 images
@@ -466,10 +464,9 @@ def overrides(lfw_root: Path, tmp_path: Path, data: str, root: Path, *extra: str
     ]
 
 
-def test_recordio_config_gives_a_training_loader(faces, lfw_root, tmp_path):
+def test_recordio_config_gives_a_training_loader(faces, lfw_root, tmp_path, compose_train):
     write_rec(tmp_path / "rec", insightface_records(faces))
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides(lfw_root, tmp_path, "recordio", tmp_path / "rec"))
+    cfg = compose_train(*overrides(lfw_root, tmp_path, "recordio", tmp_path / "rec"))
     data = instantiate(cfg.data)
     scan = data.setup()
     assert len(scan.paths) == len(faces) and data.classes == ["0", "1", "2"]
@@ -481,10 +478,9 @@ def test_recordio_config_gives_a_training_loader(faces, lfw_root, tmp_path):
 
 
 @pytest.mark.parametrize("decode", ["workers", "device"])
-def test_two_training_steps_on_a_pack(pack, lfw_root, tmp_path, decode):
+def test_two_training_steps_on_a_pack(pack, lfw_root, tmp_path, decode, compose_train):
     extra = ("trainer.max_steps=2", f"data.decode={decode}")
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides(lfw_root, tmp_path, "packed", pack, *extra))
+    cfg = compose_train(*overrides(lfw_root, tmp_path, "packed", pack, *extra))
     metrics = run(cfg)
     saved = json.loads((Path(metrics["run_dir"]) / "metrics.json").read_text())
     assert saved["step"] == 2 and 0.0 <= saved["accuracy"] <= 1.0

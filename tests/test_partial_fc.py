@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.criteria.collectives import class_shard, clip_grad_norm_
 from facerec.criteria.partial_fc import PartialFC
 from facerec.heads.arcface import ArcFace

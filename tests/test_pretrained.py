@@ -14,15 +14,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file, save_file
 
-from facerec import inference, pretrained
-from facerec.cli import CONFIG_DIR
-from facerec.commands import main as facerec
+from facerec import inference
+from facerec.cli.commands import main as facerec
+from facerec.configs import CONFIG_DIR
+from facerec.inference import folder as pretrained
 
 
 @pytest.fixture(scope="module")
 def exported(lfw_root, tiny_pairs, tmp_path_factory):
     """``(checkpoint, folder, pairs)``: 2 training steps on LFW, then ``facerec export``."""
-    from facerec.train import run
+    from facerec.training.run import run
 
     tmp = tmp_path_factory.mktemp("pretrained")
     pairs = tiny_pairs
@@ -217,3 +218,42 @@ def test_a_crafted_folder_is_refused_in_one_line(kind, exported, lfw_root, tmp_p
     assert not marker.exists()
     with pytest.raises(ValueError, match=r"facerec|refused|JSON|safetensors|fit|tensors"):
         pretrained.load_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------------------------
+# files of the previous release
+
+OLD_CONFIG = Path(__file__).parent / "fixtures" / "pretrained_v1_config.json"
+
+
+def test_a_folder_written_by_the_previous_release_loads_and_exports_again(tmp_path):
+    """``tests/fixtures/pretrained_v1_config.json`` is the config.json the release before the
+    typed spec wrote (its describe(), aligned LFW preprocessing); the weights are Hydra's build
+    of its sections, the reference the typed rebuild must reproduce."""
+    from facerec.model import build_face_model
+
+    config = json.loads(OLD_CONFIG.read_text())
+    torch.manual_seed(0)
+    reference = build_face_model(config).eval()
+    folder = tmp_path / "old"
+    folder.mkdir()
+    shutil.copy(OLD_CONFIG, folder / "config.json")
+    save_file(reference.state_dict(), str(folder / "model.safetensors"))
+    loaded = inference.load(folder, "cpu")
+    prep = loaded.spec.preprocessing
+    assert (prep.image_size, prep.center_crop, prep.channels_last) == (112, 150, True)
+    assert (prep.alignment.select, prep.alignment.on_missing, prep.alignment.size) == (
+        "largest", "center", 112
+    )  # fmt: skip
+    assert inference.preparation(loaded.config)["method"] == "aligned"
+    assert loaded.meta["step"] == 3 and loaded.spec.embedding_size == 8
+    x = torch.randint(0, 256, (2, 3, 112, 112), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), reference(x))
+
+    # exported again: the preprocessing and the training record are kept as they were
+    assert facerec(["export", str(folder), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["preprocessing"]["center_crop"] == 150
+    assert again["preprocessing"]["alignment"]["select"] == "largest"
+    assert again["training"] == config["training"] and again["backbone"] == config["backbone"]

@@ -17,9 +17,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from facerec import checkpoint
-from facerec.cli import CONFIG_DIR
-from facerec.run_dir import RunLock
+from facerec.configs import CONFIG_DIR
+from facerec.files import checkpoint
+from facerec.training.run_dir import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def test_too_few_pairs_for_ten_folds_fails_before_step_one(tmp_path):
     ],
 )
 def test_impossible_values_are_one_line_errors_naming_the_key(override, key):
-    from facerec.validate import check_config
+    from facerec.training.validate import check_config
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["data.root=/nowhere", *override.split()])
@@ -168,7 +168,7 @@ def test_disk_full_keeps_the_previous_checkpoint_and_cleans_up(tmp_path, monkeyp
 def test_disk_full_mid_run_then_resume_finishes(tmp_path, monkeypatch):
     """In-process: the write of step 3 fails, the run stops with the message; resume=auto
     continues from step 2 and ends at step 4 (leftover temporary files removed)."""
-    from facerec.train import run
+    from facerec.training.run import run
 
     data = faces(tmp_path / "d")
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -214,7 +214,7 @@ def test_a_run_directory_is_locked_and_a_killed_holder_leaves_no_stale_lock(tmp_
         RunLock(tmp_path)
     held.release()
     code = (
-        "import sys, time; from pathlib import Path; from facerec.run_dir import RunLock;"
+        "import sys, time; from pathlib import Path; from facerec.training.run_dir import RunLock;"
         " lock = RunLock(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env(),

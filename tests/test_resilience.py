@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch import nn
 
-from facerec import checkpoint
-from facerec.engine import NonFiniteError, NonFiniteGuard, train_step
+from facerec.files import checkpoint
+from facerec.training.engine import NonFiniteError, NonFiniteGuard, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from facerec.app import threads_per_job
-from facerec.commands import main as facerec
+from facerec.cli.commands import main as facerec
+from facerec.cli.train import threads_per_job
 
 ROOT = Path(__file__).resolve().parents[1]
 

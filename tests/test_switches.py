@@ -6,19 +6,16 @@ import copy
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from facerec.cli import CONFIG_DIR
 from facerec.model import Recognizer
 from facerec.model import build_recognizer as build
-from facerec.speed import compile_backbone, resolve_amp, resolve_compile
-
-CONFIGS = CONFIG_DIR
+from facerec.training.speed import compile_backbone, resolve_amp, resolve_compile
 
 
-def recognizer():
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=["backbone=mobilefacenet", "head=arcface"])
+@pytest.fixture
+def base(compose_train):
+    """MobileFaceNet + ArcFace for 10 classes, initialised from seed 0, in training mode."""
+    cfg = compose_train("backbone=mobilefacenet", "head=arcface")
     torch.manual_seed(0)
     return build(cfg, num_classes=10).train()
 
@@ -40,8 +37,7 @@ def loss_and_grads(model, images, labels, channels_last=False, amp=None):
         ("bf16 autocast", {"amp": torch.bfloat16}, 5e-2),  # 8-bit mantissa: a loose match
     ],
 )
-def test_switch_gives_the_plain_loss(switch, kwargs, rtol):
-    base = recognizer()
+def test_switch_gives_the_plain_loss(switch, kwargs, rtol, base):
     torch.manual_seed(1)
     images, labels = torch.randn(8, 3, 112, 112), torch.randint(0, 10, (8,))
     if switch == "channels_last":
@@ -60,10 +56,10 @@ def test_switch_gives_the_plain_loss(switch, kwargs, rtol):
 
 
 @pytest.mark.slow  # compiling takes over a minute on a 2-core CPU
-def test_compile_gives_the_plain_loss_and_gradients():
+def test_compile_gives_the_plain_loss_and_gradients(base):
     # float64: fused kernels reorder sums and compute BatchNorm statistics their own way
     # (4e-8 of the gradient here); a wrong kernel would be off by far more than 1e-6.
-    base = recognizer().double()
+    base = base.double()
     torch.manual_seed(1)
     images, labels = torch.randn(8, 3, 112, 112).double(), torch.randint(0, 10, (8,))
     plain_loss, plain_grads = loss_and_grads(copy.deepcopy(base), images, labels)

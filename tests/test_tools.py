@@ -17,11 +17,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from facerec import inference
-from facerec.cli import CONFIG_DIR
+from facerec.configs import CONFIG_DIR
 from facerec.data.binpack_writer import pack_pairs
 from facerec.data.transforms import normalize
 from facerec.eval import evaluate_pairs, hardest_pairs
 from facerec.eval.plots import pair_grid_image
+from facerec.inference.preprocessing import preprocessing_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -109,7 +110,7 @@ def tiny_pairs(out: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(lfw_root, tmp_path_factory):
     """``(checkpoint, pairs file)``: mobilefacenet + arcface after one step on LFW."""
-    from facerec.train import run
+    from facerec.training.run import run
 
     tmp = tmp_path_factory.mktemp("tools")
     pairs = tiny_pairs(tmp / "pairs_tiny.txt")
@@ -258,15 +259,30 @@ def test_verify_prints_a_decision_with_its_threshold_source(checkpoint_copy, lfw
     err = capsys.readouterr().err
     assert "no threshold" in err and "--threshold" in err and "evaluate.py" in err
 
-    # 3.99: nearly every pair is "same" (a file at 4.0 itself is refused, test_security.py)
+    # A file at 3.99 would call nearly every pair "same": refused in one line naming it.
     inference.save_threshold(checkpoint_copy, "lfw_devtest", {"threshold": 3.99, "accuracy": 1}, 1)
     result = run_script("verify", checkpoint_copy, a, b)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2 and not result.stdout
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and "refused" in err[0] and "threshold 3.99" in err[0]
+    assert str(inference.threshold_path(checkpoint_copy)) in err[0]
+
+    # The same number as the user's own --threshold: used, with a warning.
+    result = run_script("verify", checkpoint_copy, a, b, "--threshold", "3.99")
+    assert result.returncode == 0 and "warning" in result.stderr and "3.99" in result.stderr
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
     cosine, distance = float(lines["cosine similarity"]), float(lines["squared distance"])
     assert distance == pytest.approx(2 - 2 * cosine, abs=2e-4)
     assert lines["decision"].strip().startswith("same person")  # every distance is < 4
+    assert "--threshold, yours" in lines["threshold"]
+
+    # A plausible file: used, its accuracy quoted as the file's claim.
+    inference.save_threshold(checkpoint_copy, "lfw_devtest", {"threshold": 1.5, "accuracy": 1}, 1)
+    result = run_script("verify", checkpoint_copy, a, b)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
     assert str(inference.threshold_path(checkpoint_copy)) in lines["threshold"]
+    assert "the file's claim" in lines["threshold"] and "1.5000" in lines["threshold"]
 
     code = call_script("verify", checkpoint_copy, a, b, "--threshold", "0")
     assert code == 0  # nothing is below 0: "different people", exit status 0 all the same
@@ -428,7 +444,7 @@ def test_tools_align_raw_photos_end_to_end(checkpoint_copy, lfw_root, tmp_path, 
     """verify.py and extract.py with --align on two raw photos; the checkpoint's preparation
     (here centre crop) is the default, and the other choice is warned about."""
     pytest.importorskip("facenet_pytorch", reason="the align extra: pip install 'facerec[align]'")
-    from facerec import checkpoint
+    from facerec.files import checkpoint
 
     monkeypatch.setenv("FACEREC_ALIGN_CACHE", str(tmp_path / "cache"))
     a, b = lfw_images(lfw_root, ["Aaron_Peirsol"])[:2]
@@ -444,6 +460,8 @@ def test_tools_align_raw_photos_end_to_end(checkpoint_copy, lfw_root, tmp_path, 
     # A checkpoint whose config says its images were aligned: aligned by default, no warning.
     state = checkpoint.load(checkpoint_copy)
     state["config"]["data"]["align"] = {"select": "largest", "on_missing": "center"}
+    # as the trainer writes it: the checkpoint's preprocessing entry is what every tool reads
+    state["preprocessing"] = preprocessing_entry(state["config"])
     aligned_ckpt = checkpoint.save(state, tmp_path / "aligned.pt")
     _, cfg, _ = inference.load_model(aligned_ckpt, "cpu")
     assert inference.preparation(cfg)["method"] == "aligned"

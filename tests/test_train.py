@@ -14,9 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from facerec import checkpoint
-from facerec.cli import CONFIG_DIR
-from facerec.train import run
+from facerec.configs import CONFIG_DIR
+from facerec.files import checkpoint
+from facerec.training.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -268,7 +268,7 @@ def test_tar_at_far_hand_case(far_target, tar, far):
 
 def test_tar_at_far_of_tied_distances_reports_the_far_it_got():
     """A collapsed model (every distance equal): TAR 1 comes with FAR 1, not 1e-3, which is
-    what the trainer's log line points out (facerec.report)."""
+    what the trainer's log line points out (facerec.training.report)."""
     issame = fold_layout(10, 30)
     r = tar_at_far(np.full(issame.size, 0.5), issame, make_folds(issame), far_target=1e-3)
     assert r.tar == 1.0 and r.far == 1.0

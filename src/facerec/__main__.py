@@ -2,6 +2,6 @@
 
 import sys
 
-from facerec.commands import main
+from facerec.cli.commands import main
 
 sys.exit(main())

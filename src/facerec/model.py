@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -20,7 +21,14 @@ from facerec import distributed
 from facerec.criteria.base import Criterion
 from facerec.data.transforms import normalize
 
-__all__ = ["FaceModel", "HeadFactory", "Recognizer", "build_face_model", "build_recognizer"]
+__all__ = [
+    "FaceModel",
+    "HeadFactory",
+    "Recognizer",
+    "build_face_model",
+    "build_recognizer",
+    "embed_batches",
+]
 
 
 class FaceModel(nn.Module):
@@ -41,7 +49,7 @@ class FaceModel(nn.Module):
 
         ``images`` are uint8 pixels, normalised here to ``(x - 127.5) / 127.5``, or a float
         tensor already normalised that way (the ONNX export's input, see
-        :data:`facerec.inference.PREPROCESSING`).
+        :data:`facerec.inference.images.PREPROCESSING`).
         """
         if images.dtype == torch.uint8:
             images = self.preprocess(images)
@@ -54,10 +62,14 @@ class FaceModel(nn.Module):
 
 
 def build_face_model(cfg: Mapping[str, Any]) -> FaceModel:
-    """Backbone -> embedding from a config's ``backbone`` and ``embedding`` sections.
+    """Backbone -> embedding from a composed training config's ``backbone`` and ``embedding``.
+
+    A training config is code by design (its ``_target_``s are imported); a *saved* config (a
+    checkpoint's, a model folder's) never comes here: it is read as data into a
+    :class:`facerec.inference.spec.ModelSpec`, whose ``build()`` calls facerec's own classes.
 
     Args:
-        cfg: a composed training config (DictConfig) or a checkpoint's ``config`` dict.
+        cfg: a composed training config (DictConfig).
 
     Returns:
         A freshly initialised :class:`FaceModel` (no head).
@@ -156,3 +168,56 @@ def build_recognizer(
                                embedding_size=size, rank=rank, world_size=world,
                                seed=int(cfg.seed))  # fmt: skip
     return Recognizer(build_face_model(cfg), criterion)
+
+
+@torch.no_grad()
+def embed_batches(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 256,
+    flip: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw embeddings of uint8 images, and of their horizontal mirrors, in eval mode.
+
+    The model's train/eval mode is restored afterwards.
+
+    Args:
+        model: uint8 images ``(B, 3, H, W)`` -> embeddings ``(B, D)`` (a
+            :class:`facerec.model.FaceModel`, which normalises its input).
+        images: uint8 ``(M, 3, H, W)`` on any device; moved batch by batch.
+        device: where the model is.
+        batch_size: images per forward pass (each with its mirror, so 2x on the device).
+        flip: also embed the mirrors.
+        amp_dtype: autocast dtype, or None for full precision.
+        channels_last: feed NHWC tensors (as the model was trained with).
+
+    Returns:
+        ``(emb, emb_flip)``: float32 ``(M, D)`` each, not normalised; ``emb_flip`` is None
+        without ``flip``.
+    """
+    was_training = model.training
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
+    plain, mirror = [], []
+    try:
+        for start in range(0, len(images), batch_size):
+            # uint8 on the device: the model normalises its input itself.
+            batch = images[start : start + batch_size].to(device)
+            # The image and its mirror in one forward pass: one batch, twice the width.
+            both = torch.cat([batch, batch.flip(3)]) if flip else batch
+            with autocast:
+                emb = model(both.contiguous(memory_format=memory_format)).float()
+            plain.append(emb[: len(batch)].cpu())
+            if flip:
+                mirror.append(emb[len(batch) :].cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(plain).numpy(), torch.cat(mirror).numpy() if flip else None

@@ -7,14 +7,16 @@
 - :mod:`~facerec.align.folder`: :func:`align_files` / :func:`align_folder` with the cache
   manifest and the :class:`Summary` of what happened to every file.
 - :mod:`~facerec.align.dataset`: aligned copies for a data module (``data=lfw_aligned``).
-- :mod:`~facerec.align.tool`: ``scripts/align.py SRC DST``.
+- :mod:`~facerec.align.prepare`: that alignment as the data module's ``prepare`` step (the
+  LFW data configs' ``_target_``; ``facerec.data`` never imports ``facerec.align``).
+- :mod:`~facerec.cli.align`: ``facerec align SRC DST``.
 """
 
 from __future__ import annotations
 
 import importlib
 
-# Lazy (PEP 562): `facerec.align.tool --help` and the tools' argument parsers import this
+# Lazy (PEP 562): `facerec.cli.align --help` and the tools' argument parsers import this
 # package without paying for torch, OpenCV and albumentations.
 _EXPORTS = {
     "ARCFACE_TEMPLATE": "transform",

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from facerec import distributed
-from facerec.checkpoint import load_module_state
+from facerec.files.checkpoint import load_module_state
 
 __all__ = ["Criterion"]
 

@@ -77,7 +77,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.parallel import DistributedDataParallel
 
-from facerec import checkpoint, distributed
+from facerec import distributed
 from facerec.criteria.base import Criterion
 from facerec.criteria.collectives import (
     ShardedCrossEntropy,
@@ -88,6 +88,7 @@ from facerec.criteria.collectives import (
     num_classes_as,
 )
 from facerec.criteria.margin import add_regularizer
+from facerec.files import checkpoint
 
 __all__ = ["PartialFC", "class_shard"]
 

@@ -1,8 +1,9 @@
 """Face data: folder, packed and RecordIO datasets, transforms, samplers and verification pairs."""
 
 from facerec.data.folder import FaceFolder, scan_folder
+from facerec.data.folder_module import FaceDataModule, PrepareFolder
 from facerec.data.identity_sampler import IdentitySampler
-from facerec.data.module import DataModule, FaceDataModule, PairsSet
+from facerec.data.module import DataModule, PairsSet
 from facerec.data.pack_writer import pack_folder, pack_images
 from facerec.data.packed import PackedDataset
 from facerec.data.packed_module import PackedDataModule
@@ -18,6 +19,7 @@ __all__ = [
     "PackedDataModule",
     "PackedDataset",
     "PairsSet",
+    "PrepareFolder",
     "RecordIODataModule",
     "RecordIODataset",
     "ResumableSampler",

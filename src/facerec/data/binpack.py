@@ -10,15 +10,15 @@ A pack is one pickle of ``(bins, issame_list)``:
 insightface reads them with ``pickle.load(f, encoding="bytes")`` (the released packs were
 written by Python 2, whose ``str`` becomes ``bytes`` that way), then ``mx.image.imdecode`` on each
 entry. :func:`read_bin` does the same with OpenCV, through an unpickler that only rebuilds plain
-containers, bytes and numpy arrays: a pickle can run arbitrary code, a ``.bin`` from the internet
-should not be able to. :func:`write_bin` writes the same format (as insightface's
-``lfw2pack.py``), :func:`pack_pairs` turns an LFW-format pairs list into a pack and
-:class:`BinSet` is a verification set next to :class:`facerec.data.module.PairsSet`.
+containers, bytes and numpy arrays (:mod:`facerec.data.pack_pickle`): a pickle can run arbitrary
+code, a ``.bin`` from the internet should not be able to. :func:`write_bin` writes the same
+format (as insightface's ``lfw2pack.py``), :func:`pack_pairs` turns an LFW-format pairs list
+into a pack and :class:`BinSet` is a verification set next to
+:class:`facerec.data.module.PairsSet`.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,66 +29,10 @@ from torch.utils.data import Dataset
 
 from facerec.data.decode import check_decodes, decode_image
 from facerec.data.module import Pairs
+from facerec.data.pack_pickle import load_pack_pickle
 from facerec.data.transforms import geometry, to_tensor
 
 __all__ = ["BinPack", "BinSet", "read_bin"]
-
-# What a pack's pickle may reference: containers and bytes are opcodes, not globals, so only
-# the helpers that numpy arrays/scalars (a numpy ``issame`` array) and protocol-2 bytes need.
-_ALLOWED_GLOBALS = {
-    ("numpy", "dtype"),
-    ("numpy", "ndarray"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"),  # protocol 5 arrays
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-}
-
-
-def _latin1(text: object, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-    """``_codecs.encode`` as protocol-2 pickles of ``bytes`` use it, and only so.
-
-    Any other codec is refused: a chain of ``hex_codec`` calls doubles a string at each link
-    (a few hundred bytes of pickle -> gigabytes).
-    """
-    if not isinstance(text, str) or encoding.lower().replace("_", "-") not in _LATIN1:
-        raise _Refused(f"refusing _codecs.encode(..., {encoding!r}): only latin-1 text")
-    return text.encode("latin-1", errors)
-
-
-def _bytearray(source: object = b"", encoding: str = "latin-1", errors: str = "strict") -> bytes:
-    """``bytearray`` as protocol-2 pickles of one use it (from a latin-1 string), as bytes.
-
-    ``bytearray(5_000_000_000)`` from an 8 KB pickle would allocate 5 GB: a number is refused.
-    """
-    if isinstance(source, str):
-        return _latin1(source, encoding, errors)
-    if isinstance(source, (bytes, bytearray)):
-        return bytes(source)
-    raise _Refused(f"refusing bytearray({type(source).__name__}): only encoded bytes")
-
-
-_LATIN1 = ("latin-1", "latin1", "iso-8859-1", "iso8859-1")
-# Stand-ins that rebuild the same values, refusing the arguments that allocate from a number.
-_GUARDED = {("_codecs", "encode"): _latin1, ("builtins", "bytearray"): _bytearray}
-
-
-class _Refused(pickle.UnpicklingError):
-    pass
-
-
-class _PackUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _GUARDED:
-            return _GUARDED[module, name]
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise _Refused(
-                f"refusing to load {module}.{name}: a verification pack holds only images and "
-                f"booleans (a pickle naming other objects could run code)"
-            )
-        return super().find_class(module, name)
 
 
 @dataclass(frozen=True)
@@ -161,17 +105,13 @@ def read_bin(path: str | Path, check_images: bool = True) -> BinPack:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"verification pack not found: {path}")
-    try:
-        with path.open("rb") as f:
-            obj = _PackUnpickler(f, encoding="bytes").load()
-    except _Refused as error:
-        raise ValueError(f"{path}: not a verification pack ({error})") from None
-    except Exception as error:  # EOFError, garbage opcodes, ...: all mean "not a pickle"
-        raise ValueError(
-            f"{path}: not a verification pack (not a readable pickle: "
-            f"{type(error).__name__}: {error})"
-        ) from None
+    bins, labels = _pair(load_pack_pickle(path), path)
+    issame = _issame(labels, path)  # before the images: a bad label is found without decoding
+    return BinPack(_images(bins, path, check_images), issame)
 
+
+def _pair(obj: object, path: Path) -> tuple[Sequence, Sequence]:
+    """``(bins, labels)`` of an unpickled pack: ``2N`` entries and ``N`` labels, ``N > 0``."""
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise ValueError(
             f"{path}: expected a pickled (bins, issame_list) pair, got {type(obj).__name__}"
@@ -193,13 +133,22 @@ def read_bin(path: str | Path, check_images: bool = True) -> BinPack:
         )
     if not labels:
         raise ValueError(f"{path}: holds no pairs")
+    return bins, labels
 
+
+def _issame(labels: Sequence, path: Path) -> np.ndarray:
+    """``(N,)`` bool from ``N`` labels, each a bool or 0/1."""
     issame = np.empty(len(labels), dtype=bool)
     for i, value in enumerate(labels):
         flag = _as_bool(value)
         if flag is None:
             raise ValueError(f"{path}: issame label {i} is {value!r}, not a boolean")
         issame[i] = flag
+    return issame
+
+
+def _images(bins: Sequence, path: Path, check_images: bool) -> list[bytes]:
+    """The ``2N`` entries as encoded-image bytes, each checked to decode if ``check_images``."""
     # An entry the pickle lists many times (a memo reference costs it 2 bytes) is converted
     # and checked once: otherwise a 1 MB pack naming one array 500,000 times makes as many
     # copies, or decodes one image as many times.
@@ -218,7 +167,7 @@ def read_bin(path: str | Path, check_images: bool = True) -> BinPack:
                 check_decodes(data, f"{path}: image {k} (pair {k // 2})")
             seen[id(item)] = data
         images.append(data)
-    return BinPack(images, issame)
+    return images
 
 
 class _PackImages(Dataset):

@@ -1,27 +1,25 @@
-"""What a ``data=...`` config instantiates: the training set, its loader and verification sets."""
+"""What every ``data=...`` config shares: the data-module base (loader, sharding), verification
+sets over an image folder and the unlabelled image lists they and the tools read.
+
+The data modules themselves: :mod:`facerec.data.folder_module` (identity folders, LFW),
+:mod:`facerec.data.packed_module` and :mod:`facerec.data.recordio` (indexed files).
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
 
 from facerec.data.decode import read_image
-from facerec.data.folder import FaceFolder, FolderScan, scan_folder
-from facerec.data.pairs import read_pairs, read_people
+from facerec.data.pairs import read_pairs
 from facerec.data.sampler import ResumableSampler
-from facerec.data.scan import default_cache, scan_dataset
-from facerec.data.transforms import augmentation, geometry, to_tensor
-from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
-
-log = logging.getLogger(__name__)
+from facerec.data.transforms import geometry, to_tensor
+from facerec.data.unreadable import blank_image, read_or_blank
 
 
 class ImageList(Dataset):
@@ -192,146 +190,4 @@ class DataModule:
             pin_memory=torch.cuda.is_available(),
             drop_last=True,  # equal batches on all ranks; BatchNorm needs more than one sample
             persistent_workers=workers > 0,
-        )
-
-
-class FaceDataModule(DataModule):
-    """Training data: an identity-folder dataset with its transforms and loader.
-
-    Args:
-        root: dataset folder (``root/<identity>/<image>``), or the folder that holds
-            ``image_dir`` and ``people_file`` (LFW).
-        image_dir: sub-folder of ``root`` with the identity folders (None: ``root`` itself).
-        people_file: file under ``root`` listing the identities to train on (None: all).
-        min_images: identities with fewer images are dropped.
-        image_size: side of the square training images.
-        center_crop: side of the centre crop taken before resizing (None: none).
-        hflip: random horizontal flips.
-        augment: further random transforms after the flip (``augment=...``; None: none).
-        batch_size: images per step on each process.
-        num_workers: DataLoader worker processes per training process.
-        preload: decode and crop every image once into RAM (uint8) before training.
-        verify_images: decode every image at start-up (cached by size and mtime, see
-            :mod:`facerec.data.scan`), report problems by path and leave unreadable files out.
-        val: verification sets by name.
-        align: None (centre crop), or :class:`facerec.align.AlignOptions` fields: ``setup()``
-            then detects and aligns the training images and the verification sets' images in
-            ``image_dir`` once (see :mod:`facerec.align.dataset`) and reads the aligned copies.
-        align_cache: folder of the aligned copies (None: ``<image_dir>/../aligned``).
-        align_device: where the face detector runs.
-    """
-
-    def __init__(
-        self,
-        root: str,
-        image_dir: str | None = None,
-        people_file: str | None = None,
-        min_images: int = 1,
-        image_size: int = 112,
-        center_crop: int | None = None,
-        hflip: bool = True,
-        augment: A.BaseCompose | None = None,
-        batch_size: int = 128,
-        num_workers: int = 2,
-        preload: bool = False,
-        verify_images: bool = False,
-        val: Mapping[str, PairsSet] | None = None,
-        align: Mapping | None = None,
-        align_cache: str | None = None,
-        align_device: str = "cpu",
-    ) -> None:
-        super().__init__(batch_size, num_workers, val)
-        self.align = dict(align) if align is not None else None
-        self.align_cache = align_cache
-        self.align_device = align_device
-        self.verify_images = verify_images
-        self.root = Path(root)
-        self.image_root = self.root / image_dir if image_dir else self.root
-        self.people_file = self.root / people_file if people_file else None
-        self.min_images = min_images
-        self.image_size = image_size
-        self.center_crop = center_crop
-        self.hflip = hflip
-        self.augment = augment
-        self.preload = preload
-        self.scan: FolderScan | None = None
-
-    @property
-    def source(self) -> Path:
-        return self.image_root
-
-    @property
-    def loader_workers(self) -> int:
-        # Decoded images need no worker processes: what is left per sample (a flip, the
-        # augment group's jitter on a 112 px image) costs well under 1 ms.
-        return 0 if self.preload else self.num_workers
-
-    def setup(self) -> FolderScan:
-        """Scan the training folder (fast: no image is decoded) and report what was found."""
-        people = set(read_people(self.people_file)) if self.people_file else None
-        scan = scan_folder(self.image_root, people, self.min_images)
-        if self.verify_images:
-            report = scan_dataset(self.image_root, self.min_images, max(1, self.num_workers),
-                                  default_cache(self.image_root))  # fmt: skip
-            for line in report.lines():
-                log.info("scan: %s", line)
-            bad = {Path(p) for p in report.unreadable}
-            keep = np.array([p not in bad for p in scan.paths], dtype=bool)
-            scan = replace(scan, paths=[p for p, k in zip(scan.paths, keep, strict=True) if k],
-                           labels=scan.labels[keep])  # fmt: skip
-        if self.align is not None:
-            scan = self._aligned(scan)
-        self.scan = scan
-        log.info("training data %s: %s", self.image_root, self.scan.summary())
-        return self.scan
-
-    def _aligned(self, scan: FolderScan) -> FolderScan:
-        """Align once (cached), then read the aligned copies; images without a crop leave."""
-        from facerec.align.dataset import align_training_data
-
-        options = {"size": self.image_size, **self.align}
-        root, summary = align_training_data(self.image_root, scan.paths, self.val, options,
-                                            self.align_cache, self.align_device)  # fmt: skip
-        missing = {Path(p) for p in summary.missing}
-        keep = np.array([p.resolve() not in missing for p in scan.paths], dtype=bool)
-        paths = [root / p.relative_to(self.image_root) for p in np.array(scan.paths)[keep]]
-        self.image_root, self.center_crop = root, None
-        return replace(scan, paths=paths, labels=scan.labels[keep])
-
-    def _decode_all(self, paths: list[Path], show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Decode + crop + resize every image once.
-
-        Returns:
-            uint8 ``(N, H, W, 3)`` images and a bool ``(N,)`` mask of the readable ones
-            (unreadable files are logged by path and later skipped like in streaming mode).
-        """
-        cache = np.empty((len(paths), self.image_size, self.image_size, 3), dtype=np.uint8)
-        readable = np.ones(len(paths), dtype=bool)
-        loader = DataLoader(
-            TolerantImages(ImageList(paths, self.image_size, self.center_crop)),
-            batch_size=64,
-            num_workers=self.num_workers,
-        )
-        done = 0
-        for batch, ok in tqdm(loader, desc="preload", unit="batch", disable=not show_progress):
-            cache[done : done + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
-            readable[done : done + len(batch)] = ok.numpy()
-            done += len(batch)
-        if not readable.all():
-            bad = [str(p) for p, ok in zip(paths, readable, strict=True) if not ok]
-            log.warning("preload: %d unreadable images will be skipped: %s", len(bad), bad[:10])
-        return cache, readable
-
-    def train_dataset(self, scan: FolderScan, show_progress: bool) -> FaceFolder:
-        cache, labels = None, scan.labels
-        if self.preload:
-            cache, readable = self._decode_all(scan.paths, show_progress)
-            # Marked now, served blank by FaceFolder, dropped and counted by the trainer.
-            labels = np.where(readable, scan.labels, UNREADABLE)
-        return FaceFolder(
-            scan.paths,
-            labels,
-            geometry(self.image_size, self.center_crop),
-            augmentation(self.hflip, self.augment),
-            cache,
         )

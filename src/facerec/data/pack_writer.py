@@ -9,9 +9,10 @@ import multiprocessing
 import os
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import albumentations as A
 import cv2
@@ -21,13 +22,13 @@ from tqdm import tqdm
 from facerec.data.decode import check_header, decode_image, jpeg_frame, read_file
 from facerec.data.encoded import DatasetInfo
 from facerec.data.folder import scan_folder
+from facerec.data.pack_shards import TMP, Shards
 from facerec.data.packed import (
     COLUMNS,
     DEFAULT_SHARD_BYTES,
     FORMAT,
     HEADER,
     INDEX,
-    SHARD_FILE,
     VERSION,
     PackedDataset,
 )
@@ -106,56 +107,6 @@ class _Encoder:
         return buf.tobytes() if ok else f"{path}: cannot encode"
 
 
-_TMP = ".tmp"
-
-
-class _Shards:
-    """The shard files of a pack being written: each is written under a temporary name and
-    renamed by :meth:`commit`, so a failed or killed pack leaves no shard behind."""
-
-    def __init__(self, out: Path, shard_bytes: int) -> None:
-        self.out = out
-        self.shard_bytes = shard_bytes
-        self.shards: list[dict] = []
-        self.handle = None
-
-    def _tmp(self, shard: dict) -> Path:
-        return self.out / (shard["file"] + _TMP)
-
-    def write(self, data: bytes) -> tuple[int, int, int]:
-        """Append one record; its ``(shard, offset, length)``."""
-        full = self.handle is not None and self.shards[-1]["bytes"] + len(data) > self.shard_bytes
-        if self.handle is None or (full and self.shards[-1]["images"]):
-            if self.handle is not None:
-                self.handle.close()
-            self.shards.append({"file": SHARD_FILE.format(len(self.shards)), "bytes": 0,
-                                "images": 0})  # fmt: skip
-            self.handle = self._tmp(self.shards[-1]).open("wb")
-        shard = self.shards[-1]
-        where = (len(self.shards) - 1, shard["bytes"], len(data))
-        self.handle.write(data)
-        shard["bytes"] += len(data)
-        shard["images"] += 1
-        return where
-
-    def commit(self) -> list[dict]:
-        """Close and rename the shards to their final names; their header entries."""
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        for shard in self.shards:
-            os.replace(self._tmp(shard), self.out / shard["file"])
-        return self.shards
-
-    def discard(self) -> None:
-        """Delete the shards not committed (nothing after :meth:`commit`)."""
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        for shard in self.shards:
-            self._tmp(shard).unlink(missing_ok=True)
-
-
 def pack_images(
     paths: Sequence[Path],
     labels: Sequence[int] | np.ndarray,
@@ -171,8 +122,11 @@ def pack_images(
     source: str = "",
     overwrite: bool = False,
     show_progress: bool = False,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> DatasetInfo:
     """Decode, centre crop, resize and re-encode images into a pack folder.
+
+    Over 60 lines only by its documented options; the body is five named steps.
 
     Args:
         paths: image files.
@@ -181,8 +135,7 @@ def pack_images(
         out: the pack folder (created).
         image_size: side of the stored square images.
         center_crop: side of the centre crop taken before resizing (None: none).
-        quality: JPEG quality of the stored images (95: re-encoding error well below what
-            training augmentations do; smaller files at lower values).
+        quality: JPEG quality (95: re-encoding error far below the augmentations').
         shard_bytes: start a new shard file beyond this size.
         workers: encoding processes (0: this process).
         reduce: decode JPEGs at 1/2, 1/4 or 1/8 scale (DCT-domain) when the crop still has
@@ -193,6 +146,8 @@ def pack_images(
         source: where the images came from (recorded in the header).
         overwrite: replace an existing pack in ``out``.
         show_progress: show a progress bar.
+        preprocessing: the header's ``preprocessing`` entry (``Preprocessing.to_dict()``,
+            built by the command); None: ``image_size`` and ``center_crop`` say it.
 
     Returns:
         The pack's :class:`DatasetInfo`. Unreadable sources are skipped, logged and listed in
@@ -203,6 +158,28 @@ def pack_images(
         ValueError: nothing to pack, labels out of range, or no source image was readable.
     """
     out = Path(out)
+    labels = _checked_labels(paths, labels, classes, chroma)
+    _clear(out, overwrite)
+    encoder = _Encoder(image_size, center_crop, int(quality), reduce, chroma)
+    start = time.perf_counter()
+    rows, shards, unreadable = _encode_into_shards(encoder, paths, labels, out, shard_bytes,
+                                                   workers, show_progress)  # fmt: skip
+    _replace(out / INDEX, lambda f: np.save(f, rows))
+    seconds = round(time.perf_counter() - start, 2)
+    header = _header(encoder, classes, shards, len(rows), source, unreadable, seconds)
+    if preprocessing is not None:
+        header["preprocessing"] = dict(preprocessing)
+    # Last: its presence marks a complete pack.
+    _replace(out / HEADER, lambda f: f.write(json.dumps(header, indent=1).encode("utf-8")))
+    info = PackedDataset(out).info
+    log.info("packed %s: %s", out, info.summary())
+    return info
+
+
+def _checked_labels(
+    paths: Sequence[Path], labels: Sequence[int] | np.ndarray, classes: Sequence[str], chroma: str
+) -> np.ndarray:
+    """``labels`` as int64 ``(N,)``, one per path, each in ``0..len(classes)-1``."""
     if chroma not in ("420", "444"):
         raise ValueError(f"chroma must be '420' or '444', got {chroma!r}")
     labels = np.asarray(labels, dtype=np.int64)
@@ -210,18 +187,32 @@ def pack_images(
         raise ValueError(f"need one label per image, got {len(paths)} images, {len(labels)} labels")
     if labels.min() < 0 or labels.max() >= len(classes):
         raise ValueError(f"labels must be in 0..{len(classes) - 1}")
+    return labels
+
+
+def _clear(out: Path, overwrite: bool) -> None:
+    """Make ``out`` and remove an old pack there (refused unless ``overwrite``)."""
     if (out / HEADER).exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a pack (pass overwrite to replace it)")
     out.mkdir(parents=True, exist_ok=True)
     # The old header goes first (an interrupted repack is then no pack at all), and a smaller
     # new pack must not leave the old one's extra shards behind.
-    for stale in [out / HEADER, *out.glob("shard-*.dat"), *out.glob(f"shard-*.dat{_TMP}")]:
+    for stale in [out / HEADER, *out.glob("shard-*.dat"), *out.glob(f"shard-*.dat{TMP}")]:
         stale.unlink(missing_ok=True)
 
-    encoder = _Encoder(image_size, center_crop, int(quality), reduce, chroma)
-    start = time.perf_counter()
+
+def _encode_into_shards(
+    encoder: _Encoder, paths: Sequence[Path], labels: np.ndarray, out: Path, shard_bytes: int,
+    workers: int, show_progress: bool,
+) -> tuple[np.ndarray, list[dict], list[str]]:  # fmt: skip
+    """Encode every path (in ``workers`` processes) and append it to the shards in order.
+
+    Returns:
+        The int64 ``(n, len(COLUMNS))`` index rows of the ``n`` packed images, the committed
+        shards' header entries and the unreadable paths (logged, not packed).
+    """
     rows = np.empty((len(paths), len(COLUMNS)), dtype=np.int64)
-    writer = _Shards(out, shard_bytes)
+    writer = Shards(out, shard_bytes)
     unreadable: list[str] = []
     n = 0
     pool = multiprocessing.get_context().Pool(workers) if workers > 0 else None
@@ -244,34 +235,39 @@ def pack_images(
         writer.discard()  # after a failure: no shard of a pack that has no header
         if pool is not None:
             pool.terminate()  # all results are in (or packing failed): nothing to wait for
+    return rows[:n], shards, unreadable
 
-    tmp = out / (INDEX + ".tmp")
-    with tmp.open("wb") as f:
-        np.save(f, rows[:n])
-    os.replace(tmp, out / INDEX)
-    header = {
+
+def _header(
+    encoder: _Encoder, classes: Sequence[str], shards: list[dict], num_images: int,
+    source: str, unreadable: list[str], seconds: float,
+) -> dict:  # fmt: skip
+    """The pack's ``pack.json`` contents (read back by :class:`PackedDataset`)."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "columns": list(COLUMNS),
-        "image_size": image_size,
-        "center_crop": center_crop,
-        "quality": int(quality),
-        "chroma": chroma,
+        "image_size": encoder.image_size,
+        "center_crop": encoder.center_crop,
+        "quality": encoder.quality,
+        "chroma": encoder.chroma,
         "encoding": "jpeg",
-        "num_images": n,
+        "num_images": num_images,
         "num_classes": len(classes),
         "classes": list(classes),
         "shards": shards,
         "source": source,
         "unreadable": unreadable,
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": seconds,
     }
-    tmp = out / (HEADER + ".tmp")
-    tmp.write_text(json.dumps(header, indent=1), encoding="utf-8")
-    os.replace(tmp, out / HEADER)  # last: its presence marks a complete pack
-    info = PackedDataset(out).info
-    log.info("packed %s: %s", out, info.summary())
-    return info
+
+
+def _replace(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file, then rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 def pack_folder(

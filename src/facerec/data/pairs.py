@@ -77,55 +77,67 @@ def read_pairs(
             are shown), or the header's count disagrees with the lines.
     """
     pairs_file, image_root = Path(pairs_file), Path(image_root)
-    lines = _lines(pairs_file, "pairs")
-
-    expected = None
-    first_tokens = lines[0][1].split() if lines else []
-    if first_tokens and all(_int_or_none(t) is not None for t in first_tokens):
-        header_no, header = lines[0]
-        counts = [int(t) for t in first_tokens]
-        if len(counts) not in (1, 2) or min(counts) < 1:
-            raise ValueError(
-                f"{pairs_file}:{header_no}: expected a header 'n_folds pairs_per_fold' or "
-                f"'pairs_per_kind', got {header!r}"
-            )
-        expected = 2 * int(np.prod(counts))
-        lines = lines[1:]
+    expected, lines = _pairs_header(pairs_file, _lines(pairs_file, "pairs"))
     if not lines:
         raise ValueError(f"{pairs_file}: contains no pairs")
 
     paths: list[tuple[Path, Path]] = []
     issame: list[bool] = []
-    line_of: list[int] = []
     for line_no, text in lines:
-        tokens = text.split()
-        if len(tokens) == 3 and _positive(tokens[1]) and _positive(tokens[2]):
-            name1, i, name2, j = tokens[0], tokens[1], tokens[0], tokens[2]
-        elif len(tokens) == 4 and _positive(tokens[1]) and _positive(tokens[3]):
-            name1, i, name2, j = tokens
-            if name1 == name2:
-                raise ValueError(
-                    f"{pairs_file}:{line_no}: a 4-field line is a different-person pair but names "
-                    f"{name1!r} twice: {text!r}"
-                )
-        else:
-            raise ValueError(
-                f"{pairs_file}:{line_no}: malformed pair line {text!r}; expected 'name i j' "
-                f"(same person) or 'name1 i name2 j' (different people), i and j positive "
-                f"integers"
-            )
-        paths.append(
-            (image_path(image_root, name1, int(i), ext), image_path(image_root, name2, int(j), ext))
-        )
-        issame.append(len(tokens) == 3)
-        line_of.append(line_no)
+        name1, i, name2, j = _pair_line(pairs_file, line_no, text)
+        paths.append((image_path(image_root, name1, i, ext), image_path(image_root, name2, j, ext)))
+        issame.append(name1 == name2)  # only a 3-field line may name one person twice
 
     if expected is not None and expected != len(paths):
         raise ValueError(
             f"{pairs_file}: the header promises {expected} pairs but the file has {len(paths)} "
             f"(truncated or wrong file?)"
         )
+    _check_images(pairs_file, image_root, [n for n, _ in lines], paths)
+    return paths, np.array(issame, dtype=bool)
 
+
+def _pairs_header(
+    pairs_file: Path, lines: list[tuple[int, str]]
+) -> tuple[int | None, list[tuple[int, str]]]:
+    """``(pairs the header promises or None, the lines after it)``: a first line of integers
+    only is the header, ``F N`` or ``N``."""
+    first_tokens = lines[0][1].split() if lines else []
+    if not first_tokens or any(_int_or_none(t) is None for t in first_tokens):
+        return None, lines
+    header_no, header = lines[0]
+    counts = [int(t) for t in first_tokens]
+    if len(counts) not in (1, 2) or min(counts) < 1:
+        raise ValueError(
+            f"{pairs_file}:{header_no}: expected a header 'n_folds pairs_per_fold' or "
+            f"'pairs_per_kind', got {header!r}"
+        )
+    return 2 * int(np.prod(counts)), lines[1:]
+
+
+def _pair_line(pairs_file: Path, line_no: int, text: str) -> tuple[str, int, str, int]:
+    """``(name1, i, name2, j)`` of one pair line, ``name1 == name2`` for ``name i j``."""
+    tokens = text.split()
+    if len(tokens) == 3 and _positive(tokens[1]) and _positive(tokens[2]):
+        return tokens[0], int(tokens[1]), tokens[0], int(tokens[2])
+    if len(tokens) == 4 and _positive(tokens[1]) and _positive(tokens[3]):
+        if tokens[0] == tokens[2]:
+            raise ValueError(
+                f"{pairs_file}:{line_no}: a 4-field line is a different-person pair but names "
+                f"{tokens[0]!r} twice: {text!r}"
+            )
+        return tokens[0], int(tokens[1]), tokens[2], int(tokens[3])
+    raise ValueError(
+        f"{pairs_file}:{line_no}: malformed pair line {text!r}; expected 'name i j' "
+        f"(same person) or 'name1 i name2 j' (different people), i and j positive "
+        f"integers"
+    )
+
+
+def _check_images(
+    pairs_file: Path, image_root: Path, line_of: list[int], paths: list[tuple[Path, Path]]
+) -> None:
+    """Raise FileNotFoundError naming the first few missing images and their pairs lines."""
     if not image_root.is_dir():
         raise FileNotFoundError(f"image root not found (or not a folder): {image_root}")
     missing: dict[Path, int] = {}
@@ -140,7 +152,6 @@ def read_pairs(
             f"{pairs_file}: {len(missing)} image(s) named by the pairs are missing under "
             f"{image_root}:\n{shown}" + (f"\n  ... and {more} more" if more > 0 else "")
         )
-    return paths, np.array(issame, dtype=bool)
 
 
 def read_people_folds(people_file: str | Path) -> list[dict[str, int]]:
@@ -168,19 +179,12 @@ def read_people_folds(people_file: str | Path) -> list[dict[str, int]]:
     if not lines:
         raise ValueError(f"{people_file}: is empty")
 
-    def count_line(k: int) -> int:
-        line_no, text = lines[k]
-        tokens = text.split()
-        if len(tokens) != 1 or _int_or_none(tokens[0]) is None or int(tokens[0]) < 0:
-            raise ValueError(f"{people_file}:{line_no}: expected a count, got {text!r}")
-        return int(tokens[0])
-
-    first = count_line(0)
+    first = _count_line(people_file, lines[0])
     multi_fold = len(lines) > 1 and len(lines[1][1].split()) == 1
     n_blocks = first if multi_fold else 1
     k = 1
     folds: list[dict[str, int]] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # name -> the line that listed it, across folds
     for _ in range(n_blocks):
         if multi_fold:
             if k >= len(lines):
@@ -188,32 +192,12 @@ def read_people_folds(people_file: str | Path) -> list[dict[str, int]]:
                     f"{people_file}: the header promises {n_blocks} folds, the file has "
                     f"{len(folds)}"
                 )
-            n_people, k = count_line(k), k + 1
+            n_people, k = _count_line(people_file, lines[k]), k + 1
         else:
             n_people = first
-        fold: dict[str, int] = {}
-        for _ in range(n_people):
-            if k >= len(lines):
-                raise ValueError(
-                    f"{people_file}: ended early: a count line promised {n_people} people, "
-                    f"found {len(fold)}"
-                )
-            line_no, text = lines[k]
-            tokens = text.split()
-            if len(tokens) != 2 or not _positive(tokens[1]):
-                raise ValueError(
-                    f"{people_file}:{line_no}: malformed people line {text!r}; expected "
-                    f"'name n_images' with n_images a positive integer"
-                )
-            if tokens[0] in seen:
-                raise ValueError(
-                    f"{people_file}:{line_no}: {tokens[0]!r} is already listed on line "
-                    f"{seen[tokens[0]]}"
-                )
-            seen[tokens[0]] = line_no
-            fold[tokens[0]] = int(tokens[1])
-            k += 1
+        fold = _people_block(people_file, lines[k : k + n_people], n_people, seen)
         folds.append(fold)
+        k += n_people
     if k < len(lines):
         line_no, text = lines[k]
         raise ValueError(
@@ -221,6 +205,42 @@ def read_people_folds(people_file: str | Path) -> list[dict[str, int]]:
             f"{sum(map(len, folds))} people (wrong count in a header?)"
         )
     return folds
+
+
+def _count_line(people_file: Path, line: tuple[int, str]) -> int:
+    """The non-negative integer alone on a header or fold-count line."""
+    line_no, text = line
+    tokens = text.split()
+    if len(tokens) != 1 or _int_or_none(tokens[0]) is None or int(tokens[0]) < 0:
+        raise ValueError(f"{people_file}:{line_no}: expected a count, got {text!r}")
+    return int(tokens[0])
+
+
+def _people_block(
+    people_file: Path, lines: list[tuple[int, str]], n_people: int, seen: dict[str, int]
+) -> dict[str, int]:
+    """One fold's ``{name: count}`` from its ``name n`` lines; records each name in ``seen``."""
+    fold: dict[str, int] = {}
+    for line_no, text in lines:
+        tokens = text.split()
+        if len(tokens) != 2 or not _positive(tokens[1]):
+            raise ValueError(
+                f"{people_file}:{line_no}: malformed people line {text!r}; expected "
+                f"'name n_images' with n_images a positive integer"
+            )
+        if tokens[0] in seen:
+            raise ValueError(
+                f"{people_file}:{line_no}: {tokens[0]!r} is already listed on line "
+                f"{seen[tokens[0]]}"
+            )
+        seen[tokens[0]] = line_no
+        fold[tokens[0]] = int(tokens[1])
+    if len(fold) < n_people:
+        raise ValueError(
+            f"{people_file}: ended early: a count line promised {n_people} people, "
+            f"found {len(fold)}"
+        )
+    return fold
 
 
 def read_people(people_file: str | Path) -> dict[str, int]:

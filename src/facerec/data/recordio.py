@@ -20,7 +20,6 @@ The format, as dmlc-core's ``recordio.h`` writes it and insightface's ``MXFaceDa
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,118 +29,28 @@ import numpy as np
 from facerec.data.encoded import DatasetInfo, EncodedImages
 from facerec.data.indexed_module import IndexedDataModule
 from facerec.data.module import PairsSet
+from facerec.data.recordio_format import (
+    MIN_RECORD,
+    class_label,
+    read_idx,
+    read_record,
+    unpack,
+)
 
-__all__ = ["RecordIODataModule", "RecordIODataset", "read_idx", "read_record", "unpack"]
-
-MAGIC = 0xCED7230A
-_MAGIC_BYTES = struct.pack("<I", MAGIC)
-_PART = struct.Struct("<II")  # magic, lrec
-IR_HEADER = struct.Struct("<IfQQ")  # flag, label, id, id2 (24 bytes, as mxnet's 'IfQQ')
-_LENGTH_MASK = (1 << 29) - 1
-_MIN_RECORD = _PART.size + IR_HEADER.size  # the smallest record: part header + IRHeader
-
-
-def read_idx(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a ``.idx`` file.
-
-    Returns:
-        ``(keys, offsets)``: int64 ``(N,)`` each, in file order.
-
-    Raises:
-        FileNotFoundError: naming the file.
-        ValueError: naming the file and line: a line that is not ``key<TAB>offset``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"RecordIO index not found: {path}")
-    keys, offsets = [], []
-    with path.open("rb") as f:
-        for line_no, line in enumerate(f, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            try:
-                key, offset = (int(t) for t in tokens)
-            except ValueError:
-                raise ValueError(
-                    f"{path}:{line_no}: expected 'key<TAB>offset', got {line[:80]!r}"
-                ) from None
-            keys.append(key)
-            offsets.append(offset)
-    if not keys:
-        raise ValueError(f"{path}: empty RecordIO index")
-    return np.asarray(keys, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+__all__ = ["RecordIODataModule", "RecordIODataset"]
 
 
-def read_record(rec: np.ndarray, offset: int, where: str = "record") -> bytes | np.ndarray:
-    """The payload of the record starting at ``offset`` (its parts joined).
+class _KeyLookup:
+    """Offsets of record keys through the index sorted once (``.idx`` lines need not be)."""
 
-    Args:
-        rec: the whole ``.rec`` file, uint8 ``(S,)`` (a memory map).
-        offset: byte offset of the record's first part.
-        where: how to name the record in errors.
+    def __init__(self, keys: np.ndarray, offsets: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.offsets = keys[order], offsets[order]
 
-    Returns:
-        uint8 ``(L,)`` view of the file for a one-part record (no copy), bytes otherwise.
-
-    Raises:
-        OSError: naming ``where``: no magic word at a part, a part running past the end of the
-            file, or an out-of-order continuation flag.
-    """
-    parts: list[np.ndarray] = []
-    pos = offset
-    while True:
-        if pos < 0 or pos + 8 > rec.size:
-            raise OSError(f"{where}: offset {pos} is past the end of the file ({rec.size} bytes)")
-        magic, lrec = _PART.unpack(rec[pos : pos + 8])
-        if magic != MAGIC:
-            raise OSError(f"{where}: no RecordIO magic at offset {pos} (corrupt file or index)")
-        flag, length = lrec >> 29, lrec & _LENGTH_MASK
-        if pos + 8 + length > rec.size:
-            raise OSError(f"{where}: part at {pos} runs past the end of the file (truncated)")
-        if flag not in ((2, 3) if parts else (0, 1)):
-            raise OSError(f"{where}: continuation flag {flag} out of order at offset {pos}")
-        parts.append(rec[pos + 8 : pos + 8 + length])
-        pos += 8 + ((length + 3) & ~3)
-        if flag in (0, 3):
-            break
-    if len(parts) == 1:
-        return parts[0]
-    # The writer cut the record at each aligned occurrence of the magic word.
-    return _MAGIC_BYTES.join(p.tobytes() for p in parts)
-
-
-def unpack(payload: bytes | np.ndarray) -> tuple[int, np.ndarray, int, int, memoryview]:
-    """Split a record's payload as mxnet's ``recordio.unpack`` does.
-
-    Returns:
-        ``(flag, labels float32 (max(flag, 1),), id, id2, image bytes)``.
-
-    Raises:
-        OSError: the payload is shorter than its header says.
-    """
-    view = memoryview(payload).cast("B")
-    if len(view) < IR_HEADER.size:
-        raise OSError(f"record of {len(view)} bytes is shorter than its IRHeader")
-    flag, label, id1, id2 = IR_HEADER.unpack(view[: IR_HEADER.size])
-    rest = view[IR_HEADER.size :]
-    if flag > 0:
-        if len(rest) < 4 * flag:
-            raise OSError(f"record header says {flag} labels, only {len(rest)} bytes follow")
-        return flag, np.frombuffer(rest[: 4 * flag], dtype="<f4"), id1, id2, rest[4 * flag :]
-    return flag, np.array([label], dtype=np.float32), id1, id2, rest
-
-
-def _class_label(labels: np.ndarray, where: str) -> int:
-    """A record's class: ``labels[0]`` (insightface's rule when a record carries several).
-
-    Raises:
-        OSError: naming ``where``: the label is not a finite whole number.
-    """
-    value = float(labels[0])
-    if not np.isfinite(value) or value != round(value):
-        raise OSError(f"{where}: label {value} is not a class number")
-    return int(value)
+    def __call__(self, wanted: np.ndarray) -> np.ndarray:
+        """Offsets of ``wanted`` keys, -1 where the index has no such key."""
+        at = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        return np.where(self.keys[at] == wanted, self.offsets[at], -1)
 
 
 class RecordIODataset(EncodedImages):
@@ -187,54 +96,55 @@ class RecordIODataset(EncodedImages):
                 f"{self.idx_path}: offsets past the end of {self.rec_path} ({size} bytes): "
                 f"the index belongs to another file, or the .rec is truncated"
             )
-        order = np.argsort(keys, kind="stable")
-        sorted_keys, sorted_offsets = keys[order], offsets[order]
-
-        def lookup(wanted: np.ndarray) -> np.ndarray:
-            """Offsets of ``wanted`` keys, -1 where the index has no such key."""
-            at = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
-            return np.where(sorted_keys[at] == wanted, sorted_offsets[at], -1)
-
-        rec = self._map()
+        lookup = _KeyLookup(keys, offsets)
         header_offset = int(lookup(np.array([0]))[0])
         if header_offset < 0:
             raise ValueError(f"{self.idx_path}: no record 0 (the header record)")
         try:
-            flag, labels, *_ = unpack(read_record(rec, header_offset, "header record 0"))
+            flag, labels, *_ = unpack(read_record(self._map(), header_offset, "header record 0"))
         except OSError as error:
             raise ValueError(f"{self.rec_path}: unreadable header record: {error}") from None
         if flag > 0:
-            # insightface's layout: images 1..a-1, then b-a identity records.
-            first_identity, end = self._layout(labels)
-            image_keys = np.arange(1, first_identity, dtype=np.int64)
-            self.offsets = lookup(image_keys)
-            num_classes = end - first_identity
-            missing = image_keys[self.offsets < 0]
-            if missing.size:
-                raise ValueError(
-                    f"{self.idx_path}: the header record says images are keys 1.."
-                    f"{first_identity - 1} but {missing.size} are not in the index, e.g. "
-                    f"{missing[:3].tolist()}"
-                )
+            num_classes = self._images_from_header(labels, lookup)
         else:
-            # No header: every record is an image and the labels give the classes (one pass).
-            image_keys, self.offsets = keys, offsets
-            labels = [self._label(rec, o, k) for k, o in zip(keys.tolist(), offsets.tolist(),
-                                                             strict=True)]  # fmt: skip
-            num_classes = 1 + max(labels)
-            if num_classes > len(keys):  # a list of that many class names would come next
-                raise ValueError(
-                    f"{self.rec_path}: a record's label is {num_classes - 1}, but the file holds"
-                    f" {len(keys)} records: labels must lie in 0..{len(keys) - 1}"
-                )
-        self.keys = image_keys
+            num_classes = self._images_from_labels(keys, offsets)
         self.classes = [str(c) for c in range(num_classes)]
+
+    def _images_from_header(self, labels: np.ndarray, lookup: _KeyLookup) -> int:
+        """insightface's layout: images are keys ``1..a-1``, then ``b-a`` identity records;
+        sets ``keys``/``offsets`` and returns the number of classes."""
+        first_identity, end = self._layout(labels)
+        self.keys = np.arange(1, first_identity, dtype=np.int64)
+        self.offsets = lookup(self.keys)
+        missing = self.keys[self.offsets < 0]
+        if missing.size:
+            raise ValueError(
+                f"{self.idx_path}: the header record says images are keys 1.."
+                f"{first_identity - 1} but {missing.size} are not in the index, e.g. "
+                f"{missing[:3].tolist()}"
+            )
+        return end - first_identity
+
+    def _images_from_labels(self, keys: np.ndarray, offsets: np.ndarray) -> int:
+        """No header: every record is an image and the labels give the classes (one pass);
+        sets ``keys``/``offsets`` and returns the number of classes."""
+        rec = self._map()
+        labels = [self._label(rec, o, k) for k, o in zip(keys.tolist(), offsets.tolist(),
+                                                         strict=True)]  # fmt: skip
+        num_classes = 1 + max(labels)
+        if num_classes > len(keys):  # a list of that many class names would come next
+            raise ValueError(
+                f"{self.rec_path}: a record's label is {num_classes - 1}, but the file holds"
+                f" {len(keys)} records: labels must lie in 0..{len(keys) - 1}"
+            )
+        self.keys, self.offsets = keys, offsets
+        return num_classes
 
     def _layout(self, labels: np.ndarray) -> tuple[int, int]:
         """The header record's ``(a, b)``: images are keys ``1..a-1``, identities ``a..b-1``.
 
         Checked before anything is allocated from them: each of those ``b - 1`` records takes
-        at least :data:`_MIN_RECORD` bytes of the ``.rec``, so a 16 KB file cannot claim a
+        at least :data:`MIN_RECORD` bytes of the ``.rec``, so a 16 KB file cannot claim a
         billion images.
 
         Raises:
@@ -249,11 +159,11 @@ class RecordIODataset(EncodedImages):
             )
         first, end = (int(v) for v in values)
         size = self.rec_path.stat().st_size
-        if not 1 <= first <= end or (end - 1) * _MIN_RECORD > size:
+        if not 1 <= first <= end or (end - 1) * MIN_RECORD > size:
             raise ValueError(
                 f"{self.rec_path}: refused: the header record says images are keys 1..{first - 1}"
                 f" and identities keys {first}..{end - 1}, more records than its {size:,} bytes"
-                f" can hold ({_MIN_RECORD} bytes each at least)"
+                f" can hold ({MIN_RECORD} bytes each at least)"
             )
         return first, end
 
@@ -265,7 +175,7 @@ class RecordIODataset(EncodedImages):
 
     def _label(self, rec: np.ndarray, offset: int, key: int) -> int:
         _, labels, *_ = unpack(read_record(rec, offset, f"{self.rec_path}: record {key}"))
-        return _class_label(labels, f"{self.rec_path}: record {key}")
+        return class_label(labels, f"{self.rec_path}: record {key}")
 
     @property
     def info(self) -> DatasetInfo:
@@ -292,7 +202,7 @@ class RecordIODataset(EncodedImages):
             _, labels, _, _, image = unpack(payload)
         except OSError as error:
             raise OSError(f"{self.where(index)}: {error}") from None
-        label = _class_label(labels, self.where(index))
+        label = class_label(labels, self.where(index))
         if not 0 <= label < len(self.classes):
             raise OSError(f"{self.where(index)}: label {label} outside 0..{len(self.classes) - 1}")
         return np.frombuffer(image, dtype=np.uint8), label

@@ -39,7 +39,7 @@ def pair_grid_image(
     """Pairs of faces side by side, each pair captioned (e.g. with its distance).
 
     For the hardest pairs of an evaluation (:func:`facerec.eval.hardest_pairs`, images from
-    :meth:`facerec.evaluate.Verifier.pair_images`).
+    :meth:`facerec.training.verifier.Verifier.pair_images`).
 
     Args:
         images_a: uint8 ``(K, 3, H, W)`` first image of each pair (numpy or a CPU tensor).

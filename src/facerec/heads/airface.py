@@ -28,7 +28,7 @@ class AirFace(MarginHead):
         m: Additive angular margin in radians.
     """
 
-    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    # Valid hyper-parameter ranges, checked at start-up (facerec.training.validate): `head.<key>`.
     bounds: ClassVar[dict[str, tuple[float, float]]] = {"m": (0.0, math.pi / 2)}
 
     def __init__(

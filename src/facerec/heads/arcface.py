@@ -85,7 +85,7 @@ class ArcFace(MarginHead):
         ValueError: If ``fallback`` is not one of the three options.
     """
 
-    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    # Valid hyper-parameter ranges, checked at start-up (facerec.training.validate): `head.<key>`.
     bounds: ClassVar[dict[str, tuple[float, float]]] = {"m": (0.0, math.pi / 2)}
 
     def __init__(

@@ -30,7 +30,7 @@ class CombinedMargin(MarginHead):
         m3: Additive cosine margin.
     """
 
-    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    # Valid hyper-parameter ranges, checked at start-up (facerec.training.validate): `head.<key>`.
     bounds: ClassVar[dict[str, tuple[float, float]]] = {
         "m1": (1.0, 4.0),
         "m2": (0.0, math.pi / 2),

@@ -24,7 +24,7 @@ class CosFace(MarginHead):
         m: Additive cosine margin.
     """
 
-    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    # Valid hyper-parameter ranges, checked at start-up (facerec.training.validate): `head.<key>`.
     bounds: ClassVar[dict[str, tuple[float, float]]] = {"m": (0.0, 1.0)}
 
     def __init__(

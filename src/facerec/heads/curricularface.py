@@ -72,7 +72,7 @@ class CurricularFace(ArcFace):
         ValueError: If ``momentum`` is not in ``[0, 1]``.
     """
 
-    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    # Valid hyper-parameter ranges, checked at start-up (facerec.training.validate): `head.<key>`.
     bounds: ClassVar[dict[str, tuple[float, float]]] = {
         "m": (0.0, math.pi / 2),
         "momentum": (0.0, 1.0),

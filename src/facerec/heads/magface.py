@@ -55,7 +55,7 @@ class MagFace(MarginHead):
         ValueError: If ``0 < l_a < u_a`` does not hold or ``fallback`` is unknown.
     """
 
-    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    # Valid hyper-parameter ranges, checked at start-up (facerec.training.validate): `head.<key>`.
     bounds: ClassVar[dict[str, tuple[float, float]]] = {
         "l_m": (0.0, math.pi / 2),
         "u_m": (0.0, math.pi / 2),

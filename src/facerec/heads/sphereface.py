@@ -65,7 +65,7 @@ class SphereFace(MarginHead):
         ValueError: If ``m`` is not a positive integer.
     """
 
-    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    # Valid hyper-parameter ranges, checked at start-up (facerec.training.validate): `head.<key>`.
     bounds: ClassVar[dict[str, tuple[float, float]]] = {
         "m": (1, 4),
         "lambda_min": (0.0, math.inf),

@@ -48,7 +48,7 @@ class SubcenterArcFace(ArcFace):
         weight: Sub-centres, shape ``(C · k, D)``, class-major.
     """
 
-    # Valid hyper-parameter ranges, checked at start-up (facerec.validate): `head.<key>`.
+    # Valid hyper-parameter ranges, checked at start-up (facerec.training.validate): `head.<key>`.
     bounds: ClassVar[dict[str, tuple[float, float]]] = {"m": (0.0, math.pi / 2), "k": (1, 64)}
 
     def __init__(

@@ -1,0 +1,325 @@
+"""Training: ``run(cfg)`` builds everything from the config, then plain functions train.
+
+Launch (see README.md):
+    python train.py                                   # single process, device auto
+    python train.py head=cosface head.s=30 head.m=0.35 backbone=resnet50
+    torchrun --nproc_per_node=8 train.py data=folder data.root=/data/casia
+    sbatch --ntasks-per-node=8 scripts/slurm_train.sh data=folder data.root=/data/casia
+    python train.py trainer.resume=auto               # continue the latest run of this name
+
+The config stops at :func:`setup`: it builds a :class:`Training` of plain objects and numbers,
+and :func:`train_one_epoch`, :func:`evaluate` and :func:`save` work on that alone. The loop
+knows no criterion kind: DDP wrapping, the gradient norm, checkpoint entries and buffer
+broadcast are asked of the :class:`~facerec.model.Recognizer`, which asks its criterion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import random
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from facerec import distributed
+from facerec.files import checkpoint
+from facerec.files.checkpoint import TrainState
+from facerec.inference.preprocessing import preprocessing_entry
+from facerec.model import Recognizer, build_recognizer
+from facerec.optim import param_groups
+from facerec.training import finetune
+from facerec.training.engine import NonFiniteGuard, Preemption, train_step
+from facerec.training.loop import (
+    Preempted,
+    Training,
+    best_metric,
+    describe,
+    loop_settings,
+    scaled_lr,
+)
+from facerec.training.malloc import keep_freed_memory
+from facerec.training.report import Reporter
+from facerec.training.run_dir import check_same_run, open_run_dir, resolve_run_dir
+from facerec.training.speed import (
+    compile_backbone,
+    configure_kernels,
+    resolve_amp,
+    resolve_compile,
+)
+from facerec.training.validate import check_config
+from facerec.training.verifier import Verifier
+
+__all__ = ["Preempted", "Training", "fit", "run", "setup"]
+
+log = logging.getLogger("facerec")
+
+# The fewest samples a training micro-batch may have: BatchNorm in train mode needs two.
+MIN_BATCH = 2
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train as ``cfg`` says; returns what ``metrics.json`` holds.
+
+    Raises:
+        Preempted: after SIGTERM/SIGUSR1, once the checkpoint is written.
+    """
+    env = distributed.init(cfg.trainer.device)
+    try:
+        return fit(cfg, env)[0]
+    finally:
+        distributed.cleanup()
+
+
+def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recognizer]:
+    """The training run on this process; returns the metrics and the trained modules."""
+    training = setup(cfg, env)
+    with training.lock:
+        preemption = Preemption()
+        training.recognizer.train()
+        try:
+            while training.state.step < training.loop.total_steps:
+                train_one_epoch(training, preemption)
+        finally:
+            preemption.close()
+            training.report.close()
+        return finish(training), training.recognizer
+
+
+def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
+    """Check the config, build every object of the run, resume if asked: the config stops here.
+
+    Everything that can fail on bad input happens before the run directory is touched.
+    """
+    check_config(cfg, env.device)
+    seed_everything(cfg.seed)
+    tcfg = cfg.trainer
+    keep_freed_memory(tcfg.get("malloc", "auto"), env.device.type)  # CPU: no page fault per step
+    if tcfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    configure_kernels(env.device, tcfg.deterministic, tcfg.tf32)
+    amp = resolve_amp(tcfg.amp, env.device)
+    data = instantiate(cfg.data)
+    scan = data.setup()
+    verifiers = {
+        name: Verifier(s, tcfg.eval_batch_size, data.num_workers, tcfg.eval_fusion)
+        for name, s in data.val.items()
+    }
+    for verifier in verifiers.values() if env.is_main else ():  # rank 0 alone verifies
+        verifier.check(show_progress=tcfg.progress)
+    run_dir, resume_from = resolve_run_dir(cfg, env)
+    recognizer = build_recognizer(cfg, len(scan.classes), env)
+    if tcfg.sync_bn and env.enabled:
+        recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
+    loader = data.train_loader(env.rank, env.world_size, cfg.seed, show_progress=env.is_main,
+                               sampler=instantiate(cfg.sampler, _partial_=True))  # fmt: skip
+    loop = loop_settings(tcfg, env, len(loader), data.batch_size, amp, best_metric(tcfg, verifiers))
+    if tcfg.init_from and resume_from is None:
+        log.info(finetune.init_from(tcfg.init_from, recognizer.model))
+    recognizer.to(env.device, memory_format=loop.memory_format)
+    compile_step = resolve_compile(tcfg.compile, env.device)
+    lr = scaled_lr(cfg, loop.global_batch)
+    groups = finetune.lr_scaled_groups(recognizer.parts, tcfg.lr_scale, lr, cfg.optim.weight_decay,
+                                       param_groups)  # fmt: skip
+    optimizer = instantiate(cfg.optim, lr=lr)(groups)
+    build_stepper = partial(step_module, recognizer, compile_step, env)
+    stepper = finetune.BackboneFreeze(recognizer.model.backbone, tcfg.freeze_backbone_steps,
+                                      build_stepper)  # fmt: skip
+    scheduler = instantiate(cfg.sched)(
+        optimizer, steps_per_epoch=loop.steps_per_epoch, total_steps=loop.total_steps
+    )
+    scaler = torch.amp.GradScaler(env.device.type, enabled=loop.amp_dtype is torch.float16)
+    guard = NonFiniteGuard(tcfg.max_nonfinite_steps)
+    state = TrainState()
+    if resume_from is not None:
+        if tcfg.init_from:
+            log.info("trainer.init_from is not read: resuming the run from its own checkpoint")
+        check_same_run(resume_from[1].get("config"), cfg, resume_from[0])
+        state = resume(*resume_from, recognizer, scan.classes, optimizer,
+                       scheduler=scheduler, scaler=scaler, guard=guard)  # fmt: skip
+    lock = open_run_dir(cfg, run_dir, state.step) if env.is_main else contextlib.nullcontext()
+    if env.is_main:
+        log.info("run dir %s | %s | %s", run_dir, scan.summary(),
+                 describe(loop, env, lr, tcfg.lr_reference_batch, amp, compile_step))  # fmt: skip
+    report = Reporter(run_dir, env.is_main, loop.total_steps, state.step, tcfg.progress)
+    return Training(env, loop, run_dir, recognizer, stepper, loader, verifiers, optimizer,
+                    scheduler, scaler, guard, state, report, scan.classes,
+                    OmegaConf.to_container(cfg, resolve=True), lock)  # fmt: skip
+
+
+def resume(
+    path: Path, ckpt: dict[str, Any], recognizer: Recognizer, classes: list[str],
+    optimizer: torch.optim.Optimizer, **stateful: Any,
+) -> TrainState:  # fmt: skip
+    """Load checkpoint ``path`` into the run's objects; the criterion loads its own part."""
+    state = checkpoint.restore_training(ckpt, path, recognizer.model, classes, **stateful)
+    recognizer.criterion.restore(ckpt, path, optimizer)
+    log.info("resumed from %s at step %d", path, state.step)
+    return state
+
+
+def step_module(recognizer: Recognizer, compile_step: bool, env: distributed.Dist) -> nn.Module:
+    """What the training step runs through; it shares every parameter with ``recognizer``,
+    which verification and checkpoints keep using (eager, plain state-dict keys)."""
+    stepper = recognizer
+    if compile_step:
+        stepper = Recognizer(compile_backbone(recognizer.model), recognizer.criterion)
+    if not env.enabled:
+        return stepper
+    return stepper.data_parallel(None if env.device.type == "cpu" else [env.device])
+
+
+def train_one_epoch(t: Training, preemption: Preemption) -> None:
+    """Steps from the current position to the end of its epoch (or of the run).
+
+    Raises:
+        Preempted: a rank got SIGTERM/SIGUSR1; the checkpoint is written first.
+    """
+    loop, state = t.loop, t.state
+    epoch, offset = divmod(state.step, loop.steps_per_epoch)
+    t.loader.sampler.set_epoch(epoch, offset * loop.accumulate * loop.batch_size)
+    batches = iter(t.loader)
+    for _ in range(offset, loop.steps_per_epoch):
+        micro = [device_batch(t, *batch) for batch in itertools.islice(batches, loop.accumulate)]
+        # BatchNorm in train mode needs two samples: smaller leftovers of unreadable images are
+        # dropped (counted), and a step with nothing left on some rank is skipped on all.
+        micro = [batch for batch in micro if len(batch[1]) >= MIN_BATCH]
+        lr = t.optimizer.param_groups[0]["lr"]
+        if distributed.all_agree(bool(micro), t.env.device):
+            stepper = t.stepper.module(state.step)
+            loss, norm, finite = train_step(stepper, micro, t.optimizer, t.scheduler, t.scaler,
+                                            loop.amp_dtype, loop.grad_clip,
+                                            t.recognizer.clip_grad_norm_)  # fmt: skip
+            t.guard.update(finite, state.step + 1, lr, t.scaler)
+        else:
+            loss = norm = skip_empty_step(t, lr)
+        state.step += 1
+        t.report.count(loop.global_batch)
+        done = state.step >= loop.total_steps
+        if done or state.step % loop.log_every == 0:
+            log_scalars(t, loss, norm, lr)
+        if done:
+            save(t, "last")  # the final weights are on disk before anything that could fail
+        if done or (loop.eval_every and state.step % loop.eval_every == 0):
+            evaluate(t)
+            save(t, "last")
+        elif state.step % loop.checkpoint_every == 0:
+            save(t, "last")
+        if done:
+            return
+        if preemption.requested(t.env.device):
+            save(t, "last")
+            distributed.barrier()
+            log.warning("preemption signal: checkpoint written at step %d", state.step)
+            raise Preempted(state.step, loop.preempt_exit_code)
+
+
+def skip_empty_step(t: Training, lr: float) -> torch.Tensor:
+    """A step with no trainable batch: the schedule moves on, the weights do not. Returns NaN
+    for the logged loss and norm (there are none); it is not a non-finite step."""
+    t.state.skipped_batches += 1
+    t.scheduler.step()
+    log.warning("step %d: no batch of >= %d readable images, step skipped (%d in all, lr %.3e)",
+                t.state.step + 1, MIN_BATCH, t.state.skipped_batches, lr)  # fmt: skip
+    return torch.tensor(float("nan"))
+
+
+def log_scalars(t: Training, loss: torch.Tensor, norm: torch.Tensor, lr: float) -> None:
+    """The step's TensorBoard scalars (and, without a progress bar, a log line)."""
+    scalars = {"loss": loss.item(), "lr": lr, "grad_norm": norm.item(),
+               "skipped_steps": t.guard.skipped, "skipped_samples": t.state.skipped_samples,
+               "skipped_batches": t.state.skipped_batches}  # fmt: skip
+    t.report.train_scalars(t.state.step, {**scalars, **t.recognizer.criterion.scalars()})
+
+
+def device_batch(
+    t: Training, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch on the training device, without its unreadable images (label -1)."""
+    keep = labels >= 0
+    if not bool(keep.all()):
+        t.state.skipped_samples += int((~keep).sum())
+        images, labels = images[keep], labels[keep]
+    images = images.to(t.env.device, non_blocking=True)
+    labels = labels.to(t.env.device, non_blocking=True)
+    return images.contiguous(memory_format=t.loop.memory_format), labels
+
+
+def evaluate(t: Training) -> None:
+    """Rank 0 verifies on every set; the others wait at the barrier; a new best is saved."""
+    t.report.pause()
+    improved = False
+    if t.env.is_main:
+        for name, verifier in t.verifiers.items():
+            result = verifier.evaluate(t.recognizer.model, t.env.device,
+                                       amp_dtype=t.loop.amp_dtype,
+                                       channels_last=t.loop.channels_last,
+                                       show_progress=t.loop.progress)  # fmt: skip
+            t.state.results[name] = result.summary()
+            t.report.verification(name, result, t.state.step, verifier)
+            if name == t.loop.best_metric and result.accuracy > t.state.best:
+                t.state.best, t.state.best_step = result.accuracy, t.state.step
+                improved = True
+    if distributed.broadcast(improved):  # on every rank: a criterion may write per-rank files
+        save(t, "best")
+    distributed.barrier()
+    t.report.resume()
+
+
+def save(t: Training, tag: str) -> None:
+    """Write ``best.pt`` (``tag="best"``) or the next step checkpoint (``"last"``)."""
+    t.report.pause()
+    folder = t.run_dir / "checkpoints"
+    name = "best" if tag == "best" else f"step_{t.state.step:09d}"
+    entries = t.recognizer.criterion.checkpoint_entries(
+        t.optimizer, folder, name, t.state.step, t.loop.keep_checkpoints
+    )
+    if t.env.is_main:
+        ckpt = checkpoint.training_checkpoint(
+            t.recognizer.model, t.state, t.state.step // t.loop.steps_per_epoch, t.classes,
+            t.config, {"scheduler": t.scheduler, "scaler": t.scaler, "guard": t.guard}, entries,
+            preprocessing_entry(t.config),
+        )  # fmt: skip
+        if tag == "best":
+            checkpoint.save(ckpt, folder / "best.pt")
+        else:
+            checkpoint.save_step(ckpt, folder, keep=t.loop.keep_checkpoints)
+    t.report.resume()
+
+
+def finish(t: Training) -> dict[str, Any]:
+    """Synchronise the ranks' buffers and write ``metrics.json``; returns the metrics."""
+    t.recognizer.broadcast_buffers()
+    state = t.state
+    metrics = {
+        "step": state.step,
+        "epoch": state.step / t.loop.steps_per_epoch,
+        "images_per_sec": t.report.images_per_sec,
+        "skipped_steps": t.guard.skipped,
+        "skipped_samples": state.skipped_samples,
+        "skipped_batches": state.skipped_batches,
+        "best": {"set": t.loop.best_metric, "accuracy": state.best, "step": state.best_step},
+        "val": state.results,
+    }
+    if t.loop.best_metric in state.results:
+        result = state.results[t.loop.best_metric]
+        metrics.update({k: result[k] for k in ("accuracy", "accuracy_std", "threshold")})
+    if t.env.is_main:
+        (t.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("metrics: %s", t.run_dir / "metrics.json")
+    metrics["run_dir"] = str(t.run_dir)
+    return metrics

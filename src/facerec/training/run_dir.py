@@ -1,0 +1,189 @@
+"""Where a run lives: ``<paths.output_dir>/<name>/<timestamp>``, agreed by every rank; the
+checkpoint a resumed run continues from, checked to be the same run; and the lock that keeps a
+second process out of a directory while one trains in it."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from facerec import distributed
+from facerec.files import checkpoint
+
+__all__ = [
+    "RunLock",
+    "check_same_run",
+    "open_run_dir",
+    "resolve_run_dir",
+    "run_dir_of",
+    "target_name",
+]
+
+log = logging.getLogger("facerec")
+
+
+def target_name(node: DictConfig) -> str:
+    """``facerec.heads.arcface.ArcFace`` -> ``arcface``: a short label for a config choice."""
+    return str(node.get("_target_", "x")).rsplit(".", 1)[-1].lower()
+
+
+def resolve_run_dir(
+    cfg: DictConfig, env: distributed.Dist
+) -> tuple[Path, tuple[Path, dict[str, Any]] | None]:
+    """The run directory (same on every rank) and the checkpoint to resume from, if any."""
+    name = cfg.name or f"{target_name(cfg.backbone)}-{target_name(cfg.head)}"
+    run_root = Path(cfg.paths.output_dir) / name
+    resume = cfg.trainer.resume
+    found = None
+    if resume == "auto":
+        found = checkpoint.load_latest(run_root)
+        if found is None:
+            log.info("trainer.resume=auto: no checkpoint under %s, starting a new run", run_root)
+    elif resume:
+        found = Path(resume), checkpoint.load(resume)
+    if found is not None and run_dir_of(found[0]) is not None:
+        return run_dir_of(found[0]), found
+    # A new run, or a loose checkpoint (downloaded, copied) continued in a run folder of its
+    # own under paths.output_dir/name, never beside the file.
+    # One timestamp for all ranks: rank 0's, broadcast (a per-rank ${now:} would give one
+    # folder per process).
+    run_dir = run_root / time.strftime("%Y%m%d-%H%M%S")
+    suffix = 1
+    while env.is_main and run_dir.exists():  # two runs started in the same second
+        run_dir = run_dir.with_name(f"{run_dir.name.split('+')[0]}+{suffix}")
+        suffix += 1
+    return Path(distributed.broadcast(str(run_dir))), found
+
+
+def run_dir_of(path: Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/<file>`` beside
+    ``<run>/config.yaml``), or None for a checkpoint outside a run folder."""
+    folder = path.parent
+    if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
+        return folder.parent
+    return None
+
+
+# What makes a run the run it is: resuming with another value is another experiment. (Another
+# backbone or embedding is refused by the weights themselves, which do not fit.)
+SAME_RUN = ("head", "criterion", "sampler", "optim._target_", "sched._target_")
+
+
+def leaves(node: Any, prefix: str) -> dict[str, Any]:
+    """``{"head.m": 0.5, ...}``: the leaf values of a nested config under ``prefix``."""
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(leaves(value, f"{prefix}.{key}"))
+    return out
+
+
+def pick(config: Mapping[str, Any], key: str) -> Any:
+    """``config["optim"]["_target_"]`` for ``key="optim._target_"``; None where absent."""
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def check_same_run(saved: Mapping[str, Any] | None, cfg: DictConfig, path: Path) -> None:
+    """Refuse to resume checkpoint ``path`` with another head (or its hyper-parameters),
+    criterion, optimizer or schedule, saying what differs.
+
+    Sections a checkpoint does not have (written by an older facerec) are not compared.
+
+    Raises:
+        ValueError: naming the file and the first differing keys.
+    """
+    current = OmegaConf.to_container(cfg, resolve=True)
+    differences = []
+    for key in SAME_RUN:
+        if pick(saved or {}, key) is None:
+            continue
+        old, new = leaves(pick(saved, key), key), leaves(pick(current, key), key)
+        for name in sorted(old.keys() | new.keys()):
+            if old.get(name) != new.get(name):
+                differences.append(f"{name}: {old.get(name)!r} there, {new.get(name)!r} here")
+    if differences:
+        raise ValueError(
+            f"checkpoint {path} is another run ({'; '.join(differences[:4])}"
+            f"{' ...' if len(differences) > 4 else ''}): resume continues the same run; start"
+            " a new one with trainer.resume=null"
+        )
+
+
+class RunLock:
+    """An exclusive lock on a run directory while this process trains in it.
+
+    ``flock`` on ``<run>/.lock``: the kernel drops it when the holder exits, SIGKILL included,
+    so a stale lock of a killed process is taken over by the next run with no clean-up step.
+    The file names the holder (pid, host, start time) for the refusal message.
+
+    Raises:
+        ValueError: another live process holds the lock.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / self.NAME
+        self.file = open(self.path, "a+")  # noqa: SIM115 - held open for the whole run
+        self.locked = False
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.locked = True
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ValueError(
+                f"run directory {run_dir} is in use: {holder} is training in it; wait for it to"
+                " end (or stop it) before resuming, or train under another name="
+            ) from None
+        except OSError as error:  # a filesystem without locks (some NFS mounts)
+            log.warning(
+                "cannot lock %s (%s): a second process would not be refused", self.path, error
+            )
+        self.file.seek(0)
+        self.file.truncate()
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()} since {since}\n")
+        self.file.flush()
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self.locked:  # not on a filesystem without locks: unlocking would fail there too
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.locked = False
+        if not self.file.closed:
+            self.file.close()
+
+
+def open_run_dir(cfg: DictConfig, run_dir: Path, step: int) -> RunLock:
+    """Create and lock the run directory, clear partial checkpoints, write the config.
+
+    Raises:
+        ValueError: another process trains in this directory.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    checkpoint.remove_leftovers(run_dir / "checkpoints")
+    # The resolved config of this invocation; a resumed run keeps the original beside it.
+    first = not (run_dir / "config.yaml").is_file()
+    name = "config.yaml" if first else f"config.resume-{step}.yaml"
+    (run_dir / name).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return lock
