@@ -417,7 +417,7 @@ def test_a_face_crop_without_a_found_face_is_resized_whole(detector, hard_source
     crop = image[y1:y2, x1:x2]
     cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
     portrait = cv2.resize(image[cy - 64 : cy + 64, cx - 56 : cx + 56], (168, 192))
-    options = AlignOptions()
+    options = AlignOptions(on_missing="auto")
     for picture in (crop, portrait):
         out, outcome, looks_cropped = fallback(picture, detector, options)
         assert outcome == WHOLE and looks_cropped
@@ -440,8 +440,8 @@ def test_a_folder_of_unfound_face_crops_gets_one_loud_line(detector, hard_source
         x1, y1, x2, y2 = face.box.round().astype(int)
         cv2.imwrite(str(src / f"{i}.png"), cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(src / "blank.png"), np.full((120, 120, 3), 170, np.uint8))
-    summary = align_folder(src.parent, tmp_path / "out", AlignOptions(), None, Blind(detector),
-                           progress=False)  # fmt: skip
+    summary = align_folder(src.parent, tmp_path / "out", AlignOptions(on_missing="auto"), None,
+                           Blind(detector), progress=False)  # fmt: skip
     assert sorted(Path(p).name for p in summary.whole) == ["0.png", "1.png"]
     assert [Path(p).name for p in summary.center_crop] == ["blank.png"]
     assert summary.fallbacks()[str(src / "blank.png")] == "center_crop"

@@ -42,6 +42,8 @@ ALIGNED, WHOLE, CENTERED, NO_FACE, TOO_SMALL, UNREADABLE = (
 )  # fmt: skip
 WRITTEN = (ALIGNED, WHOLE, CENTERED)
 FALLBACKS = (WHOLE, CENTERED, NO_FACE)
+# Options added after checkpoints stored AlignOptions (see AlignOptions.as_dict).
+_LATER_FIELDS = ("crop_score", "search")
 # --on-missing choices: what a file with no face found becomes.
 ON_MISSING = ("auto", "whole", "center", "skip")
 
@@ -55,8 +57,8 @@ class AlignOptions:
         select: several faces: keep the ``"largest"`` or the one nearest the ``"center"``.
         on_missing: no face found: ``"auto"`` resizes a photo that is already a face crop
             whole (see :meth:`facerec.align.detect.FaceDetector.crop_scores`) and centre-crops
-            any other; ``"whole"`` or ``"center"`` does that to every such file; ``"skip"``
-            writes nothing. Counted and named per file either way.
+            any other; ``"whole"`` or ``"center"`` (the default) does that to every such file;
+            ``"skip"`` writes nothing. Counted and named per file either way.
         fallback_crop: side of that centre crop as a fraction of the image's shorter side
             (0.6 = LFW's usual 150 of 250 px).
         crop_score: O-Net score of the whole image from which ``"auto"`` takes it for a face
@@ -71,7 +73,9 @@ class AlignOptions:
 
     size: int = 112
     select: str = "largest"
-    on_missing: str = "auto"
+    # "center" by default here: checkpoints and exported folders store these options, and
+    # their readers accept "skip" and "center"; the command line defaults to "auto".
+    on_missing: str = "center"
     fallback_crop: float = 0.6
     crop_score: float = 0.8
     search: tuple[str, ...] = ("pad", "enhance", "small", "rotate")
@@ -104,7 +108,16 @@ class AlignOptions:
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as plain JSON types. The fields added after checkpoints began to store
+        these options are left out while they hold their defaults, so readers that predate
+        them read what this version writes."""
+        values = asdict(self)
+        for name in _LATER_FIELDS:
+            if values[name] == self.__dataclass_fields__[name].default:
+                del values[name]
+        if "search" in values:
+            values["search"] = list(values["search"])
+        return values
 
     @property
     def key(self) -> str:
