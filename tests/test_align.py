@@ -234,6 +234,9 @@ def test_the_align_tool_on_a_folder(messy_folder, tmp_path, detector):
     assert main([str(messy_folder), str(dst), "--no-progress", "--on-missing", "skip"]) == 0
     report = json.loads((dst / "align-summary.json").read_text())
     assert len(report["aligned"]) == 4 and len(report["unreadable"]) == 2
+    # The fallback per image, and how each face was found.
+    assert report["fallback"] == {str(messy_folder / "person" / "noface.jpg"): "no_face"}
+    assert sum(report["found_by"].values()) == 4 and report["advice"] is None
     assert main([str(tmp_path / "missing"), str(dst)]) == 2  # one clear line, exit status 2
 
 
@@ -318,3 +321,182 @@ def test_pack_dataset_align_packs_the_aligned_faces(messy_folder, tmp_path, dete
     assert (tmp_path / "pack.aligned" / "person" / "plain.jpg").is_file()
     pack = PackedDataset(out)
     assert len(pack) == 4 and pack.image_size == 112
+
+
+# ----------------------------------------------------------------------------------------------
+# hard photos: degraded LFW copies with known landmarks (scripts/hard_faces.py), small samples
+
+
+def hard_faces():
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "hard_faces.py"
+    return runpy.run_path(str(script), run_name="hard_faces")
+
+
+HARD_SOURCES = ("Aaron_Peirsol", "Laura_Bush")
+
+
+@pytest.fixture(scope="module")
+def hard_sources(detector, lfw_root):
+    """Two LFW faces and the aligner's landmarks on them (the truth the copies carry)."""
+    truth = hard_faces()["truth"]
+    images = [lfw_image(lfw_root, name) for name in HARD_SOURCES]
+    return [(image, truth(image, detector)) for image in images]
+
+
+# Every copy must be found (the goals: >= 97%; >= 90% at 60 degrees, which on two images is
+# still both).
+HARD_SETS = ("tight", "dark", "low_contrast", "small", "rot15", "rot30", "rot60", "grey")
+
+
+@pytest.mark.parametrize("name", HARD_SETS)
+def test_hard_copies_are_found_with_their_landmarks_in_place(name, detector, hard_sources):
+    """Each degraded copy's face is found and its landmarks land within 3 px (median over
+    the copies; pixels of the 112x112 frame) of the truth carried over from the original."""
+    from facerec.align.folder import find_faces
+
+    script = hard_faces()
+    degrade, frame_error = script["DEGRADATIONS"][name], script["frame_error"]
+    rng = np.random.default_rng(7)
+    errors = []
+    for image, face in hard_sources:
+        copy, true = degrade(image, face, rng)
+        copy = copy if copy.ndim == 3 else cv2.cvtColor(copy, cv2.COLOR_GRAY2RGB)
+        faces, scale, _ = find_faces(copy, detector, AlignOptions())
+        assert faces, f"{name}: no face found"
+        found = faces[0].landmarks / scale  # the chosen face
+        errors.append(frame_error(found, true))
+    assert np.median(errors) <= 3.0, errors
+
+
+def test_the_plain_detection_misplaces_landmarks_that_the_second_look_puts_right(
+    detector, hard_sources
+):
+    """Why the second look exists: a face touching the border is found by MTCNN with its
+    landmarks off by several pixels; looked at again (padded), they are in place."""
+    from facerec.align.detect import choose_face
+    from facerec.align.folder import find_faces
+
+    script = hard_faces()
+    image, face = hard_sources[0]
+    rng = np.random.default_rng(0)
+    copy, true = script["tight"](image, face, rng)
+    plain = detector.detect([copy])[0]
+    faces, _, how = find_faces(copy, detector, AlignOptions())
+    found = faces[0].landmarks
+    assert how.endswith("+look")
+    assert script["frame_error"](found, true) < 3.0
+    if plain:  # found, but worse
+        before = script["frame_error"](choose_face(plain, copy.shape).landmarks, true)
+        assert before > script["frame_error"](found, true)
+
+
+# ----------------------------------------------------------------------------------------------
+# no face found: the face-crop rule
+
+
+class Blind:
+    """The real detector's face-crop score, but no face ever found: the fallback path."""
+
+    def __init__(self, detector) -> None:
+        self.crop_scores = detector.crop_scores
+
+    def detect(self, images, min_face=None):
+        return [[] for _ in images]
+
+
+def test_a_face_crop_without_a_found_face_is_resized_whole(detector, hard_sources):
+    """Known answers: a tight face crop (square, and 168x192 portrait like the pre-cropped
+    datasets) is resized whole; LFW's loosely framed 250x250 photo and a blank picture are
+    centre-cropped to 0.6 of their side."""
+    from facerec.align.folder import CENTERED, WHOLE, center_crop, fallback
+
+    image, face = hard_sources[0]
+    x1, y1, x2, y2 = face.box.round().astype(int)
+    crop = image[y1:y2, x1:x2]
+    cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+    portrait = cv2.resize(image[cy - 64 : cy + 64, cx - 56 : cx + 56], (168, 192))
+    options = AlignOptions(on_missing="auto")
+    for picture in (crop, portrait):
+        out, outcome, looks_cropped = fallback(picture, detector, options)
+        assert outcome == WHOLE and looks_cropped
+        np.testing.assert_array_equal(out, center_crop(picture, options, 1.0))
+    blank = np.full((200, 240, 3), 170, np.uint8)
+    for picture in (image, blank):
+        out, outcome, looks_cropped = fallback(picture, detector, options)
+        assert outcome == CENTERED and not looks_cropped
+        np.testing.assert_array_equal(out, center_crop(picture, options))
+    # Asked for, every image gets the one treatment.
+    assert fallback(image, detector, AlignOptions(on_missing="whole"))[1] == WHOLE
+    assert fallback(crop, detector, AlignOptions(on_missing="center"))[1] == CENTERED
+    assert fallback(crop, detector, AlignOptions(on_missing="skip"))[:2] == (None, "no_face")
+
+
+def test_a_folder_of_unfound_face_crops_gets_one_loud_line(detector, hard_sources, tmp_path):
+    src = tmp_path / "crops" / "person"
+    src.mkdir(parents=True)
+    for i, (image, face) in enumerate(hard_sources):
+        x1, y1, x2, y2 = face.box.round().astype(int)
+        cv2.imwrite(str(src / f"{i}.png"), cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(src / "blank.png"), np.full((120, 120, 3), 170, np.uint8))
+    summary = align_folder(src.parent, tmp_path / "out", AlignOptions(on_missing="auto"), None,
+                           Blind(detector), progress=False)  # fmt: skip
+    assert sorted(Path(p).name for p in summary.whole) == ["0.png", "1.png"]
+    assert [Path(p).name for p in summary.center_crop] == ["blank.png"]
+    assert summary.fallbacks()[str(src / "blank.png")] == "center_crop"
+    loud = [line for line in summary.lines() if line.startswith("WARNING")]
+    assert len(loud) == 1 and "--on-missing whole" in loud[0] and "3 of 3" in loud[0]
+    assert json.loads(json.dumps(summary.as_json()))["fallback"][str(src / "0.png")] == "whole"
+
+
+# ----------------------------------------------------------------------------------------------
+# landmarks given
+
+
+def test_landmark_files_in_both_layouts_are_read_and_bad_lines_named(tmp_path):
+    from facerec.align.landmarks import read_landmarks
+
+    points = np.arange(10, dtype=float).reshape(5, 2) + 0.5
+    flat = " ".join(f"{v:g}" for v in points.reshape(-1))
+    csv_file = tmp_path / "marks.csv"
+    csv_file.write_text("image,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5\n"
+                        f"person/a.jpg,{flat.replace(' ', ',')}\n")  # fmt: skip
+    txt_file = tmp_path / "ijbc_name_5pts_score.txt"
+    txt_file.write_text(f"person/a.jpg {flat} 0.998\n\n")
+    for path in (csv_file, txt_file):
+        got = read_landmarks(path)
+        assert list(got) == ["person/a.jpg"]
+        np.testing.assert_array_equal(got["person/a.jpg"], points)
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"a.jpg {flat}\nb.jpg 1 2 3\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected"):
+        read_landmarks(bad)
+
+
+def test_given_landmarks_are_used_instead_of_detecting(tmp_path):
+    """A face no detector is asked about: the crop is the warp of the given points, by
+    relative path or by bare file name, and the summary says so."""
+    src = tmp_path / "src"
+    (src / "p").mkdir(parents=True)
+    image = np.zeros((300, 400, 3), np.uint8)
+    landmarks = apply(similarity(2.1, 0.3, 120.0, 40.0), template())
+    for i, (x, y) in enumerate(landmarks):
+        cv2.circle(image, (round(x), round(y)), 3, (50 * (i + 1),) * 3, -1)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(src / "p" / name), image)
+    flat = lambda p: ",".join(f"{v:.4f}" for v in p.reshape(-1))  # noqa: E731
+    marks = tmp_path / "marks.csv"
+    marks.write_text(f"p/a.png,{flat(landmarks)}\nb.png,{flat(landmarks)}\n")
+
+    class NoDetector:
+        def detect(self, images, min_face=None):
+            raise AssertionError("the landmarks were given")
+
+    summary = align_folder(src, tmp_path / "out", AlignOptions(), None, NoDetector(),
+                           progress=False, landmarks=marks)  # fmt: skip
+    assert len(summary.aligned) == 2 and summary.found_by == {"given": 2}
+    expected, _ = warp_face(image, landmarks)
+    for name in ("a.png", "b.png"):
+        got = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "p" / name)), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(got, expected)

@@ -97,19 +97,52 @@ class FaceDetector:
             keep_all=True, min_face_size=min_face, thresholds=list(thresholds), device=self.device
         )
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+    def crop_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """How much each whole image looks like a face crop: float64 ``(N,)`` in [0, 1].
+
+        The centred square of the shorter side, resized to 48x48, is scored by MTCNN's O-Net,
+        the stage that judges face candidates: a candidate box is roughly a tight face crop,
+        so a photo that is one scores high, a scene or a loosely framed face low.
+
+        Args:
+            images: RGB uint8 ``(H, W, 3)`` arrays of any shapes.
+        """
+        import cv2
+
+        squares = []
+        for image in images:
+            h, w = image.shape[:2]
+            side = min(h, w)
+            top, left = (h - side) // 2, (w - side) // 2
+            square = image[top : top + side, left : left + side]
+            squares.append(cv2.resize(square, (48, 48), interpolation=cv2.INTER_AREA))
+        if not squares:
+            return np.zeros(0)
+        batch = torch.as_tensor(np.stack(squares), device=self.device).permute(0, 3, 1, 2)
+        with torch.inference_mode():
+            onet = self.mtcnn.onet
+            batch = (batch.to(next(onet.parameters()).dtype) - 127.5) * 0.0078125
+            return onet(batch)[2][:, 1].double().cpu().numpy()
+
+    def detect(self, images: Sequence[np.ndarray], min_face: int | None = None) -> list[list[Face]]:
         """Faces in each image, highest score first.
 
         Args:
             images: RGB uint8 ``(H, W, 3)`` arrays, all of one shape (one network batch).
+            min_face: smallest face side searched this time (px); None: the detector's own.
 
         Returns:
             One list per image (empty: no face found).
         """
         if not len(images):
             return []
-        with torch.inference_mode():
-            boxes, scores, points = self.mtcnn.detect(np.stack(images), landmarks=True)
+        default = self.mtcnn.min_face_size
+        self.mtcnn.min_face_size = min_face or default
+        try:
+            with torch.inference_mode():
+                boxes, scores, points = self.mtcnn.detect(np.stack(images), landmarks=True)
+        finally:
+            self.mtcnn.min_face_size = default
         out = []
         for box, score, point in zip(boxes, scores, points, strict=True):
             # Under numpy 2 facenet-pytorch hands back object arrays (None for no face).

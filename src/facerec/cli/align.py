@@ -2,12 +2,17 @@
 
     python scripts/align.py raw/ aligned/                 # raw/<identity>/<img> -> aligned/...
     python scripts/align.py raw/ aligned/ --select center --on-missing skip
+    python scripts/align.py crops/ aligned/ --on-missing whole     # already cropped faces
+    python scripts/align.py raw/ aligned/ --landmarks marks.csv    # image,x1,y1,...,x5,y5
     python train.py data=folder data.root=aligned/ data.center_crop=null
 
 Each image becomes a 112x112 crop with its five landmarks (MTCNN) fitted by least squares onto
 the ArcFace template, written under DST with the same relative path. Several faces: the
-largest (or the one nearest the centre); no face: centre-cropped (or skipped), named and
-counted. A second run skips the files already done with the same options (DST/.facerec-align.json).
+largest (or the one nearest the centre). A face MTCNN misses or misplaces is looked for
+again in padded, enhanced and rotated views (docs/alignment.md); no face at all: resized whole
+if the photo is a face crop already, else centre-cropped (``--on-missing``), named and
+counted. A second run skips the files already done with the same options
+(DST/.facerec-align.json).
 The summary is printed and written to DST/align-summary.json. Exit status: 0 when the folder
 was processed (problems are counted, not fatal), 2 on an error (no source folder, bad option),
 3 when the align extra is missing.
@@ -31,9 +36,16 @@ def add_align_options(parser: argparse.ArgumentParser, size: bool = True) -> Non
     group = parser.add_argument_group("alignment")
     several = "several faces: keep the largest, or the one nearest the centre"
     group.add_argument("--select", choices=("largest", "center"), default="largest", help=several)
-    group.add_argument("--on-missing", choices=("center", "skip"), default="center",
-                       help="no face detected: centre-crop the image (default) or skip it; "
-                            "counted and named either way")  # fmt: skip
+    group.add_argument("--on-missing", choices=("auto", "whole", "center", "skip"),
+                       default="auto",
+                       help="no face found: 'whole' resizes the whole image (a face crop "
+                            "already), 'center' takes the centred 0.6 of its shorter side, "
+                            "'skip' leaves it out, 'auto' (default) resizes whole the images "
+                            "that look like face crops and centre-crops the rest; counted and "
+                            "named either way")  # fmt: skip
+    group.add_argument("--search", default=None, metavar="STEPS",
+                       help="where to look again when the plain detection misses, in order "
+                            "(default pad,enhance,small,rotate; '' for nowhere)")  # fmt: skip
     if size:
         group.add_argument("--size", type=int, default=112, help="side of the aligned crops (112)")
     group.add_argument("--min-face", type=int, default=20, help="smallest face side searched (px)")
@@ -44,8 +56,9 @@ def add_align_options(parser: argparse.ArgumentParser, size: bool = True) -> Non
 def options_from_args(args: argparse.Namespace):
     from facerec.align.folder import AlignOptions
 
+    search = {} if args.search is None else {"search": [s for s in args.search.split(",") if s]}
     return AlignOptions(size=args.size, select=args.select, on_missing=args.on_missing,
-                        min_face=args.min_face)  # fmt: skip
+                        min_face=args.min_face, **search)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("src", type=Path, help="raw folder: SRC/<identity>/<image>")
     parser.add_argument("dst", type=Path, help="aligned folder to write (same layout)")
     add_align_options(parser)
+    parser.add_argument("--landmarks", type=Path, default=None, metavar="FILE",
+                        help="five landmarks per image, used instead of detecting: CSV "
+                             "'image,x1,y1,...,x5,y5' or insightface's 'image x1 y1 ... x5 y5 "
+                             "score' (image: path under SRC or file name)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="where MTCNN runs: cpu | cuda | auto")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,17 +102,15 @@ def align(args: argparse.Namespace) -> int:
         return 3
     start = time.perf_counter()
     summary = align_folder(args.src, args.dst, options, None, detector, args.align_batch,
-                           progress=not args.no_progress)  # fmt: skip
+                           progress=not args.no_progress, landmarks=args.landmarks)  # fmt: skip
     seconds = time.perf_counter() - start
     for line in summary.lines():
         print(line)
     done = summary.total - summary.cached
     print(f"{args.dst}: {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} images/s aligned now)")
     report = {"options": options.as_dict(), "key": options.key, "seconds": round(seconds, 1),
-              "several_faces": summary.several_faces, "cached": summary.cached,
-              **{k: getattr(summary, k) for k in
-                 ("aligned", "center_crop", "no_face", "too_small", "unreadable")},
-              "problems": summary.problems}  # fmt: skip
+              "landmarks": str(args.landmarks) if args.landmarks else None,
+              **summary.as_json()}  # fmt: skip
     args.dst.mkdir(parents=True, exist_ok=True)
     (args.dst / "align-summary.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0
