@@ -473,3 +473,15 @@ def test_a_hostile_size_is_refused_under_a_one_gib_memory_cap(tmp_path):
                             text=True, env=env, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "embedding.embedding_size: 4000000 is outside 1..65536" in result.stdout
+
+
+def test_stored_alignment_options_of_the_hard_photo_search_are_read_and_checked():
+    """``on_missing: auto``, ``crop_score`` and ``search`` round-trip; a foreign step is refused."""
+    from facerec.align import AlignOptions
+
+    options = AlignOptions(on_missing="auto", crop_score=0.7, search=("pad", "rotate"))
+    stored = Preprocessing(alignment=options).to_dict()
+    assert Preprocessing.from_dict(stored, "config.json").alignment == options
+    stored["alignment"]["search"] = ["pad", "__import__('os')"]
+    with pytest.raises(ValueError, match=r"config.json refused: .*search: .* is not a list of"):
+        Preprocessing.from_dict(stored, "config.json")

@@ -44,9 +44,10 @@ def resolve_alignment(source: Source, choice: str = "auto", prog: str = "facerec
               "accuracy will suffer", file=sys.stderr)  # fmt: skip
     if not aligned:
         return None
-    # A raw photo with no detected face is still embedded (centre-cropped, and named in a
-    # warning): a tool's answer for every image beats one that silently lacks some.
-    return dataclasses.replace(prep.align_options(), on_missing="center")
+    # A raw photo with no detected face is still embedded (resized whole when it already is a
+    # face crop, else centre-cropped; named in a warning): a tool's answer for every image beats
+    # one that silently lacks some.
+    return dataclasses.replace(prep.align_options(), on_missing="auto")
 
 
 def default_align_cache() -> Path:

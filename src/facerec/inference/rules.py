@@ -30,8 +30,8 @@ class Rule:
     """What one value of a saved config may be: its type, its range, whether null is allowed.
 
     Attributes:
-        kind: ``int``, ``float``, ``bool``, ``str`` (a name: letters, digits, ``_.-``) or
-            ``choice`` (one of ``choices``).
+        kind: ``int``, ``float``, ``bool``, ``str`` (a name: letters, digits, ``_.-``),
+            ``choice`` (one of ``choices``) or ``choices`` (a list of at most 16 of them).
         low, high: inclusive bounds of a number.
         nullable: ``None`` is a value.
         choices: the values a ``choice`` may take.
@@ -62,6 +62,11 @@ class Rule:
             return None if isinstance(value, str) and NAME.fullmatch(value) else "is not a name"
         if self.kind == "choice":
             return None if value in self.choices else f"is not one of {', '.join(self.choices)}"
+        if self.kind == "choices":
+            fits = isinstance(value, list) and len(value) <= 16
+            if fits and all(isinstance(v, str) and v in self.choices for v in value):
+                return None
+            return f"is not a list of {', '.join(self.choices)}"
         if self.kind == "int" and not (number and isinstance(value, int)):
             return "is not an integer"
         if not number or not math.isfinite(value):
@@ -113,7 +118,9 @@ RULES: dict[str, Rule] = {
     # alignment (facerec.align.AlignOptions)
     "size": _int(16, 1024),
     "select": Rule("choice", choices=("largest", "center")),
-    "on_missing": Rule("choice", choices=("skip", "center")),
+    "on_missing": Rule("choice", choices=("auto", "whole", "center", "skip")),
+    "crop_score": _float(0.0, 1.0),
+    "search": Rule("choices", choices=("pad", "enhance", "small", "rotate")),
     "fallback_crop": _float(0.01, 1.0),
     "min_face": _int(1, 4096),
     "max_side": _int(16, 16384),
