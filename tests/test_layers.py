@@ -22,8 +22,8 @@ LAYERS = [
     {"cli", "serve", "__main__"},
     {"training"},
     {"inference"},
-    {"files", "model", "backbones", "embedding", "heads", "criteria", "optim", "align"},
-    {"data", "eval", "distributed", "configs"},
+    {"model", "backbones", "embedding", "heads", "criteria", "optim", "align"},
+    {"data", "eval", "distributed", "configs", "files"},
 ]
 LAYER_OF = {room: depth for depth, rooms in enumerate(LAYERS) for room in rooms}
 

@@ -1,4 +1,4 @@
-"""The shareable model folder (``facerec export``, :mod:`facerec.pretrained`): a 2-step run
+"""The shareable model folder (``facerec export``, :mod:`facerec.inference.folder`): a 2-step run
 exported gives the checkpoint's embeddings in every tool, and crafted folders are refused in one
 line without building or executing anything."""
 

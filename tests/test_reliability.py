@@ -4,11 +4,14 @@ processes on one run directory, shrunken batches and resumes that are not the sa
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -17,9 +20,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from facerec import distributed
 from facerec.configs import CONFIG_DIR
 from facerec.files import checkpoint
-from facerec.training.run_dir import RunLock
+from facerec.training.run_dir import RunLock, create_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,6 +169,65 @@ def test_disk_full_keeps_the_previous_checkpoint_and_cleans_up(tmp_path, monkeyp
     assert checkpoint.load(folder / "last.pt")["step"] == 1
 
 
+class SmallDisk(io.RawIOBase):
+    """A file on a disk with ``free`` bytes left: a write that does not fit fails with ENOSPC,
+    smaller ones still fit (as on a real disk, where the end of the file may)."""
+
+    def __init__(self, path: str | os.PathLike, free: int) -> None:
+        self.file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.free = free
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.free:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.free -= len(data)
+        return self.file.write(data)
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def test_disk_full_inside_torch_save_is_one_line_and_leaves_no_tmp(tmp_path, monkeypatch):
+    """The tensor data does not fit: torch's zip writer reports the ENOSPC of the write under
+    it as a RuntimeError ("unexpected pos") while closing the archive, and the last bytes fit,
+    so the file closes cleanly: the partial file must still go, with the one-line message."""
+    folder = tmp_path / "checkpoints"
+    state = {"model": {"w": torch.ones(250_000)}, "step": 1}  # 1 MB of tensor data
+    checkpoint.save_step(state, folder)
+    monkeypatch.setattr(checkpoint, "open", lambda path, mode: io.BufferedWriter(
+        SmallDisk(path, free=64 * 1024)), raising=False)  # fmt: skip
+    probe = io.BufferedWriter(SmallDisk(tmp_path / "probe", free=64 * 1024))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # what torch raises
+        torch.save(state, probe)
+    probe.close()  # the last bytes fit: no OSError on close to reveal the failure
+    with pytest.raises(OSError, match="needs about 1 MiB") as error:
+        checkpoint.save_step({**state, "step": 2}, folder)
+    message = str(error.value)
+    assert error.value.errno == errno.ENOSPC and "No space left on device" in message
+    assert "previous checkpoint is kept" in message and "\n" not in message
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "step_000000001.pt"]
+    monkeypatch.undo()
+    assert checkpoint.load(folder / "last.pt")["step"] == 1
+
+
+def test_a_write_stopped_by_ctrl_c_leaves_no_tmp(tmp_path, monkeypatch):
+    def interrupted(obj, f, *a, **k):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # not turned into a disk error
+        checkpoint.save({"model": {}, "step": 1}, tmp_path / "step_000000001.pt")
+    assert not list(tmp_path.iterdir())
+
+
 def test_disk_full_mid_run_then_resume_finishes(tmp_path, monkeypatch):
     """In-process: the write of step 3 fails, the run stops with the message; resume=auto
     continues from step 2 and ends at step 4 (leftover temporary files removed)."""
@@ -244,6 +307,26 @@ def test_a_second_process_on_a_live_run_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
+    """8 threads create a run folder of the same name at the same instant (the name is the
+    second): each gets its own, none finds another's folder "in use"."""
+    env = distributed.Dist(0, 0, 1, torch.device("cpu"))
+    (tmp_path / "20260101-120000").mkdir()  # a run from earlier, same second
+    start = threading.Barrier(8)
+
+    def new_run(_: int) -> Path:
+        start.wait()
+        return create_run_dir(tmp_path, env, stamp="20260101-120000")
+
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(new_run, range(8)))
+    assert len(set(made)) == 8 and all(d.is_dir() and not any(d.iterdir()) for d in made)
+    assert sorted(d.name for d in made) == sorted(f"20260101-120000+{i}" for i in range(1, 9))
+    locks = [RunLock(d) for d in made]  # every run can take its own folder
+    for lock in locks:
+        lock.release()
 
 
 def test_a_loose_checkpoint_resumes_into_the_output_folder(tmp_path):

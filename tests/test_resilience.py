@@ -1,5 +1,5 @@
-"""Cluster-grade behaviour: exact resume after SIGKILL, SIGTERM preemption, corrupt checkpoints,
-non-finite steps, broken images and configurations that cannot work."""
+"""Cluster-grade behaviour: exact resume after SIGKILL, SIGTERM preemption and Ctrl-C, corrupt
+checkpoints, non-finite steps, broken images and configurations that cannot work."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ import pytest
 import torch
 from torch import nn
 
+from facerec.cli.train import train_status
 from facerec.files import checkpoint
-from facerec.training.engine import NonFiniteError, NonFiniteGuard, train_step
+from facerec.training.engine import NonFiniteError, NonFiniteGuard, Preemption, train_step
+from facerec.training.loop import Preempted
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -118,19 +120,23 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(reference, tmp_pa
     assert_identical(expected, final_state(tmp_path))
 
 
+def signal_after_step_one(process: subprocess.Popen, out: Path, sig: int,
+                          timeout: float = 120) -> str:  # fmt: skip
+    """Send ``sig`` once the run under ``out`` has logged step 1; its stderr once it exited."""
+    deadline = time.monotonic() + timeout
+    while not any("step 1/" in log.read_text() for log in out.glob("resilience/*/train.log")):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "step 1 never logged"
+        time.sleep(0.05)
+    process.send_signal(sig)
+    return process.communicate(timeout=timeout)[1]
+
+
 def test_sigterm_writes_a_checkpoint_and_exits_for_requeue(reference, tmp_path):
     data, expected = reference
-    process = start(overrides(data, tmp_path, "trainer.checkpoint_every=1000"))
-    deadline = time.monotonic() + 120
     # checkpoint_every is large: the only checkpoint is the one the signal asks for.
-    while (
-        not list(tmp_path.glob("resilience/*/train.log"))
-        or "step 1/" not in next(tmp_path.glob("resilience/*/train.log")).read_text()
-    ):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    process = start(overrides(data, tmp_path, "trainer.checkpoint_every=1000"))
+    stderr = signal_after_step_one(process, tmp_path, signal.SIGTERM)
     assert process.returncode == 143, stderr[-2000:]
     assert "preempted: checkpoint written at step" in stderr
     saved = final_state(tmp_path)["step"]
@@ -140,6 +146,61 @@ def test_sigterm_writes_a_checkpoint_and_exits_for_requeue(reference, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_identical(expected, final_state(tmp_path))
+
+
+def test_ctrl_c_writes_a_checkpoint_and_exits_130_in_one_line(reference, tmp_path):
+    """SIGINT is handled like SIGTERM (the resume after it is the same code path, checked
+    bit for bit above): the steps since the last checkpoint are kept, no traceback."""
+    data, _ = reference
+    process = start(overrides(data, tmp_path, "trainer.checkpoint_every=1000"))
+    stderr = signal_after_step_one(process, tmp_path, signal.SIGINT)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("facerec: interrupted (Ctrl-C): checkpoint written at step"), last
+    assert "trainer.resume=auto" in last
+    assert 1 <= final_state(tmp_path)["step"] < STEPS
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    """In-process: the first SIGINT only sets the flag; a repeat within ``repeat_s`` (torchrun
+    forwarding the terminal's signal) is the same Ctrl-C; a later one raises at once."""
+    preemption = Preemption(repeat_s=0.2)
+    try:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # the forwarded copy
+        assert preemption.interrupted and preemption.exit_code(143) == 130
+        assert preemption.requested(torch.device("cpu"))
+        time.sleep(0.3)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        preemption.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    sigterm = Preemption()
+    try:
+        signal.raise_signal(signal.SIGTERM)
+        assert not sigterm.interrupted and sigterm.exit_code(143) == 143
+    finally:
+        sigterm.close()
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "line"),
+    [
+        (KeyboardInterrupt(), 130, "facerec: interrupted: stopped at once"),
+        (Preempted(3, 130, interrupted=True), 130, "facerec: interrupted (Ctrl-C): checkpoint"),
+        (Preempted(3, 143), 143, "facerec: preempted: checkpoint written at step 3"),
+        (ValueError("data.root: no such folder"), 2, "facerec: error: data.root: no such"),
+    ],
+)
+def test_how_a_run_ends_is_its_exit_status_and_one_line(raised, status, line, capsys):
+    def run(cfg):
+        raise raised
+
+    assert train_status(run, None) == status
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(line) and len(stderr.strip().splitlines()) == 1, stderr
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path, caplog):
@@ -244,16 +305,8 @@ def test_two_process_gloo_preempted_and_resumed_is_bit_identical(reference, tmp_
     args = overrides(data, tmp_path / "b", "trainer.checkpoint_every=1000")
     process = subprocess.Popen(torchrun(args), env=env(), cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 180
-    log = tmp_path / "b" / "resilience"
-    while (
-        not list(log.glob("*/train.log"))
-        or "step 1/" not in next(log.glob("*/train.log")).read_text()
-    ):
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
-    _, stderr = process.communicate(timeout=180)
+    # torchrun forwards SIGTERM to both workers
+    stderr = signal_after_step_one(process, tmp_path / "b", signal.SIGTERM, timeout=180)
     assert process.returncode != 0
     assert "preempted: checkpoint written at step" in stderr
     assert 1 <= final_state(tmp_path / "b")["step"] < STEPS

@@ -29,6 +29,7 @@ from facerec.align.search import SEARCH_STEPS, search
 from facerec.align.transform import warp_face
 from facerec.data.decode import read_image
 from facerec.data.folder import IMAGE_EXTENSIONS
+from facerec.files.jsonfile import read_json
 
 __all__ = ["MANIFEST", "ON_MISSING", "AlignOptions", "Summary", "align_files", "align_folder",
            "align_image", "fallback", "find_faces"]  # fmt: skip
@@ -322,11 +323,11 @@ class _Manifest:
         self.options = options.as_dict()
         self.files: dict[str, list] = {}
         if self.path is not None and self.path.is_file():
-            try:
-                data = json.loads(self.path.read_text())
+            try:  # a manifest lists every aligned file: large for a large dataset
+                data = read_json(self.path, "align manifest", max_bytes=2**31)
                 if data.get("key") == self.key:
                     self.files = dict(data.get("files", {}))
-            except (OSError, ValueError):
+            except (OSError, ValueError, TypeError):
                 log.warning("align: %s is not readable; re-aligning everything", self.path)
 
     def lookup(self, src: Path, dst: Path | None) -> tuple[str, str | None, int, str] | None:

@@ -21,8 +21,9 @@ its share of the cores (cores // ``hydra.launcher.n_jobs``).
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,27 +31,52 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from facerec.cli.errors import UsageError, fail, report
+from facerec.cli.errors import UsageError, report
 from facerec.cli.overrides import check_overrides, is_multirun, overrides_of
 
-__all__ = ["main"]
+__all__ = ["main", "train_status"]
+
+INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's status for Ctrl-C
 
 
 @hydra.main(version_base="1.3", config_path="pkg://facerec.configs", config_name="train")
 def _train(cfg: DictConfig) -> None:
     # Imported after Hydra parsed the CLI, so `--help` stays fast.
-    from facerec.training.engine import NonFiniteError
-    from facerec.training.run import Preempted, run
+    from facerec.training.run import run
 
     sweep_job(cfg)
+    status = train_status(run, cfg)
+    if status:
+        sys.exit(status)
+
+
+def train_status(run: Callable[[DictConfig], object], cfg: DictConfig) -> int:
+    """Run ``run(cfg)`` and turn how it ended into the exit status, with one line on stderr.
+
+    0: trained. 2: a user's mistake (config, data, checkpoint, full disk), one line. After a
+    preemption signal or Ctrl-C, once the checkpoint is written: ``trainer.preempt_exit_code``
+    (143, a status schedulers requeue on) or 130. A second Ctrl-C (or one before training
+    started): 130 at once, nothing written since the last checkpoint.
+    """
+    from facerec.training.engine import NonFiniteError
+    from facerec.training.run import Preempted
+
     try:
         run(cfg)
     except Preempted as stop:
         print(f"facerec: {stop}", file=sys.stderr)
-        sys.exit(stop.exit_code)  # a status the scheduler requeues on; resume=auto continues
+        return stop.exit_code  # resume=auto continues
+    except KeyboardInterrupt:
+        print(
+            "facerec: interrupted: stopped at once, without a checkpoint of the steps since the"
+            " last one (trainer.resume=auto continues from the last one written, if any)",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     except (UsageError, OSError, ValueError, InstantiationException,
             NonFiniteError) as error:  # fmt: skip
-        fail(error)
+        return report(error)
+    return 0
 
 
 def threads_per_job(n_jobs: int | None, cores: int) -> int | None:
@@ -94,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the command line after the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        0 (a failed run exits through :func:`facerec.cli.fail` with status 2).
+        0 (a run that did not finish exits through :func:`train_status`'s status).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -7,7 +7,9 @@ one. This sampler follows the usual recipe (Hermans et al. 2017; torchreid's
 of K; a batch takes one group from each of P identities drawn among those with groups left.
 
 * An identity with fewer than K images is sampled *with replacement* up to K
-  (``small="replace"``) or left out (``small="skip"``, counted in :attr:`skipped`).
+  (``small="replace"``) or left out (``small="skip"``, counted in :attr:`skipped`);
+  identities with a single image are warned about (their positives are copies), and labels
+  where no identity has two images are refused: nothing could be learnt.
 * Deterministic from ``(seed, epoch)``; ``set_epoch(epoch, start)`` skips the first ``start``
   samples of this rank's share, so a run resumed mid-epoch sees exactly what was left.
 * Under DDP every rank draws the same sequence of *global* batches of ``world_size x P``
@@ -46,7 +48,8 @@ class IdentitySampler(Sampler[tuple[int, int]]):
         seed: the run's seed.
 
     Raises:
-        ValueError: naming the key, for an impossible K or too few identities to fill a batch.
+        ValueError: naming the key, for an impossible K or too few identities to fill a batch,
+            or when no identity has 2 images (no positive pair: nothing to learn).
     """
 
     def __init__(
@@ -66,6 +69,13 @@ class IdentitySampler(Sampler[tuple[int, int]]):
         labels = np.asarray(labels, dtype=np.int64)
         order = np.argsort(labels, kind="stable")
         ids, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        if not (counts[ids >= 0] >= 2).any():
+            raise ValueError(
+                f"sampler=identity: no identity has 2 or more images ({int((ids >= 0).sum())}"
+                " identities, one image each): a P x K batch could only pair an image with"
+                " copies of itself, so no triplet is ever mined and nothing is learnt; train on"
+                " identities with several images (data.min_images=2) or use sampler=uniform"
+            )
         keep = (ids >= 0) & ((counts >= k) | (small == "replace"))
         self.members = [order[s : s + c] for s, c, ok in zip(starts, counts, keep, strict=True)
                         if ok]  # fmt: skip
@@ -87,6 +97,13 @@ class IdentitySampler(Sampler[tuple[int, int]]):
         if self.skipped:
             log.warning("sampler=identity: %d identities with fewer than %d images skipped",
                         self.skipped, k)  # fmt: skip
+        single = int(((ids >= 0) & (counts == 1)).sum()) if small == "replace" else 0
+        if single:
+            log.warning(
+                "sampler=identity: %d of %d identities have a single image: their K=%d images"
+                " are copies of it (augmented at most), positives that teach little"
+                " (data.min_images=2 leaves them out)", single, len(self.members), k,
+            )  # fmt: skip
 
     @classmethod
     def build(

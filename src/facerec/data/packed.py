@@ -27,7 +27,6 @@ the data module :mod:`facerec.data.packed_module`.
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from pathlib import Path
@@ -36,6 +35,7 @@ import albumentations as A
 import numpy as np
 
 from facerec.data.encoded import DatasetInfo, EncodedImages
+from facerec.files.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ __all__ = ["DEFAULT_SHARD_BYTES", "FORMAT", "PackedDataset", "read_pack_header"]
 FORMAT = "facerec-packed"
 VERSION = 1
 HEADER = "pack.json"
+# A header lists every class name: 256 MiB holds millions of identities, not a hostile file.
+PACK_HEADER_BYTES = 2**28
 INDEX = "index.npy"
 SHARD_FILE = "shard-{:05d}.dat"
 COLUMNS = ("shard", "offset", "length", "label", "crc32")
@@ -68,10 +70,7 @@ def read_pack_header(root: str | Path) -> dict:
             f"pack header not found: {path} (not a pack folder, or packing was interrupted: "
             f"the header is written last)"
         )
-    try:
-        header = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: corrupt pack header ({error})") from None
+    header = read_json(path, "pack header", max_bytes=PACK_HEADER_BYTES, expect=None)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} header")
     if header.get("version") != VERSION:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from facerec.data.decode import check_header, read_file
 from facerec.data.folder import IMAGE_EXTENSIONS
+from facerec.files.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,10 @@ def _stamp(path: Path) -> str:
 def _read_cache(cache_file: str | Path | None) -> dict[str, list[str]]:
     """Each file's ``[stamp, status]`` from an earlier scan; empty without a readable cache."""
     if cache_file and Path(cache_file).is_file():
-        try:
-            return json.loads(Path(cache_file).read_text())
-        except json.JSONDecodeError:
-            log.warning("ignoring unreadable scan cache %s", cache_file)
+        try:  # a cache lists every file of the dataset: millions of lines are legitimate
+            return read_json(cache_file, "scan cache", max_bytes=2**31)
+        except ValueError as error:
+            log.warning("ignoring the scan cache: %s", error)
     return {}
 
 

@@ -22,6 +22,8 @@ A training checkpoint is a dict; :func:`training_checkpoint` writes its layout a
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import pickle
@@ -151,7 +153,12 @@ def restore_training(
 def save(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file, fsynced, then renamed.
 
-    A run killed mid-write leaves the previous file intact (the rename is atomic).
+    A run killed mid-write leaves the previous file intact (the rename is atomic); a write that
+    fails (a full disk, Ctrl-C) deletes its temporary file, whatever the error.
+
+    Raises:
+        OSError: one line naming the file, the MiB it needs and the MiB free, for a failed
+            write, also when torch's zip writer reported it as a ``RuntimeError``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,17 +169,46 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as error:
+    except BaseException as error:
         # A partial temporary file would keep the disk full; the previous file is untouched.
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        failed = write_error(error)
+        if failed is None:
+            raise
         free = shutil.disk_usage(path.parent).free
         raise OSError(
-            error.errno,
-            f"writing checkpoint {path} failed ({error.strerror or error}): it needs about"
+            failed.errno,
+            f"writing checkpoint {path} failed ({failed.strerror or failed}): it needs about"
             f" {tensor_bytes(state) / 2**20:,.0f} MiB, {free / 2**20:,.0f} MiB are free there;"
             " the previous checkpoint is kept, free space and resume with trainer.resume=auto",
         ) from None
     return path
+
+
+# What torch's zip writer says when a write under it failed and it lost count of its position.
+_ZIP_WRITER_FAILURES = ("PytorchStreamWriter", "inline_container", "file write failed")
+
+
+def write_error(error: BaseException) -> OSError | None:
+    """The ``OSError`` behind a failed checkpoint write, or None for another kind of error.
+
+    ``torch.save`` into a file reports a failed write (``ENOSPC``) as a ``RuntimeError`` of
+    its zip writer ("unexpected pos ..."), raised while closing the archive, with the
+    ``OSError`` as its context: the chain is searched for it.
+    """
+    if not isinstance(error, (OSError, RuntimeError)):
+        return None  # KeyboardInterrupt, a pickling error ...: not the disk's doing
+    seen: BaseException | None = error
+    chain: set[int] = set()
+    while seen is not None and id(seen) not in chain:
+        if isinstance(seen, OSError):
+            return seen
+        chain.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    if any(mark in str(error) for mark in _ZIP_WRITER_FAILURES):
+        return OSError(errno.EIO, str(error).strip().splitlines()[0])
+    return None
 
 
 def tensor_bytes(state: Any) -> int:

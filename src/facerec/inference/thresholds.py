@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from facerec.files.jsonfile import read_json
 from facerec.inference.folder import THRESHOLD, is_pretrained
 from facerec.inference.rules import Rule
 
@@ -87,9 +88,9 @@ def load_threshold(checkpoint_path: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path, "threshold file", max_bytes=2**20)
         threshold = float(record["threshold"])
-    except (ValueError, KeyError, TypeError, RecursionError) as error:
+    except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: not a threshold record ({error}); re-run evaluate") from None
     for key, rule in _CLAIMS.items():
         rule.read(record.get(key), key, path)

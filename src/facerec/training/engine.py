@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
@@ -121,16 +123,29 @@ class NonFiniteGuard:
 
 
 class Preemption:
-    """SIGTERM / SIGUSR1 ask for a checkpoint at the next step boundary, then an exit.
+    """SIGTERM / SIGUSR1 (preemption) and SIGINT (Ctrl-C) ask for a checkpoint at the next step
+    boundary, then an exit; a second Ctrl-C stops at once, without one.
 
     Cluster schedulers send SIGTERM (or, with ``--signal``, SIGUSR1) some time before they
-    kill a job; the handler only sets a flag, the loop checks it between steps.
+    kill a job; the handler only sets a flag, the loop checks it between steps. Ctrl-C is
+    treated the same way (the steps since the last checkpoint are kept, exit
+    :data:`INTERRUPTED_EXIT`) instead of a ``KeyboardInterrupt`` traceback that loses them.
+    The training loader's workers ignore SIGINT (:func:`facerec.training.run.ignore_ctrl_c`), so
+    Ctrl-C, which reaches every process of the terminal, does not kill them under the step.
+
+    Args:
+        repeat_s: a SIGINT within this many seconds of the first counts as the same Ctrl-C
+            (torchrun forwards the terminal's SIGINT to workers that got it already).
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+    INTERRUPTED_EXIT = 128 + signal.SIGINT  # 130: the shell's status for Ctrl-C
 
-    def __init__(self) -> None:
+    def __init__(self, repeat_s: float = 1.0) -> None:
         self.received: int | None = None
+        self.repeat_s = repeat_s
+        self._first_at = 0.0
+        self._pid = os.getpid()
         self._previous = {}
         for sig in self.SIGNALS:
             # signal() raises ValueError outside the main thread: then there is no handler.
@@ -138,7 +153,28 @@ class Preemption:
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.received = signum
+        if os.getpid() != self._pid:
+            return  # a forked DataLoader worker: the training process decides, and stops it
+        now = time.monotonic()
+        if self.received is None:
+            self.received, self._first_at = signum, now
+            if signum == signal.SIGINT and os.environ.get("RANK", "0") == "0":  # once a job
+                _say("facerec: Ctrl-C: stopping at the end of this step with a checkpoint"
+                     " (Ctrl-C again to stop at once, without one)")  # fmt: skip
+        elif signum == signal.SIGINT and now - self._first_at > self.repeat_s:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        elif signum == signal.SIGINT:
+            self.received = signum  # the exit status says it was an interrupt
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether this process got Ctrl-C (SIGINT) rather than a preemption signal."""
+        return self.received == signal.SIGINT
+
+    def exit_code(self, preempted: int) -> int:
+        """The exit status: 130 after Ctrl-C, else ``preempted`` (``trainer.preempt_exit_code``;
+        also on a rank that only learnt of another rank's signal)."""
+        return self.INTERRUPTED_EXIT if self.interrupted else preempted
 
     def requested(self, device: torch.device) -> bool:
         """True on every rank as soon as any rank got the signal (the ranks must stop together).
@@ -151,3 +187,10 @@ class Preemption:
     def close(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _say(line: str) -> None:
+    """One line on stderr from a signal handler: ``os.write``, not ``print``, which could
+    re-enter a buffered write the signal interrupted."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"{line}\n".encode())

@@ -33,20 +33,49 @@ def _read_weights(path: Path) -> tuple[Mapping[str, torch.Tensor], str]:
     """The face model's state dict in ``path`` and a description of where it came from.
 
     ``path`` is a facerec checkpoint (read as plain data, never unpickled code) or a model
-    folder written by ``facerec export`` (safetensors + JSON, :mod:`facerec.pretrained`).
+    folder written by ``facerec export`` (safetensors + JSON, :mod:`facerec.inference.folder`).
+
+    Raises:
+        FileNotFoundError, ValueError: one line naming ``trainer.init_from`` and the file.
     """
-    if path.is_dir():
-        config, weights = pretrained.read_pretrained(path)
-        backbone = (config.get("backbone") or {}).get("_target_", "an unknown backbone")
-        return weights, f"{path} (exported model, backbone {backbone})"
-    ckpt = checkpoint.load(path, required=("model",))
-    config = ckpt.get("config") or {}
-    backbone = (config.get("backbone") or {}).get("_target_", "an unknown backbone")
-    result = (ckpt.get("state") or {}).get("best")
-    described = f"{path} (step {ckpt.get('step')}, backbone {backbone}" + (
-        f", best verification {result:.4f})" if isinstance(result, float) else ")"
-    )
-    return ckpt["model"], described
+    key = f"trainer.init_from={path}"
+    try:
+        if path.is_dir():
+            config, weights = pretrained.read_pretrained(path)
+            described = f"{path} (exported model, backbone {_backbone(config)})"
+        else:
+            ckpt = checkpoint.load(path, required=("model",))
+            weights, result = ckpt["model"], _get(ckpt, "state", "best")
+            backbone = _backbone(ckpt.get("config"))
+            described = f"{path} (step {ckpt.get('step')}, backbone {backbone}" + (
+                f", best verification {result:.4f})" if isinstance(result, float) else ")"
+            )
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{key}: {error}") from None
+    except RecursionError:  # a config.json nested thousands deep (json's parser recurses)
+        raise ValueError(f"{key}: config.json nested too deeply (not a model config)") from None
+    except ValueError as error:  # the reader's own line, naming the file and why
+        raise ValueError(f"{key}: {error}") from None
+    except (TypeError, AttributeError, KeyError) as error:  # a reader met an odd layout
+        raise ValueError(f"{key}: not a readable facerec model ({error!r})") from None
+    if not isinstance(weights, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise ValueError(f"{key}: its 'model' entry is not a state dict of named tensors")
+    return weights, described
+
+
+def _get(node: Any, *keys: str) -> Any:
+    """``node[k1][k2]...`` through dicts only; None where a level is missing or not a dict."""
+    for key in keys:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node
+
+
+def _backbone(config: Any) -> str:
+    """The backbone a saved config names (as text, whatever the file holds)."""
+    target = _get(config, "backbone", "_target_")
+    return str(target)[:200] if target is not None else "an unknown backbone"
 
 
 def init_from(path: str | Path, model: nn.Module) -> str:
@@ -62,8 +91,6 @@ def init_from(path: str | Path, model: nn.Module) -> str:
     """
     path = Path(path)
     weights, described = _read_weights(path)
-    if not isinstance(weights, Mapping):
-        raise ValueError(f"{path}: its 'model' entry is not a state dict")
     mine = model.state_dict()
     missing = [key for key in mine if key not in weights]
     extra = [key for key in weights if key not in mine]

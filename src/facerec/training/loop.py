@@ -81,10 +81,14 @@ class Training:
 
 
 class Preempted(Exception):
-    """Raised after the preemption checkpoint is written; carries the exit status."""
+    """Raised after the preemption (or Ctrl-C) checkpoint is written; carries the exit status."""
 
-    def __init__(self, step: int, exit_code: int) -> None:
-        super().__init__(f"preempted: checkpoint written at step {step}, exit {exit_code}")
+    def __init__(self, step: int, exit_code: int, interrupted: bool = False) -> None:
+        what = "interrupted (Ctrl-C)" if interrupted else "preempted"
+        super().__init__(
+            f"{what}: checkpoint written at step {step}, exit {exit_code};"
+            " trainer.resume=auto continues the run"
+        )
         self.step = step
         self.exit_code = exit_code
 

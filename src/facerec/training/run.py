@@ -20,6 +20,8 @@ import itertools
 import json
 import logging
 import random
+import signal
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,14 +50,25 @@ from facerec.training.loop import (
 )
 from facerec.training.malloc import keep_freed_memory
 from facerec.training.report import Reporter
-from facerec.training.run_dir import check_same_run, open_run_dir, resolve_run_dir
+from facerec.training.run_dir import (
+    check_same_run,
+    create_run_dir,
+    open_run_dir,
+    resolve_run_dir,
+    run_root,
+)
 from facerec.training.speed import (
     compile_backbone,
     configure_kernels,
     resolve_amp,
     resolve_compile,
 )
-from facerec.training.validate import check_config
+from facerec.training.validate import (
+    check_config,
+    check_identities,
+    check_input_size,
+    startup_warnings,
+)
 from facerec.training.verifier import Verifier
 
 __all__ = ["Preempted", "Training", "fit", "run", "setup"]
@@ -64,6 +77,16 @@ log = logging.getLogger("facerec")
 
 # The fewest samples a training micro-batch may have: BatchNorm in train mode needs two.
 MIN_BATCH = 2
+
+
+def ignore_ctrl_c(worker_id: int, then: Callable[[int], None] | None = None) -> None:
+    """A DataLoader worker's start: ignore SIGINT. Ctrl-C reaches every process of the
+    terminal's group; the training process checkpoints at the step boundary and stops the
+    workers itself, which must not die under it meanwhile (a forked worker inherits the
+    trainer's handler; one started by spawn or forkserver, Python 3.14's default, would not)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if then is not None:
+        then(worker_id)
 
 
 def seed_everything(seed: int) -> None:
@@ -76,7 +99,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as ``cfg`` says; returns what ``metrics.json`` holds.
 
     Raises:
-        Preempted: after SIGTERM/SIGUSR1, once the checkpoint is written.
+        Preempted: after SIGTERM/SIGUSR1 or Ctrl-C, once the checkpoint is written.
     """
     env = distributed.init(cfg.trainer.device)
     try:
@@ -103,9 +126,11 @@ def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recogni
 def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     """Check the config, build every object of the run, resume if asked: the config stops here.
 
-    Everything that can fail on bad input happens before the run directory is touched.
+    Everything that can fail on bad input happens before the run directory is touched; a new
+    run's folder is created last, atomically (:func:`facerec.training.run_dir.create_run_dir`).
     """
     check_config(cfg, env.device)
+    check_input_size(cfg)
     seed_everything(cfg.seed)
     tcfg = cfg.trainer
     keep_freed_memory(tcfg.get("malloc", "auto"), env.device.type)  # CPU: no page fault per step
@@ -115,18 +140,23 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     amp = resolve_amp(tcfg.amp, env.device)
     data = instantiate(cfg.data)
     scan = data.setup()
+    check_identities(scan.classes, getattr(data, "source", cfg.data.get("root")))
     verifiers = {
         name: Verifier(s, tcfg.eval_batch_size, data.num_workers, tcfg.eval_fusion)
         for name, s in data.val.items()
     }
     for verifier in verifiers.values() if env.is_main else ():  # rank 0 alone verifies
         verifier.check(show_progress=tcfg.progress)
-    run_dir, resume_from = resolve_run_dir(cfg, env)
+    run_dir, resume_from = resolve_run_dir(cfg)  # run_dir None: a new run
+    for warning in startup_warnings(cfg, resuming=resume_from is not None) if env.is_main else ():
+        log.warning(warning)
     recognizer = build_recognizer(cfg, len(scan.classes), env)
     if tcfg.sync_bn and env.enabled:
         recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
     loader = data.train_loader(env.rank, env.world_size, cfg.seed, show_progress=env.is_main,
                                sampler=instantiate(cfg.sampler, _partial_=True))  # fmt: skip
+    if getattr(loader, "num_workers", 0) > 0:  # Ctrl-C must not kill them under the step
+        loader.worker_init_fn = partial(ignore_ctrl_c, then=loader.worker_init_fn)
     loop = loop_settings(tcfg, env, len(loader), data.batch_size, amp, best_metric(tcfg, verifiers))
     if tcfg.init_from and resume_from is None:
         log.info(finetune.init_from(tcfg.init_from, recognizer.model))
@@ -151,6 +181,8 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
         check_same_run(resume_from[1].get("config"), cfg, resume_from[0])
         state = resume(*resume_from, recognizer, scan.classes, optimizer,
                        scheduler=scheduler, scaler=scaler, guard=guard)  # fmt: skip
+    if run_dir is None:
+        run_dir = create_run_dir(run_root(cfg), env)
     lock = open_run_dir(cfg, run_dir, state.step) if env.is_main else contextlib.nullcontext()
     if env.is_main:
         log.info("run dir %s | %s | %s", run_dir, scan.summary(),
@@ -165,11 +197,29 @@ def resume(
     path: Path, ckpt: dict[str, Any], recognizer: Recognizer, classes: list[str],
     optimizer: torch.optim.Optimizer, **stateful: Any,
 ) -> TrainState:  # fmt: skip
-    """Load checkpoint ``path`` into the run's objects; the criterion loads its own part."""
-    state = checkpoint.restore_training(ckpt, path, recognizer.model, classes, **stateful)
-    recognizer.criterion.restore(ckpt, path, optimizer)
+    """Load checkpoint ``path`` into the run's objects; the criterion loads its own part.
+
+    Raises:
+        ValueError: naming ``path``: another run's data or architecture, or a file that holds
+            ``model`` and ``step`` but not the rest of a training checkpoint.
+    """
+    try:
+        state = checkpoint.restore_training(ckpt, path, recognizer.model, classes, **stateful)
+        recognizer.criterion.restore(ckpt, path, optimizer)
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as error:
+        what = (f"no {error.args[0]!r} entry" if isinstance(error, KeyError)
+                else f"{type(error).__name__}: {first_line(error)}")  # fmt: skip
+        raise ValueError(
+            f"trainer.resume={path} is not a complete facerec training checkpoint ({what});"
+            " resume takes a run's checkpoints/last.pt, trainer.init_from a trained model"
+        ) from None
     log.info("resumed from %s at step %d", path, state.step)
     return state
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (torch's can run to a page)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def step_module(recognizer: Recognizer, compile_step: bool, env: distributed.Dist) -> nn.Module:
@@ -187,7 +237,7 @@ def train_one_epoch(t: Training, preemption: Preemption) -> None:
     """Steps from the current position to the end of its epoch (or of the run).
 
     Raises:
-        Preempted: a rank got SIGTERM/SIGUSR1; the checkpoint is written first.
+        Preempted: a rank got SIGTERM/SIGUSR1 or SIGINT; the checkpoint is written first.
     """
     loop, state = t.loop, t.state
     epoch, offset = divmod(state.step, loop.steps_per_epoch)
@@ -224,8 +274,11 @@ def train_one_epoch(t: Training, preemption: Preemption) -> None:
         if preemption.requested(t.env.device):
             save(t, "last")
             distributed.barrier()
-            log.warning("preemption signal: checkpoint written at step %d", state.step)
-            raise Preempted(state.step, loop.preempt_exit_code)
+            log.warning("%s: checkpoint written at step %d",
+                        "Ctrl-C" if preemption.interrupted else "preemption signal",
+                        state.step)  # fmt: skip
+            raise Preempted(state.step, preemption.exit_code(loop.preempt_exit_code),
+                            preemption.interrupted)  # fmt: skip
 
 
 def skip_empty_step(t: Training, lr: float) -> torch.Tensor:

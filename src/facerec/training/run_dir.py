@@ -5,6 +5,7 @@ second process out of a directory while one trains in it."""
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import socket
@@ -21,9 +22,11 @@ from facerec.files import checkpoint
 __all__ = [
     "RunLock",
     "check_same_run",
+    "create_run_dir",
     "open_run_dir",
     "resolve_run_dir",
     "run_dir_of",
+    "run_root",
     "target_name",
 ]
 
@@ -35,32 +38,76 @@ def target_name(node: DictConfig) -> str:
     return str(node.get("_target_", "x")).rsplit(".", 1)[-1].lower()
 
 
-def resolve_run_dir(
-    cfg: DictConfig, env: distributed.Dist
-) -> tuple[Path, tuple[Path, dict[str, Any]] | None]:
-    """The run directory (same on every rank) and the checkpoint to resume from, if any."""
+def run_root(cfg: DictConfig) -> Path:
+    """``<paths.output_dir>/<name>``: the folder that holds every run of this name."""
     name = cfg.name or f"{target_name(cfg.backbone)}-{target_name(cfg.head)}"
-    run_root = Path(cfg.paths.output_dir) / name
+    return Path(cfg.paths.output_dir) / name
+
+
+def resolve_run_dir(cfg: DictConfig) -> tuple[Path | None, tuple[Path, dict[str, Any]] | None]:
+    """The run directory a resumed run continues in (None for a new run: see
+    :func:`create_run_dir`) and the checkpoint to resume from, if any."""
+    root = run_root(cfg)
     resume = cfg.trainer.resume
     found = None
     if resume == "auto":
-        found = checkpoint.load_latest(run_root)
+        found = checkpoint.load_latest(root)
         if found is None:
-            log.info("trainer.resume=auto: no checkpoint under %s, starting a new run", run_root)
+            log.info("trainer.resume=auto: no checkpoint under %s, starting a new run", root)
     elif resume:
-        found = Path(resume), checkpoint.load(resume)
-    if found is not None and run_dir_of(found[0]) is not None:
-        return run_dir_of(found[0]), found
+        found = Path(resume), read_resume(Path(resume))
     # A new run, or a loose checkpoint (downloaded, copied) continued in a run folder of its
     # own under paths.output_dir/name, never beside the file.
-    # One timestamp for all ranks: rank 0's, broadcast (a per-rank ${now:} would give one
-    # folder per process).
-    run_dir = run_root / time.strftime("%Y%m%d-%H%M%S")
-    suffix = 1
-    while env.is_main and run_dir.exists():  # two runs started in the same second
-        run_dir = run_dir.with_name(f"{run_dir.name.split('+')[0]}+{suffix}")
-        suffix += 1
-    return Path(distributed.broadcast(str(run_dir))), found
+    return (run_dir_of(found[0]) if found is not None else None), found
+
+
+def read_resume(path: Path) -> dict[str, Any]:
+    """The checkpoint ``trainer.resume=`` names, or one line naming the key.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a folder (an exported model is ``trainer.init_from``), or a file that is not
+            a readable facerec checkpoint.
+    """
+    if path.is_dir():
+        raise ValueError(
+            f"trainer.resume={path} is a folder: resume continues a run from one of its"
+            " checkpoint files (<run>/checkpoints/last.pt) or takes auto; to start a new run"
+            f" from an exported model use trainer.init_from={path}"
+        )
+    try:
+        return checkpoint.load(path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"trainer.resume={path}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"trainer.resume={path}: {error}") from None
+
+
+def create_run_dir(root: Path, env: distributed.Dist, stamp: str | None = None) -> Path:
+    """Create a new run folder ``<root>/<timestamp>`` and return it (the same on every rank).
+
+    Rank 0 creates it with an atomic ``mkdir`` that fails when the folder exists, so two runs
+    started in the same second each get a folder of their own (``<timestamp>+1`` ...) instead
+    of both picking the free name and the second finding it in use. One timestamp for all
+    ranks: rank 0's, broadcast (a per-rank ``${now:}`` would give one folder per process).
+
+    Args:
+        root: :func:`run_root`.
+        stamp: the folder's name (default: the time, ``%Y%m%d-%H%M%S``).
+    """
+    run_dir = None
+    if env.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+        for suffix in itertools.count():
+            candidate = root / (f"{stamp}+{suffix}" if suffix else stamp)
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            run_dir = candidate
+            break
+    return Path(distributed.broadcast(str(run_dir)))
 
 
 def run_dir_of(path: Path) -> Path | None:
