@@ -165,6 +165,7 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130_in_one_line(reference, tmp_pat
 def test_a_second_ctrl_c_stops_at_once():
     """In-process: the first SIGINT only sets the flag; a repeat within ``repeat_s`` (torchrun
     forwarding the terminal's signal) is the same Ctrl-C; a later one raises at once."""
+    before = signal.getsignal(signal.SIGINT)  # whatever pytest or an earlier test left
     preemption = Preemption(repeat_s=0.2)
     try:
         signal.raise_signal(signal.SIGINT)
@@ -176,7 +177,7 @@ def test_a_second_ctrl_c_stops_at_once():
             signal.raise_signal(signal.SIGINT)
     finally:
         preemption.close()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # close() puts the previous handler back
     sigterm = Preemption()
     try:
         signal.raise_signal(signal.SIGTERM)

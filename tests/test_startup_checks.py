@@ -177,7 +177,7 @@ def nested(folder: Path, depth: int = 100_000) -> Path:
 @pytest.mark.parametrize(
     ("make", "named"),
     [
-        (lambda p: nested(p / "m"), "config.json nested too deeply"),
+        (lambda p: nested(p / "m"), "config.json: nested too deeply"),
         (lambda p: (p / "m").mkdir() or p / "m", "has no config.json"),
         (lambda p: p / "missing.pt", "not found"),
         (lambda p: (p / "x.pt").write_bytes(b"not a checkpoint") and p / "x.pt", "x.pt"),

@@ -33,6 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from facerec.files import jsonfile
 from facerec.inference.spec import ModelSpec, read_spec, rebuild
 from facerec.model import FaceModel
 
@@ -183,12 +184,9 @@ def read_json(path: Path) -> Any:
     """The JSON in ``path`` as plain data (a model's config, a gallery's index).
 
     Raises:
-        ValueError: one line naming the file when it is not valid JSON.
+        ValueError: one line naming the file: not valid JSON, nested too deeply, too large.
     """
-    try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ValueError(f"{path}: not valid JSON ({str(error)[:100]})") from None
+    return jsonfile.read_json(path, "JSON file", expect=None)
 
 
 def _read_config(folder: Path) -> tuple[ModelSpec, dict[str, Any]]:

@@ -52,8 +52,6 @@ def _read_weights(path: Path) -> tuple[Mapping[str, torch.Tensor], str]:
             )
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{key}: {error}") from None
-    except RecursionError:  # a config.json nested thousands deep (json's parser recurses)
-        raise ValueError(f"{key}: config.json nested too deeply (not a model config)") from None
     except ValueError as error:  # the reader's own line, naming the file and why
         raise ValueError(f"{key}: {error}") from None
     except (TypeError, AttributeError, KeyError) as error:  # a reader met an odd layout
