@@ -100,6 +100,9 @@ def test_the_index_is_chosen_by_size(monkeypatch):
     with pytest.raises(ValueError, match="one of auto, exact, faiss"):
         build_index(templates, "annoy")
     assert search.default_index(1_000_000) == ("IVF4000,SQ8", "nprobe=125")
+    assert search.default_index(2) == ("IVF1,SQ8", "nprobe=1")
+    _, ids = FaissIndex(templates[:2]).search(templates[:2], 2)  # two people: still answers
+    np.testing.assert_array_equal(ids[:, 0], [0, 1])
 
 
 def test_missing_faiss_names_the_extra(monkeypatch):

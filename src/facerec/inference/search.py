@@ -43,7 +43,8 @@ def default_index(n: int) -> tuple[str, str]:
     """``(factory, params)`` for ``n`` templates, as measured in docs/performance.md
     (scripts/bench_search.py): an inverted file of about ``4 sqrt(n)`` lists (1,024 at 65k,
     4,096 at 1M) over int8 vectors, searching 1/32 of the lists (at least 32)."""
-    lists = int(min(max(4 * np.sqrt(n), 1), 16_384))
+    # k-means wants about 39 points per list: a small gallery gets fewer lists
+    lists = int(min(4 * np.sqrt(n), 16_384, max(1, n // 39)))
     return f"IVF{lists},SQ8", f"nprobe={min(lists, max(32, lists // 32))}"
 
 
