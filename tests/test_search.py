@@ -109,3 +109,15 @@ def test_missing_faiss_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"pip install 'facerec\[search\]'"):
         FaissIndex(np.eye(4, dtype=np.float32))
+
+
+def test_a_faiss_index_is_cached_and_read_back(tmp_path):
+    templates, queries = planted(400, 20, dim=16)
+    cache = tmp_path / "index-abc.faiss"
+    built = build_index(templates, "faiss", cache)
+    assert cache.is_file() and built.factory.startswith("IVF")
+    again = build_index(templates, "faiss", cache)
+    assert again.factory == "cached"
+    for a, b in zip(built.search(queries, 3), again.search(queries, 3), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert build_index(templates[:300], "faiss", cache).ntotal == 300  # another size: rebuilt

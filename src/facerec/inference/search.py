@@ -11,6 +11,9 @@ index is a cache, rebuilt from the templates; the gallery file is the data.
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -165,6 +168,14 @@ class FaissIndex:
         if params:
             faiss.ParameterSpace().set_index_parameters(self.index, params)
 
+    @classmethod
+    def read(cls, path: Path) -> FaissIndex:
+        """An index this class wrote (:func:`build_index`'s cache), read back."""
+        self = cls.__new__(cls)
+        self.index = faiss_module().read_index(str(path))
+        self.factory, self.params = "cached", str(path)
+        return self
+
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
@@ -184,12 +195,26 @@ class FaissIndex:
         return scores.astype(np.float32), ids.astype(np.int64)
 
 
-def build_index(templates: ArrayLike, kind: str = "auto", **options) -> ExactIndex | FaissIndex:
+def build_index(
+    templates: ArrayLike, kind: str = "auto", cache: Path | None = None, **options
+) -> ExactIndex | FaissIndex:
     """The index for ``templates`` ``(K, D)``: ``"exact"``, ``"faiss"``, or ``"auto"``
     (exact up to :data:`EXACT_LIMIT` templates, FAISS beyond); ``options`` go to
-    :class:`FaissIndex`."""
+    :class:`FaissIndex`. A FAISS index is read from ``cache`` when that file holds one of K
+    vectors, else built and written there (a gallery's cache: named by its generation)."""
     if kind not in ("auto", "exact", "faiss"):
         raise ValueError(f"index kind {kind!r}: one of auto, exact, faiss")
     if kind == "exact" or (kind == "auto" and len(templates) <= EXACT_LIMIT):
         return ExactIndex(templates)
-    return FaissIndex(templates, **options)
+    if cache is not None and cache.is_file():
+        cached = FaissIndex.read(cache)
+        if cached.ntotal == len(templates):
+            return cached
+    index = FaissIndex(templates, **options)
+    if cache is not None:
+        from facerec.inference.folder import write_atomic
+
+        # a read-only gallery is searched all the same (and indexed again next time)
+        with contextlib.suppress(OSError):
+            write_atomic(cache, lambda p: faiss_module().write_index(index.index, str(p)))
+    return index
