@@ -20,6 +20,7 @@ import numpy as np
 from facerec.eval.identification import threshold_at_rate
 from facerec.inference.enrol import Report, embed_photos, identity_folders
 from facerec.inference.gallery import Gallery
+from facerec.inference.search import ExactIndex
 
 __all__ = ["calibrate", "labelled_photos", "stranger_scores", "threshold_for"]
 
@@ -76,7 +77,7 @@ def stranger_scores(gallery: Gallery, templates: np.ndarray | None = None) -> np
     strangers = gallery.calibration_embeddings[keep].astype(np.float32)
     if len(t) == 0 or len(strangers) == 0:
         return np.zeros(0)
-    return (strangers @ t.astype(np.float32).T).max(axis=1).astype(np.float64)
+    return ExactIndex(t).search(strangers, 1)[0][:, 0].astype(np.float64)
 
 
 def threshold_for(

@@ -87,10 +87,11 @@ class Gallery:
         return np.repeat(np.arange(len(self.names)), [len(i) for i in self.images])
 
     def templates(self) -> np.ndarray:
-        """float32 ``(K, D)``: one unit template per identity, in :attr:`names` order."""
+        """``(K, D)``, the embeddings' dtype: one unit template per identity, in
+        :attr:`names` order."""
         if not self.names:
             return np.zeros((0, self.embeddings.shape[1]), np.float32)
-        return identity_templates(self.embeddings, self.labels)[0]
+        return identity_templates(self.embeddings, self.labels, self.embeddings.dtype)[0]
 
     def with_identities(self, entries: dict[str, tuple[list[ImageRecord], np.ndarray]]):
         """A gallery of ``{name: (records, (n, D) embeddings)}``, sorted by name then file."""
