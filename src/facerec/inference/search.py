@@ -4,9 +4,10 @@ Both indexes answer ``search(queries, k)`` with FAISS's result shape: ``(scores,
 cosine similarities and int64 template rows, ``(Q, k)`` each, best first. Up to
 :data:`EXACT_LIMIT` templates the search is exact (one matrix product per block of queries,
 ties broken by the lower row); beyond it an index from the ``search`` extra (``faiss-cpu``): an
-inverted file over int8-quantised vectors, about a quarter of the float32 memory, at recall@1
->= 0.99 on clustered face-like vectors (docs/performance.md measures it against HNSW). The
-index is a cache, rebuilt from the templates; the gallery file is the data.
+inverted file over 4-bit product-quantised codes (:func:`default_index`), a twelfth of the
+float16 memory, at recall@1 >= 0.99 on clustered face-like vectors (docs/performance.md
+measures it against int8 vectors and HNSW). The index is a cache of the templates; the gallery
+file is the data.
 """
 
 from __future__ import annotations
@@ -42,13 +43,16 @@ def faiss_module():
     return faiss
 
 
-def default_index(n: int) -> tuple[str, str]:
-    """``(factory, params)`` for ``n`` templates, as measured in docs/performance.md
-    (scripts/bench_search.py): an inverted file of about ``4 sqrt(n)`` lists (1,024 at 65k,
-    4,096 at 1M) over int8 vectors, searching 1/32 of the lists (at least 32)."""
+def default_index(n: int, dim: int = 512) -> tuple[str, str]:
+    """``(factory, params)`` for ``n`` templates of ``dim`` coordinates, as measured in
+    docs/performance.md (scripts/bench_search.py): an inverted file of about ``4 sqrt(n)``
+    lists (4,000 at 1M) searching 1/32 of them (at least 32), over 4-bit product-quantised
+    codes scanned with SIMD (``dim / 4`` sub-quantisers: 128 bytes a vector at 512-d); a
+    gallery under 10,000 (too few to train those codes) keeps int8 vectors."""
     # k-means wants about 39 points per list: a small gallery gets fewer lists
     lists = int(min(4 * np.sqrt(n), 16_384, max(1, n // 39)))
-    return f"IVF{lists},SQ8", f"nprobe={min(lists, max(32, lists // 32))}"
+    codes = f"PQ{dim // 4}x4fs" if n >= 10_000 and dim % 4 == 0 else "SQ8"
+    return f"IVF{lists},{codes}", f"nprobe={min(lists, max(32, lists // 32))}"
 
 
 def _as_rows(x: ArrayLike, name: str, dim: int | None = None) -> np.ndarray:
@@ -156,7 +160,7 @@ class FaissIndex:
         if t.ndim != 2:
             raise ValueError(f"templates must be (K, D), got shape {t.shape}")
         if factory is None:
-            factory, params = default_index(len(t))
+            factory, params = default_index(len(t), t.shape[1])
         self.factory, self.params = factory, params
         self.index = faiss.index_factory(t.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         if hasattr(self.index, "hnsw"):
