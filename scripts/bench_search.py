@@ -16,6 +16,7 @@ recall@1 against exact search in the same run. A markdown table goes to stdout.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         data = synthetic(n, args.dim, args.queries, dtype)
         for line in rows_for(n, *data, args.indexes):
             print(line, flush=True)
+        del data
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"\npeak resident memory of the whole run (data, exact search, indexes): {peak:.2f} GiB")
     return 0
 
 

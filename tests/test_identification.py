@@ -170,3 +170,16 @@ def test_agrees_with_the_ijb_search_of_template_features():
     assert [result.cmc[r - 1] for r in (1, 5, 10)] == list(ijb_search.cmc(found).values())
     for rate, dir_ in zip((0.1, 0.02), result.dir, strict=True):
         assert dir_ == pytest.approx(ijb_search.tpir_at_fpir(found, rate)["tpir"])
+
+
+def test_templates_in_blocks_and_float16_agree_with_one_block():
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(50, 6)).astype(np.float32)
+    labels = rng.integers(0, 17, 50)
+    whole, names = identity_templates(emb, labels)
+    blocks, again = identity_templates(emb, labels, block=4)
+    np.testing.assert_array_equal(blocks, whole)
+    np.testing.assert_array_equal(names, again)
+    half, _ = identity_templates(emb, labels, np.float16, block=5)
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half, whole, atol=1e-3)

@@ -85,10 +85,20 @@ def test_faiss_returns_the_exact_result_on_a_small_gallery():
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_allclose(scores, want_scores, atol=1e-5)
     default = FaissIndex(templates)  # the size's default: IVF over int8 vectors
-    assert default.factory.startswith("IVF") and default.factory.endswith(",SQ8")
+    assert default.factory == "IVF15,SQ8"
     _, ids = default.search(queries, 5)
     np.testing.assert_array_equal(ids[:, 0], want_ids[:, 0])
     assert default.nbytes < templates.nbytes
+
+
+def test_a_large_gallery_gets_product_quantised_codes_and_finds_the_planted_identity():
+    templates, queries = planted(12_000, 200, dim=64, seed=3)
+    index = FaissIndex(templates)
+    assert (index.factory, index.params) == ("IVF307,PQ16x4fs", "nprobe=32")
+    _, exact = ExactIndex(templates).search(queries, 1)
+    _, ids = index.search(queries, 1)
+    assert (ids[:, 0] == exact[:, 0]).mean() >= 0.99
+    assert index.nbytes < templates.nbytes / 8
 
 
 def test_the_index_is_chosen_by_size(monkeypatch):
@@ -99,10 +109,25 @@ def test_the_index_is_chosen_by_size(monkeypatch):
     assert build_index(templates, "exact").kind == "exact"
     with pytest.raises(ValueError, match="one of auto, exact, faiss"):
         build_index(templates, "annoy")
-    assert search.default_index(1_000_000) == ("IVF4000,SQ8", "nprobe=125")
+    assert search.default_index(1_000_000) == ("IVF4000,PQ128x4fs", "nprobe=125")
+    assert search.default_index(2) == ("IVF1,SQ8", "nprobe=1")
+    _, ids = FaissIndex(templates[:2]).search(templates[:2], 2)  # two people: still answers
+    np.testing.assert_array_equal(ids[:, 0], [0, 1])
 
 
 def test_missing_faiss_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"pip install 'facerec\[search\]'"):
         FaissIndex(np.eye(4, dtype=np.float32))
+
+
+def test_a_faiss_index_is_cached_and_read_back(tmp_path):
+    templates, queries = planted(400, 20, dim=16)
+    cache = tmp_path / "index-abc.faiss"
+    built = build_index(templates, "faiss", cache)
+    assert cache.is_file() and built.factory.startswith("IVF")
+    again = build_index(templates, "faiss", cache)
+    assert again.factory == "cached"
+    for a, b in zip(built.search(queries, 3), again.search(queries, 3), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert build_index(templates[:300], "faiss", cache).ntotal == 300  # another size: rebuilt

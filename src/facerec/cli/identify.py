@@ -74,7 +74,7 @@ def threshold_of(args: argparse.Namespace, searcher) -> tuple[float | None, str]
             file=sys.stderr,
         )
         return None, "none"
-    threshold, strangers = threshold_for(gallery, args.far, searcher.templates)
+    threshold, strangers = threshold_for(gallery, args.far, searcher.index)
     far = args.far if args.far is not None else gallery.calibration["far"]
     return threshold, (f"false-accept rate {far:g} on {strangers} photos of people not "
                        f"enrolled, {gallery.calibration['source']}")  # fmt: skip

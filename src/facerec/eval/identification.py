@@ -31,22 +31,33 @@ __all__ = ["OpenSetResult", "Trial", "det_curve", "identity_templates", "mated_r
            "open_set", "open_set_trials", "summarise", "threshold_at_rate"]  # fmt: skip
 
 
-def identity_templates(embeddings: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def identity_templates(
+    embeddings: ArrayLike, labels: ArrayLike, dtype=np.float32, block: int = 65_536
+) -> tuple[np.ndarray, np.ndarray]:
     """One template per identity: the L2-normalised sum of its images' embeddings.
 
     Args:
         embeddings: ``(N, D)`` (flip-fused unit vectors).
         labels: ``(N,)`` identity of each row (any sortable values).
+        dtype: of the templates (float16 halves a large gallery's memory).
+        block: identities summed at a time, in float64 (memory: ``block x D`` doubles).
 
     Returns:
-        ``(templates (K, D) float32, identities (K,))``: K distinct labels, sorted.
+        ``(templates (K, D) dtype, identities (K,))``: K distinct labels, sorted; each sum
+        taken in row order.
     """
-    emb = np.asarray(embeddings, dtype=np.float64)
+    emb = np.asarray(embeddings)
     identities, rows = np.unique(np.asarray(labels), return_inverse=True)
-    sums = np.zeros((len(identities), emb.shape[1]))
-    np.add.at(sums, rows.ravel(), emb)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.maximum(norms, 1e-12)).astype(np.float32), identities
+    order = np.argsort(rows.ravel(), kind="stable")
+    starts = np.searchsorted(rows.ravel()[order], np.arange(len(identities)))
+    bounds = np.append(starts, len(order))
+    out = np.empty((len(identities), emb.shape[1]), dtype)
+    for first in range(0, len(identities), block):
+        last = min(first + block, len(identities))
+        lo, hi = bounds[first], bounds[last]
+        sums = np.add.reduceat(emb[order[lo:hi]].astype(np.float64), starts[first:last] - lo, 0)
+        out[first:last] = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return out, identities
 
 
 def mated_ranks(scores: ArrayLike, probe_labels: ArrayLike, gallery_labels: ArrayLike):

@@ -20,6 +20,7 @@ import numpy as np
 from facerec.eval.identification import threshold_at_rate
 from facerec.inference.enrol import Report, embed_photos, identity_folders
 from facerec.inference.gallery import Gallery
+from facerec.inference.search import ExactIndex
 
 __all__ = ["calibrate", "labelled_photos", "stranger_scores", "threshold_for"]
 
@@ -65,31 +66,35 @@ def calibrate(gallery: Gallery, embedder, source: str, far: float, progress: boo
     return calibrated, report, threshold_for(calibrated, far)[0]
 
 
-def stranger_scores(gallery: Gallery, templates: np.ndarray | None = None) -> np.ndarray:
+def stranger_scores(gallery: Gallery, index=None) -> np.ndarray:
     """Each calibration photo's best cosine against the gallery, float64 ``(M,)``, leaving
-    out photos of people enrolled since (``templates``: :meth:`Gallery.templates`, reused)."""
+    out photos of people enrolled since.
+
+    Args:
+        index: the search the answers will come from (default: exact over the templates), so
+            that the threshold is calibrated on the same search that it decides.
+    """
     if gallery.calibration is None:
         raise ValueError("the gallery has no calibration set: run `facerec gallery calibrate`")
     enrolled = set(gallery.names)
     keep = [i for i, n in enumerate(gallery.calibration["names"]) if n not in enrolled]
-    t = gallery.templates() if templates is None else templates
     strangers = gallery.calibration_embeddings[keep].astype(np.float32)
-    if len(t) == 0 or len(strangers) == 0:
+    if not gallery.names or len(strangers) == 0:
         return np.zeros(0)
-    return (strangers @ t.astype(np.float32).T).max(axis=1).astype(np.float64)
+    index = ExactIndex(gallery.templates()) if index is None else index
+    return index.search(strangers, 1)[0][:, 0].astype(np.float64)
 
 
-def threshold_for(
-    gallery: Gallery, far: float | None = None, templates: np.ndarray | None = None
-) -> tuple[float, int]:
+def threshold_for(gallery: Gallery, far: float | None = None, index=None) -> tuple[float, int]:
     """``(threshold, strangers)``: the cosine threshold at false-accept rate ``far`` (default:
-    the one calibrated) and how many stranger photos measured it.
+    the one calibrated) and how many stranger photos measured it (``index``: as
+    :func:`stranger_scores`).
 
     Raises:
         ValueError: no calibration, ``far`` outside (0, 1), or below ``1 / strangers`` (a rate
             that few photos cannot measure).
     """
-    scores = stranger_scores(gallery, templates)
+    scores = stranger_scores(gallery, index)
     far = gallery.calibration["far"] if far is None else far
     if not 0.0 < far < 1.0:
         raise ValueError(f"--far {far!r}: a false-accept rate lies in (0, 1), e.g. 1e-3")

@@ -69,6 +69,8 @@ class Gallery:
         model: ``{"fingerprint", "source", "embedding_size"}`` of the model that embedded them.
         calibration: ``{"kind", "source", "names", "far"}`` of the calibration set, or None.
         calibration_embeddings: ``(M, D)`` float32 of that set (empty without one).
+        generation: the token of the write it was read from ("" before it is written); a
+            search index cached beside the gallery is named by it.
     """
 
     names: list[str]
@@ -77,6 +79,7 @@ class Gallery:
     model: dict[str, Any]
     calibration: dict[str, Any] | None = None
     calibration_embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), "f4"))
+    generation: str = ""
 
     @property
     def labels(self) -> np.ndarray:
@@ -84,10 +87,11 @@ class Gallery:
         return np.repeat(np.arange(len(self.names)), [len(i) for i in self.images])
 
     def templates(self) -> np.ndarray:
-        """float32 ``(K, D)``: one unit template per identity, in :attr:`names` order."""
+        """``(K, D)``, the embeddings' dtype: one unit template per identity, in
+        :attr:`names` order."""
         if not self.names:
             return np.zeros((0, self.embeddings.shape[1]), np.float32)
-        return identity_templates(self.embeddings, self.labels)[0]
+        return identity_templates(self.embeddings, self.labels, self.embeddings.dtype)[0]
 
     def with_identities(self, entries: dict[str, tuple[list[ImageRecord], np.ndarray]]):
         """A gallery of ``{name: (records, (n, D) embeddings)}``, sorted by name then file."""
@@ -161,6 +165,8 @@ def write_gallery(gallery: Gallery, folder: str | Path) -> Path:
     }
     text = json.dumps(index, indent=1) + "\n"
     write_atomic(folder / INDEX, lambda p: p.write_text(text))
+    for stale in folder.glob("index-*.faiss"):  # search caches of earlier writes
+        stale.unlink(missing_ok=True)
     return folder
 
 
@@ -252,7 +258,7 @@ def read_gallery(folder: str | Path) -> Gallery:
     extra = tensors.get("calibration", np.zeros((0, emb.shape[1]), np.float32))
     if calibration is not None:
         _check_calibration(calibration, extra, emb.shape[1], path)
-    return Gallery(names, images, emb, model, calibration, extra)
+    return Gallery(names, images, emb, model, calibration, extra, index["generation"])
 
 
 def _check_unit(emb: np.ndarray, path: Path) -> None:

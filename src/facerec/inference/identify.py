@@ -50,7 +50,8 @@ class Searcher:
         gallery: a :class:`Gallery` (:func:`facerec.inference.gallery.read_gallery`).
         embedder: the :class:`FaceEmbedder` it was built with (checked by fingerprint).
         index: ``"auto"``, ``"exact"`` or ``"faiss"`` (:func:`build_index`).
-        where: the gallery's path, for messages.
+        where: the gallery's folder: named in messages, and where a FAISS index is cached
+            (``index-<generation>.faiss``, rebuilt when the gallery is written again).
 
     Raises:
         ValueError: the gallery is another model's, or has no identities.
@@ -62,7 +63,9 @@ class Searcher:
             raise ValueError(f"{where}: the gallery has no identities")
         self.gallery, self.embedder = gallery, embedder
         self.templates = gallery.templates()
-        self.index = build_index(self.templates, index)
+        folder = Path(where)
+        cache = folder / f"index-{gallery.generation}.faiss" if gallery.generation else None
+        self.index = build_index(self.templates, index, cache if folder.is_dir() else None)
 
     def faces(self, photo: str | Path, mode: str = "auto"):
         """``(boxes, embeddings (F, D))`` of the faces of ``photo``.

@@ -4,12 +4,16 @@ Both indexes answer ``search(queries, k)`` with FAISS's result shape: ``(scores,
 cosine similarities and int64 template rows, ``(Q, k)`` each, best first. Up to
 :data:`EXACT_LIMIT` templates the search is exact (one matrix product per block of queries,
 ties broken by the lower row); beyond it an index from the ``search`` extra (``faiss-cpu``): an
-inverted file over int8-quantised vectors, about a quarter of the float32 memory, at recall@1
->= 0.99 on clustered face-like vectors (docs/performance.md measures it against HNSW). The
-index is a cache, rebuilt from the templates; the gallery file is the data.
+inverted file over 4-bit product-quantised codes (:func:`default_index`), a twelfth of the
+float16 memory, at recall@1 >= 0.99 on clustered face-like vectors (docs/performance.md
+measures it against int8 vectors and HNSW). The index is a cache of the templates; the gallery
+file is the data.
 """
 
 from __future__ import annotations
+
+import contextlib
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -39,12 +43,16 @@ def faiss_module():
     return faiss
 
 
-def default_index(n: int) -> tuple[str, str]:
-    """``(factory, params)`` for ``n`` templates, as measured in docs/performance.md
-    (scripts/bench_search.py): an inverted file of about ``4 sqrt(n)`` lists (1,024 at 65k,
-    4,096 at 1M) over int8 vectors, searching 1/32 of the lists (at least 32)."""
-    lists = int(min(max(4 * np.sqrt(n), 1), 16_384))
-    return f"IVF{lists},SQ8", f"nprobe={min(lists, max(32, lists // 32))}"
+def default_index(n: int, dim: int = 512) -> tuple[str, str]:
+    """``(factory, params)`` for ``n`` templates of ``dim`` coordinates, as measured in
+    docs/performance.md (scripts/bench_search.py): an inverted file of about ``4 sqrt(n)``
+    lists (4,000 at 1M) searching 1/32 of them (at least 32), over 4-bit product-quantised
+    codes scanned with SIMD (``dim / 4`` sub-quantisers: 128 bytes a vector at 512-d); a
+    gallery under 10,000 (too few to train those codes) keeps int8 vectors."""
+    # k-means wants about 39 points per list: a small gallery gets fewer lists
+    lists = int(min(4 * np.sqrt(n), 16_384, max(1, n // 39)))
+    codes = f"PQ{dim // 4}x4fs" if n >= 10_000 and dim % 4 == 0 else "SQ8"
+    return f"IVF{lists},{codes}", f"nprobe={min(lists, max(32, lists // 32))}"
 
 
 def _as_rows(x: ArrayLike, name: str, dim: int | None = None) -> np.ndarray:
@@ -152,7 +160,7 @@ class FaissIndex:
         if t.ndim != 2:
             raise ValueError(f"templates must be (K, D), got shape {t.shape}")
         if factory is None:
-            factory, params = default_index(len(t))
+            factory, params = default_index(len(t), t.shape[1])
         self.factory, self.params = factory, params
         self.index = faiss.index_factory(t.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         if hasattr(self.index, "hnsw"):
@@ -163,6 +171,14 @@ class FaissIndex:
             self.index.add(_as_rows(t[start : start + 65_536], "templates"))
         if params:
             faiss.ParameterSpace().set_index_parameters(self.index, params)
+
+    @classmethod
+    def read(cls, path: Path) -> FaissIndex:
+        """An index this class wrote (:func:`build_index`'s cache), read back."""
+        self = cls.__new__(cls)
+        self.index = faiss_module().read_index(str(path))
+        self.factory, self.params = "cached", str(path)
+        return self
 
     @property
     def ntotal(self) -> int:
@@ -183,12 +199,26 @@ class FaissIndex:
         return scores.astype(np.float32), ids.astype(np.int64)
 
 
-def build_index(templates: ArrayLike, kind: str = "auto", **options) -> ExactIndex | FaissIndex:
+def build_index(
+    templates: ArrayLike, kind: str = "auto", cache: Path | None = None, **options
+) -> ExactIndex | FaissIndex:
     """The index for ``templates`` ``(K, D)``: ``"exact"``, ``"faiss"``, or ``"auto"``
     (exact up to :data:`EXACT_LIMIT` templates, FAISS beyond); ``options`` go to
-    :class:`FaissIndex`."""
+    :class:`FaissIndex`. A FAISS index is read from ``cache`` when that file holds one of K
+    vectors, else built and written there (a gallery's cache: named by its generation)."""
     if kind not in ("auto", "exact", "faiss"):
         raise ValueError(f"index kind {kind!r}: one of auto, exact, faiss")
     if kind == "exact" or (kind == "auto" and len(templates) <= EXACT_LIMIT):
         return ExactIndex(templates)
-    return FaissIndex(templates, **options)
+    if cache is not None and cache.is_file():
+        cached = FaissIndex.read(cache)
+        if cached.ntotal == len(templates):
+            return cached
+    index = FaissIndex(templates, **options)
+    if cache is not None:
+        from facerec.inference.folder import write_atomic
+
+        # a read-only gallery is searched all the same (and indexed again next time)
+        with contextlib.suppress(OSError):
+            write_atomic(cache, lambda p: faiss_module().write_index(index.index, str(p)))
+    return index
