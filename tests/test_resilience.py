@@ -296,6 +296,7 @@ def torchrun(args: list[str]) -> list[str]:
             f"--master_port={port}", str(ROOT / "train.py"), *args]  # fmt: skip
 
 
+@pytest.mark.slow  # two torchrun jobs of 2 ranks (~35 s): make test-all
 def test_two_process_gloo_preempted_and_resumed_is_bit_identical(reference, tmp_path):
     """SIGTERM to torchrun mid-run: both ranks stop at the same step boundary, rank 0 writes the
     checkpoint, and the resumed 2-process run ends exactly where an uninterrupted one does."""
@@ -344,6 +345,7 @@ def test_gradient_accumulation_equals_one_big_batch():
     torch.testing.assert_close(results[0][1], results[1][1])
 
 
+@pytest.mark.slow  # two torchrun jobs of 2 ranks (~35 s): make test-all
 def test_partial_fc_two_ranks_checkpoints_shards_and_resumes_exactly(reference, tmp_path):
     """Partial FC: each rank holds half the centres; its shard (centres + optimizer state) is
     checkpointed beside the main file, and 3 steps + resume to 5 equals 5 steps straight."""

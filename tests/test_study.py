@@ -88,6 +88,7 @@ def has_joblib_launcher() -> bool:
         return False
 
 
+@pytest.mark.slow  # two parallel training jobs (~20 s): make test-all
 @pytest.mark.skipif(
     not has_joblib_launcher(),
     reason="hydra-joblib-launcher not installed (pip install 'facerec[study]')",
