@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from omegaconf import DictConfig
 from facerec.configs import CONFIG_DIR
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Tests never write beside the data (a shared LFW copy may be writable): aligned copies go to a
+# temporary cache unless the caller names one.
+os.environ.setdefault("FACEREC_ALIGN_CACHE", tempfile.mkdtemp(prefix="facerec-test-align-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = CONFIG_DIR
