@@ -41,8 +41,9 @@ import cv2
 import numpy as np
 
 from facerec.align.detect import Face, FaceDetector, choose_face
-from facerec.align.folder import AlignOptions, find_faces
+from facerec.align.image import find_faces
 from facerec.align.landmarks import read_landmarks
+from facerec.align.options import AlignOptions
 from facerec.align.transform import template, umeyama
 from facerec.data.decode import read_image
 
@@ -299,7 +300,7 @@ def _worst(folder: Path, detector: FaceDetector, limit: int) -> tuple[str, float
 def figure(root: Path, detector: FaceDetector, out: Path, limit: int = 20) -> None:
     """One row per set: the photo, the crop before (plain detection, else the 0.6 centre crop),
     the crop now; the photo is the one of the set's first ``limit`` the old aligner did worst."""
-    from facerec.align.folder import align_image
+    from facerec.align.image import align_image
 
     rows = []
     for name in DEGRADATIONS:

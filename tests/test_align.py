@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from facerec.align import AlignOptions, align_files, align_folder, template, umeyama, warp_face
-from facerec.align.folder import MANIFEST
+from facerec.align.manifest import MANIFEST
 
 # ----------------------------------------------------------------------------------------------
 # the similarity transform (no detector needed)
@@ -354,7 +354,7 @@ HARD_SETS = ("tight", "dark", "low_contrast", "small", "rot15", "rot30", "rot60"
 def test_hard_copies_are_found_with_their_landmarks_in_place(name, detector, hard_sources):
     """Each degraded copy's face is found and its landmarks land within 3 px (median over
     the copies; pixels of the 112x112 frame) of the truth carried over from the original."""
-    from facerec.align.folder import find_faces
+    from facerec.align.image import find_faces
 
     script = hard_faces()
     degrade, frame_error = script["DEGRADATIONS"][name], script["frame_error"]
@@ -376,7 +376,7 @@ def test_the_plain_detection_misplaces_landmarks_that_the_second_look_puts_right
     """Why the second look exists: a face touching the border is found by MTCNN with its
     landmarks off by several pixels; looked at again (padded), they are in place."""
     from facerec.align.detect import choose_face
-    from facerec.align.folder import find_faces
+    from facerec.align.image import find_faces
 
     script = hard_faces()
     image, face = hard_sources[0]
@@ -410,7 +410,8 @@ def test_a_face_crop_without_a_found_face_is_resized_whole(detector, hard_source
     """Known answers: a tight face crop (square, and 168x192 portrait like the pre-cropped
     datasets) is resized whole; LFW's loosely framed 250x250 photo and a blank picture are
     centre-cropped to 0.6 of their side."""
-    from facerec.align.folder import CENTERED, WHOLE, center_crop, fallback
+    from facerec.align.image import center_crop, fallback
+    from facerec.align.outcomes import CENTERED, WHOLE
 
     image, face = hard_sources[0]
     x1, y1, x2, y2 = face.box.round().astype(int)

@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 
 from facerec import distributed
 from facerec.configs import CONFIG_DIR
-from facerec.files import checkpoint
+from facerec.files import checkpoint, checkpoint_write
 from facerec.training.run_dir import RunLock, create_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,7 +201,7 @@ def test_disk_full_inside_torch_save_is_one_line_and_leaves_no_tmp(tmp_path, mon
     folder = tmp_path / "checkpoints"
     state = {"model": {"w": torch.ones(250_000)}, "step": 1}  # 1 MB of tensor data
     checkpoint.save_step(state, folder)
-    monkeypatch.setattr(checkpoint, "open", lambda path, mode: io.BufferedWriter(
+    monkeypatch.setattr(checkpoint_write, "open", lambda path, mode: io.BufferedWriter(
         SmallDisk(path, free=64 * 1024)), raising=False)  # fmt: skip
     probe = io.BufferedWriter(SmallDisk(tmp_path / "probe", free=64 * 1024))
     with pytest.raises(RuntimeError, match="unexpected pos"):  # what torch raises

@@ -4,8 +4,11 @@
   OpenCV only).
 - :mod:`~facerec.align.detect`: :class:`FaceDetector` (facenet-pytorch, the ``align`` extra,
   imported on first use).
-- :mod:`~facerec.align.folder`: :func:`align_files` / :func:`align_folder` with the cache
-  manifest and the :class:`Summary` of what happened to every file.
+- :mod:`~facerec.align.options`: :class:`AlignOptions`, how to align.
+- :mod:`~facerec.align.image`: one decoded image: find its faces, warp, or fall back.
+- :mod:`~facerec.align.folder`: :func:`align_files` / :func:`align_folder`, the run over many
+  files, with the cache (:mod:`~facerec.align.manifest`) and the :class:`Summary` of what
+  happened to every file (:mod:`~facerec.align.outcomes`).
 - :mod:`~facerec.align.dataset`: aligned copies for a data module (``data=lfw_aligned``).
 - :mod:`~facerec.align.prepare`: that alignment as the data module's ``prepare`` step (the
   LFW data configs' ``_target_``; ``facerec.data`` never imports ``facerec.align``).
@@ -20,8 +23,8 @@ import importlib
 # package without paying for torch, OpenCV and albumentations.
 _EXPORTS = {
     "ARCFACE_TEMPLATE": "transform",
-    "AlignOptions": "folder",
-    "Summary": "folder",
+    "AlignOptions": "options",
+    "Summary": "outcomes",
     "align_files": "folder",
     "align_folder": "folder",
     "template": "transform",

@@ -13,7 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from facerec.align.folder import MANIFEST, AlignOptions, Summary, align_folder
+from facerec.align.folder import align_folder
+from facerec.align.manifest import MANIFEST
+from facerec.align.options import AlignOptions
+from facerec.align.outcomes import Summary
 
 __all__ = ["align_training_data", "aligned_root"]
 

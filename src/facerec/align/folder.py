@@ -9,289 +9,38 @@ second run re-aligns only what changed.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facerec.align.detect import Face, FaceDetector
+from facerec.align.detect import FaceDetector
+from facerec.align.image import crop_faces, detection_image
 from facerec.align.landmarks import GivenLandmarks, read_landmarks
-from facerec.align.search import SEARCH_STEPS, search
+from facerec.align.manifest import Manifest
+from facerec.align.options import AlignOptions
+from facerec.align.outcomes import (
+    ALIGNED,
+    CENTERED,
+    NO_FACE,
+    TOO_SMALL,
+    UNREADABLE,
+    WHOLE,
+    WRITTEN,
+    Summary,
+)
+from facerec.align.search import search
 from facerec.align.transform import warp_face
 from facerec.data.decode import read_image
 from facerec.data.folder import IMAGE_EXTENSIONS
-from facerec.files.jsonfile import read_json
 
-__all__ = ["MANIFEST", "ON_MISSING", "AlignOptions", "Summary", "align_files", "align_folder",
-           "align_image", "fallback", "find_faces"]  # fmt: skip
+__all__ = ["align_files", "align_folder", "list_folder", "write_image"]
 
 log = logging.getLogger("facerec.align")
-
-MANIFEST = ".facerec-align.json"
-# Outcomes; the first three write a crop.
-ALIGNED, WHOLE, CENTERED, NO_FACE, TOO_SMALL, UNREADABLE = (
-    "aligned", "whole", "center_crop", "no_face", "too_small", "unreadable",
-)  # fmt: skip
-WRITTEN = (ALIGNED, WHOLE, CENTERED)
-FALLBACKS = (WHOLE, CENTERED, NO_FACE)
-# Options added after checkpoints stored AlignOptions (see AlignOptions.as_dict).
-_LATER_FIELDS = ("crop_score", "search")
-# --on-missing choices: what a file with no face found becomes.
-ON_MISSING = ("auto", "whole", "center", "skip")
-
-
-@dataclass(frozen=True)
-class AlignOptions:
-    """How to align; :attr:`key` names them in caches and checkpoints.
-
-    Attributes:
-        size: side of the output crop (the ArcFace template is scaled from 112).
-        select: several faces: keep the ``"largest"`` or the one nearest the ``"center"``.
-        on_missing: no face found: ``"auto"`` resizes a photo that is already a face crop
-            whole (see :meth:`facerec.align.detect.FaceDetector.crop_scores`) and centre-crops
-            any other; ``"whole"`` or ``"center"`` (the default) does that to every such file;
-            ``"skip"`` writes nothing. Counted and named per file either way.
-        fallback_crop: side of that centre crop as a fraction of the image's shorter side
-            (0.6 = LFW's usual 150 of 250 px).
-        crop_score: O-Net score of the whole image from which ``"auto"`` takes it for a face
-            crop.
-        search: where to look again when the plain detection finds nothing, in order (names
-            of :data:`facerec.align.search.SEARCH_STEPS`; empty: nowhere).
-        min_face: smallest face side (px, in the detection image) MTCNN looks for.
-        max_side: images with a longer side are shrunk to it for detection only (the crop is
-            cut from the full image): a 6000 px photo costs no more than a 1280 px one.
-        min_side: images with a shorter side than this are reported as too small.
-    """
-
-    size: int = 112
-    select: str = "largest"
-    # "center" by default here: checkpoints and exported folders store these options, and
-    # their readers accept "skip" and "center"; the command line defaults to "auto".
-    on_missing: str = "center"
-    fallback_crop: float = 0.6
-    crop_score: float = 0.8
-    search: tuple[str, ...] = ("pad", "enhance", "small", "rotate")
-    min_face: int = 20
-    max_side: int = 1280
-    min_side: int = 32
-
-    def __post_init__(self) -> None:
-        if self.select not in ("largest", "center"):
-            raise ValueError(f"align select must be 'largest' or 'center', got {self.select!r}")
-        if self.on_missing not in ON_MISSING:
-            raise ValueError(
-                f"align on_missing must be one of {ON_MISSING}, got {self.on_missing!r}"
-            )
-        object.__setattr__(self, "search", tuple(self.search))  # a config's list
-        unknown = [step for step in self.search if step not in SEARCH_STEPS]
-        if unknown:
-            raise ValueError(f"unknown align search step(s) {unknown}; valid: {list(SEARCH_STEPS)}")
-        if self.size < 16 or not 0 < self.fallback_crop <= 1 or self.max_side < self.min_side:
-            raise ValueError(f"impossible align options: {self}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> AlignOptions:
-        """From a config mapping; unknown keys are an error naming the valid ones."""
-        values = dict(values or {})
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            valid = list(cls.__dataclass_fields__)
-            raise ValueError(f"unknown align option(s) {sorted(unknown)}; valid: {valid}")
-        return cls(**values)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as plain JSON types. The fields added after checkpoints began to store
-        these options are left out while they hold their defaults, so readers that predate
-        them read what this version writes."""
-        values = asdict(self)
-        for name in _LATER_FIELDS:
-            if values[name] == self.__dataclass_fields__[name].default:
-                del values[name]
-        if "search" in values:
-            values["search"] = list(values["search"])
-        return values
-
-    @property
-    def key(self) -> str:
-        """8 hex digits that change with any option (and with the method's version)."""
-        text = json.dumps({"method": "mtcnn-umeyama-arcface/2", **self.as_dict()}, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:8]
-
-
-@dataclass
-class Summary:
-    """What a run did: every input file is in exactly one of the outcome lists.
-
-    ``cached`` counts the files whose outcome was read from the manifest instead of redone;
-    ``found_by`` how the aligned faces were found (``detect``: the plain detection, a search
-    step's name, ``given``: a landmarks file); ``look_cropped`` how many files without a face
-    looked like face crops already (whatever ``on_missing`` made of them).
-    """
-
-    aligned: list[str] = field(default_factory=list)
-    whole: list[str] = field(default_factory=list)
-    center_crop: list[str] = field(default_factory=list)
-    no_face: list[str] = field(default_factory=list)
-    too_small: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
-    several_faces: int = 0
-    cached: int = 0
-    look_cropped: int = 0
-    found_by: dict[str, int] = field(default_factory=dict)
-    problems: dict[str, str] = field(default_factory=dict)  # file -> its one-line message
-
-    @property
-    def total(self) -> int:
-        return sum(len(getattr(self, k)) for k in (*WRITTEN, NO_FACE, TOO_SMALL, UNREADABLE))
-
-    @property
-    def missing(self) -> list[str]:
-        """Files with no output crop."""
-        return self.no_face + self.too_small + self.unreadable
-
-    def add(self, path: str, outcome: str, message: str | None = None, how: str = "") -> None:
-        """Count one file; ``how``: the face's source (aligned) or ``"cropped"`` (a fallback
-        that looked like a face crop)."""
-        getattr(self, outcome).append(path)
-        if message:
-            self.problems[path] = message
-        if outcome == ALIGNED:
-            self.found_by[how or "detect"] = self.found_by.get(how or "detect", 0) + 1
-        self.look_cropped += how == "cropped"
-
-    def fallbacks(self) -> dict[str, str]:
-        """``{file: what it became}`` for every file without a face found: ``whole``,
-        ``center_crop`` or ``no_face`` (a tool's JSON names the fallback per image)."""
-        return {path: kind for kind in FALLBACKS for path in getattr(self, kind)}
-
-    def as_json(self) -> dict[str, Any]:
-        """Everything in plain JSON types: the outcome lists, counts, fallbacks, advice."""
-        return {"several_faces": self.several_faces, "cached": self.cached,
-                **{kind: getattr(self, kind) for kind in (*WRITTEN, NO_FACE, TOO_SMALL,
-                                                          UNREADABLE)},
-                "found_by": self.found_by, "look_cropped": self.look_cropped,
-                "fallback": self.fallbacks(), "advice": self.advice(),
-                "problems": self.problems}  # fmt: skip
-
-    def advice(self) -> str | None:
-        """One loud line when most readable files had no face found, naming the option that
-        fits what they look like; None otherwise."""
-        fallen = sum(len(getattr(self, kind)) for kind in FALLBACKS)
-        readable = fallen + len(self.aligned)
-        if not fallen or fallen * 2 <= readable:
-            return None
-        head = f"WARNING: no face found in {fallen} of {readable} images ({fallen / readable:.0%})"
-        if self.look_cropped * 2 > fallen:
-            return (f"{head}; {self.look_cropped} of them look like face crops already: if the"
-                    " folder holds cropped faces, use --on-missing whole (resize each image"
-                    " whole), or give their landmarks with --landmarks FILE")  # fmt: skip
-        return (f"{head}, and most do not look like face crops: check the folder, give"
-                " landmarks with --landmarks FILE, or use --on-missing skip to keep only the"
-                " faces found")  # fmt: skip
-
-    def lines(self, examples: int = 5) -> list[str]:
-        """A short human report: the counts, then the first few files of each problem."""
-        head = (
-            f"{self.total} images: {len(self.aligned)} aligned, {len(self.center_crop)} without"
-            f" a detected face centre-cropped, {len(self.whole)} resized whole (face crops),"
-            f" {len(self.no_face)} without a face skipped,"
-            f" {len(self.too_small)} too small, {len(self.unreadable)} unreadable"
-            f" ({self.several_faces} with several faces, {self.cached} from the cache)"
-        )
-        found = ", ".join(f"{how} {n}" for how, n in sorted(self.found_by.items()))
-        out = [head, f"  faces found by: {found}"] if found else [head]
-        for kind in ("whole", "center_crop", "no_face", "too_small", "unreadable"):
-            files = getattr(self, kind)
-            for path in files[:examples]:
-                out.append(f"  {kind}: {self.problems.get(path, path)}")
-            if len(files) > examples:
-                out.append(f"  {kind}: ... and {len(files) - examples} more")
-        advice = self.advice()
-        return [*out, advice] if advice else out
-
-
-def center_crop(image: np.ndarray, options: AlignOptions, fraction: float | None = None
-                ) -> np.ndarray:  # fmt: skip
-    """The fallback: a centred square of ``fraction`` (default ``fallback_crop``) x the shorter
-    side, resized to ``(size, size, 3)``."""
-    h, w = image.shape[:2]
-    side = max(1, round(min(h, w) * (fraction or options.fallback_crop)))
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = image[top : top + side, left : left + side]
-    return cv2.resize(crop, (options.size, options.size), interpolation=cv2.INTER_AREA)
-
-
-def detection_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """``image`` shrunk so its longer side is at most ``max_side``, and the factor used."""
-    scale = min(1.0, max_side / max(image.shape[:2]))
-    if scale == 1.0:
-        return image, 1.0
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
-
-
-def find_faces(
-    image: np.ndarray, detector: FaceDetector, options: AlignOptions
-) -> tuple[list[Face], float, str | None]:
-    """Faces of one decoded image: the plain detection, then ``options.search`` if it missed.
-
-    Returns:
-        The faces (in the detection image's pixels; the one to align first), that image's
-        scale, and how they were found (``"detect"`` or a search step's name; None: not found).
-    """
-    small, scale = detection_image(image, options.max_side)
-    faces, how = search(small, detector, options.search, detector.detect([small])[0],
-                        options.select)  # fmt: skip
-    return faces, scale, how
-
-
-def align_image(
-    image: np.ndarray, detector: FaceDetector, options: AlignOptions
-) -> tuple[np.ndarray | None, str, int]:
-    """Align one decoded image: ``(crop uint8 (size, size, 3) or None, outcome, faces found)``."""
-    faces, scale, _ = find_faces(image, detector, options)
-    crop, outcome, count, _ = _crop(image, faces, scale, options, detector)
-    return crop, outcome, count
-
-
-# on_missing -> what a file without a face becomes (``auto`` picks one of the first two).
-_FALLBACK = {
-    "whole": (lambda image, options: center_crop(image, options, 1.0), WHOLE),
-    "center": (center_crop, CENTERED),
-    "skip": (lambda image, options: None, NO_FACE),
-}
-
-
-def fallback(
-    image: np.ndarray, detector: FaceDetector, options: AlignOptions
-) -> tuple[np.ndarray | None, str, bool]:
-    """What an image without a face found becomes: ``(crop or None, outcome, looks like a
-    face crop)``. ``"whole"`` is the centred square of the full shorter side, resized."""
-    looks_cropped = bool(detector.crop_scores([image])[0] >= options.crop_score)
-    choice = options.on_missing
-    if choice == "auto":
-        choice = "whole" if looks_cropped else "center"
-    make, outcome = _FALLBACK[choice]
-    return make(image, options), outcome, looks_cropped
-
-
-def _crop(
-    image: np.ndarray, faces: list, scale: float, options: AlignOptions, detector: FaceDetector
-) -> tuple[np.ndarray | None, str, int, bool]:
-    if not faces:
-        crop, outcome, looks_cropped = fallback(image, detector, options)
-        return crop, outcome, 0, looks_cropped
-    crop, _ = warp_face(image, faces[0].landmarks / scale, options.size)  # the chosen face
-    return crop, ALIGNED, len(faces), False
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
@@ -305,55 +54,6 @@ def write_image(path: Path, image: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data.tobytes())
     os.replace(tmp, path)
-
-
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-class _Manifest:
-    """``dst/.facerec-align.json``: ``{"key", "options", "files": {src: [size, mtime, outcome,
-    message, faces, how]}}``. Entries made with other options (or other given landmarks: their
-    hash joins the key) are ignored (and replaced)."""
-
-    def __init__(self, root: Path | None, options: AlignOptions, given: str = "") -> None:
-        self.path = root / MANIFEST if root is not None else None
-        self.key = options.key + (f"-{given}" if given else "")
-        self.options = options.as_dict()
-        self.files: dict[str, list] = {}
-        if self.path is not None and self.path.is_file():
-            try:  # a manifest lists every aligned file: large for a large dataset
-                data = read_json(self.path, "align manifest", max_bytes=2**31)
-                if data.get("key") == self.key:
-                    self.files = dict(data.get("files", {}))
-            except (OSError, ValueError, TypeError):
-                log.warning("align: %s is not readable; re-aligning everything", self.path)
-
-    def lookup(self, src: Path, dst: Path | None) -> tuple[str, str | None, int, str] | None:
-        entry = self.files.get(str(src))
-        try:
-            if entry is None or entry[:2] != _stamp(src):
-                return None
-        except OSError:
-            return None
-        if entry[2] in WRITTEN and (dst is None or not dst.is_file()):
-            return None
-        faces, how = [*entry[4:6], 0, ""][:2]
-        return entry[2], entry[3], int(faces), str(how or "")
-
-    def record(self, src: Path, outcome: str, message: str | None, faces: int, how: str) -> None:
-        with contextlib.suppress(OSError):  # vanished meanwhile: nothing to remember
-            self.files[str(src)] = [*_stamp(src), outcome, message, faces, how]
-
-    def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        record = {"key": self.key, "options": self.options, "files": self.files}
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.path)
 
 
 _MISSING = {
@@ -373,7 +73,7 @@ class _Run:
         self.jobs, self.options, self.detector, self.sink = jobs, options, detector, sink
         self.batch_size, self.given = batch_size, given
         self.summary = Summary()
-        self.manifest = _Manifest(manifest_root, options, given.key if given else "")
+        self.manifest = Manifest(manifest_root, options, given.key if given else "")
         # image shape -> [(job index, full image, detection image, its scale)]
         self.pending: dict[tuple[int, ...], list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
         self.bar = tqdm(total=len(jobs), desc="align", unit="img", disable=not progress)
@@ -465,7 +165,7 @@ class _Run:
                 continue
             faces, how = search(small, self.detector, self.options.search, faces,
                                 self.options.select)  # fmt: skip
-            crop, outcome, count, looks_cropped = _crop(image, faces, scale, self.options,
+            crop, outcome, count, looks_cropped = crop_faces(image, faces, scale, self.options,
                                                         self.detector)  # fmt: skip
             message = _MISSING.get(outcome, "").format(src=src)
             self.finish(index, outcome, crop, message or None, count,

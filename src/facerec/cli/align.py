@@ -54,7 +54,7 @@ def add_align_options(parser: argparse.ArgumentParser, size: bool = True) -> Non
 
 
 def options_from_args(args: argparse.Namespace):
-    from facerec.align.folder import AlignOptions
+    from facerec.align.options import AlignOptions
 
     search = {} if args.search is None else {"search": [s for s in args.search.split(",") if s]}
     return AlignOptions(size=args.size, select=args.select, on_missing=args.on_missing,

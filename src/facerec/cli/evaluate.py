@@ -179,7 +179,6 @@ def build_sets(args: argparse.Namespace, cfg, prep) -> dict[str, tuple[object, s
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    import json
     import time
 
     from facerec import inference
@@ -230,19 +229,26 @@ def evaluate(args: argparse.Namespace) -> int:
     print_table(results)
 
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {
-            "checkpoint": str(args.checkpoint),
-            "step": meta["step"],
-            "backbone": meta["backbone"],
-            "device": str(device),
-            "sets": results,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"results: {args.json}")
+        write_report(args, meta, device, results)
     if not args.no_save_threshold:
         save_threshold(args.checkpoint, results, meta["step"])
     return 0
+
+
+def write_report(args: argparse.Namespace, meta: dict, device: object, results: dict) -> None:
+    """The ``--json`` file: the checkpoint, its step and backbone, the device, every set."""
+    import json
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "step": meta["step"],
+        "backbone": meta["backbone"],
+        "device": str(device),
+        "sets": results,
+    }
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {args.json}")
 
 
 def print_table(results: dict[str, dict]) -> None:

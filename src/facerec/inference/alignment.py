@@ -76,7 +76,8 @@ def align_paths(
     import hashlib
 
     from facerec.align.detect import FaceDetector
-    from facerec.align.folder import WRITTEN, align_files
+    from facerec.align.folder import align_files
+    from facerec.align.outcomes import WRITTEN
 
     paths = [Path(p) for p in paths]
     if options is None:

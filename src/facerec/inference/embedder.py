@@ -194,7 +194,7 @@ class FaceEmbedder:
             return load_images(self.align_paths(images), size, self.crop)
         arrays = [read_image(x) if isinstance(x, (str, Path)) else np.asarray(x) for x in images]
         if self.alignment is not None:
-            from facerec.align.folder import align_image  # the align extra, only when used
+            from facerec.align.image import align_image  # the align extra, only when used
 
             # as align_paths: the face its select rule picks, else the centre crop
             arrays = [align_image(a, self._detector, self.alignment)[0] for a in arrays]
@@ -212,7 +212,7 @@ class FaceEmbedder:
         """
         if self.alignment is None:
             return image, None
-        from facerec.align.folder import align_image  # the align extra, only when used
+        from facerec.align.image import align_image  # the align extra, only when used
 
         options = dataclasses.replace(self.alignment, on_missing="skip")
         crop, _, found = align_image(image, self._detector, options)

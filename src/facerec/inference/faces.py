@@ -62,7 +62,7 @@ def detect_faces(image: np.ndarray, found_by, options) -> list[DetectedFace]:
     Returns:
         The faces, highest score first (empty: none found).
     """
-    from facerec.align.folder import detection_image
+    from facerec.align.image import detection_image
     from facerec.align.transform import warp_face
 
     small, scale = detection_image(image, options.max_side)

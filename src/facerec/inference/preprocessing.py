@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facerec.align.folder import AlignOptions
+from facerec.align.options import AlignOptions
 from facerec.inference.rules import FORMULA, NORMALISATION, RULES, read_section, show
 
 __all__ = [

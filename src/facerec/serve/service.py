@@ -130,7 +130,7 @@ class Service:
                          np.stack([f.embedding for f in faces]))  # fmt: skip
         if alignment.on_missing != "center":
             raise BadUpload(f"{photo.name}: no face found (the model skips such photos)")
-        from facerec.align.folder import center_crop  # the align extra, present when aligning
+        from facerec.align.image import center_crop  # the align extra, present when aligning
 
         side = min(photo.image.shape[:2]) * alignment.fallback_crop
         box = centred_box(photo.image.shape, side)

@@ -130,7 +130,7 @@ class Preemption:
     kill a job; the handler only sets a flag, the loop checks it between steps. Ctrl-C is
     treated the same way (the steps since the last checkpoint are kept, exit
     :data:`INTERRUPTED_EXIT`) instead of a ``KeyboardInterrupt`` traceback that loses them.
-    The training loader's workers ignore SIGINT (:func:`facerec.training.run.ignore_ctrl_c`), so
+    The training loader's workers ignore SIGINT (:func:`facerec.training.inputs.ignore_ctrl_c`), so
     Ctrl-C, which reaches every process of the terminal, does not kill them under the step.
 
     Args:

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import random
-import signal
-from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,13 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from facerec import distributed
-from facerec.files import checkpoint
 from facerec.files.checkpoint import TrainState
-from facerec.inference.preprocessing import preprocessing_entry
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.training import finetune
 from facerec.training.engine import NonFiniteGuard, Preemption, train_step
+from facerec.training.inputs import build_data, train_loader
 from facerec.training.loop import (
     Preempted,
     Training,
@@ -49,7 +44,9 @@ from facerec.training.loop import (
     scaled_lr,
 )
 from facerec.training.malloc import keep_freed_memory
+from facerec.training.outputs import evaluate, finish, save
 from facerec.training.report import Reporter
+from facerec.training.resume import resume
 from facerec.training.run_dir import (
     check_same_run,
     create_run_dir,
@@ -65,11 +62,9 @@ from facerec.training.speed import (
 )
 from facerec.training.validate import (
     check_config,
-    check_identities,
     check_input_size,
     startup_warnings,
 )
-from facerec.training.verifier import Verifier
 
 __all__ = ["Preempted", "Training", "fit", "run", "setup"]
 
@@ -77,16 +72,6 @@ log = logging.getLogger("facerec")
 
 # The fewest samples a training micro-batch may have: BatchNorm in train mode needs two.
 MIN_BATCH = 2
-
-
-def ignore_ctrl_c(worker_id: int, then: Callable[[int], None] | None = None) -> None:
-    """A DataLoader worker's start: ignore SIGINT. Ctrl-C reaches every process of the
-    terminal's group; the training process checkpoints at the step boundary and stops the
-    workers itself, which must not die under it meanwhile (a forked worker inherits the
-    trainer's handler; one started by spawn or forkserver, Python 3.14's default, would not)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if then is not None:
-        then(worker_id)
 
 
 def seed_everything(seed: int) -> None:
@@ -138,25 +123,14 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
         torch.use_deterministic_algorithms(True, warn_only=True)
     configure_kernels(env.device, tcfg.deterministic, tcfg.tf32)
     amp = resolve_amp(tcfg.amp, env.device)
-    data = instantiate(cfg.data)
-    scan = data.setup()
-    check_identities(scan.classes, getattr(data, "source", cfg.data.get("root")))
-    verifiers = {
-        name: Verifier(s, tcfg.eval_batch_size, data.num_workers, tcfg.eval_fusion)
-        for name, s in data.val.items()
-    }
-    for verifier in verifiers.values() if env.is_main else ():  # rank 0 alone verifies
-        verifier.check(show_progress=tcfg.progress)
+    data, scan, verifiers = build_data(cfg, env)
     run_dir, resume_from = resolve_run_dir(cfg)  # run_dir None: a new run
     for warning in startup_warnings(cfg, resuming=resume_from is not None) if env.is_main else ():
         log.warning(warning)
     recognizer = build_recognizer(cfg, len(scan.classes), env)
     if tcfg.sync_bn and env.enabled:
         recognizer = nn.SyncBatchNorm.convert_sync_batchnorm(recognizer)
-    loader = data.train_loader(env.rank, env.world_size, cfg.seed, show_progress=env.is_main,
-                               sampler=instantiate(cfg.sampler, _partial_=True))  # fmt: skip
-    if getattr(loader, "num_workers", 0) > 0:  # Ctrl-C must not kill them under the step
-        loader.worker_init_fn = partial(ignore_ctrl_c, then=loader.worker_init_fn)
+    loader = train_loader(cfg, env, data)
     loop = loop_settings(tcfg, env, len(loader), data.batch_size, amp, best_metric(tcfg, verifiers))
     if tcfg.init_from and resume_from is None:
         log.info(finetune.init_from(tcfg.init_from, recognizer.model))
@@ -191,35 +165,6 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     return Training(env, loop, run_dir, recognizer, stepper, loader, verifiers, optimizer,
                     scheduler, scaler, guard, state, report, scan.classes,
                     OmegaConf.to_container(cfg, resolve=True), lock)  # fmt: skip
-
-
-def resume(
-    path: Path, ckpt: dict[str, Any], recognizer: Recognizer, classes: list[str],
-    optimizer: torch.optim.Optimizer, **stateful: Any,
-) -> TrainState:  # fmt: skip
-    """Load checkpoint ``path`` into the run's objects; the criterion loads its own part.
-
-    Raises:
-        ValueError: naming ``path``: another run's data or architecture, or a file that holds
-            ``model`` and ``step`` but not the rest of a training checkpoint.
-    """
-    try:
-        state = checkpoint.restore_training(ckpt, path, recognizer.model, classes, **stateful)
-        recognizer.criterion.restore(ckpt, path, optimizer)
-    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as error:
-        what = (f"no {error.args[0]!r} entry" if isinstance(error, KeyError)
-                else f"{type(error).__name__}: {first_line(error)}")  # fmt: skip
-        raise ValueError(
-            f"trainer.resume={path} is not a complete facerec training checkpoint ({what});"
-            " resume takes a run's checkpoints/last.pt, trainer.init_from a trained model"
-        ) from None
-    log.info("resumed from %s at step %d", path, state.step)
-    return state
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (torch's can run to a page)."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def step_module(recognizer: Recognizer, compile_step: bool, env: distributed.Dist) -> nn.Module:
@@ -310,69 +255,3 @@ def device_batch(
     images = images.to(t.env.device, non_blocking=True)
     labels = labels.to(t.env.device, non_blocking=True)
     return images.contiguous(memory_format=t.loop.memory_format), labels
-
-
-def evaluate(t: Training) -> None:
-    """Rank 0 verifies on every set; the others wait at the barrier; a new best is saved."""
-    t.report.pause()
-    improved = False
-    if t.env.is_main:
-        for name, verifier in t.verifiers.items():
-            result = verifier.evaluate(t.recognizer.model, t.env.device,
-                                       amp_dtype=t.loop.amp_dtype,
-                                       channels_last=t.loop.channels_last,
-                                       show_progress=t.loop.progress)  # fmt: skip
-            t.state.results[name] = result.summary()
-            t.report.verification(name, result, t.state.step, verifier)
-            if name == t.loop.best_metric and result.accuracy > t.state.best:
-                t.state.best, t.state.best_step = result.accuracy, t.state.step
-                improved = True
-    if distributed.broadcast(improved):  # on every rank: a criterion may write per-rank files
-        save(t, "best")
-    distributed.barrier()
-    t.report.resume()
-
-
-def save(t: Training, tag: str) -> None:
-    """Write ``best.pt`` (``tag="best"``) or the next step checkpoint (``"last"``)."""
-    t.report.pause()
-    folder = t.run_dir / "checkpoints"
-    name = "best" if tag == "best" else f"step_{t.state.step:09d}"
-    entries = t.recognizer.criterion.checkpoint_entries(
-        t.optimizer, folder, name, t.state.step, t.loop.keep_checkpoints
-    )
-    if t.env.is_main:
-        ckpt = checkpoint.training_checkpoint(
-            t.recognizer.model, t.state, t.state.step // t.loop.steps_per_epoch, t.classes,
-            t.config, {"scheduler": t.scheduler, "scaler": t.scaler, "guard": t.guard}, entries,
-            preprocessing_entry(t.config),
-        )  # fmt: skip
-        if tag == "best":
-            checkpoint.save(ckpt, folder / "best.pt")
-        else:
-            checkpoint.save_step(ckpt, folder, keep=t.loop.keep_checkpoints)
-    t.report.resume()
-
-
-def finish(t: Training) -> dict[str, Any]:
-    """Synchronise the ranks' buffers and write ``metrics.json``; returns the metrics."""
-    t.recognizer.broadcast_buffers()
-    state = t.state
-    metrics = {
-        "step": state.step,
-        "epoch": state.step / t.loop.steps_per_epoch,
-        "images_per_sec": t.report.images_per_sec,
-        "skipped_steps": t.guard.skipped,
-        "skipped_samples": state.skipped_samples,
-        "skipped_batches": state.skipped_batches,
-        "best": {"set": t.loop.best_metric, "accuracy": state.best, "step": state.best_step},
-        "val": state.results,
-    }
-    if t.loop.best_metric in state.results:
-        result = state.results[t.loop.best_metric]
-        metrics.update({k: result[k] for k in ("accuracy", "accuracy_std", "threshold")})
-    if t.env.is_main:
-        (t.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        log.info("metrics: %s", t.run_dir / "metrics.json")
-    metrics["run_dir"] = str(t.run_dir)
-    return metrics

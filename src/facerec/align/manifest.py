@@ -1,0 +1,69 @@
+"""The alignment cache: a manifest in the output folder that records, per source file, its size,
+mtime and the options' key, so a second run re-aligns only what changed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from facerec.align.options import AlignOptions
+from facerec.align.outcomes import WRITTEN
+from facerec.files.jsonfile import read_json
+
+__all__ = ["MANIFEST", "Manifest"]
+
+log = logging.getLogger("facerec.align")
+
+MANIFEST = ".facerec-align.json"
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+class Manifest:
+    """``dst/.facerec-align.json``: ``{"key", "options", "files": {src: [size, mtime, outcome,
+    message, faces, how]}}``. Entries made with other options (or other given landmarks: their
+    hash joins the key) are ignored (and replaced)."""
+
+    def __init__(self, root: Path | None, options: AlignOptions, given: str = "") -> None:
+        self.path = root / MANIFEST if root is not None else None
+        self.key = options.key + (f"-{given}" if given else "")
+        self.options = options.as_dict()
+        self.files: dict[str, list] = {}
+        if self.path is not None and self.path.is_file():
+            try:  # a manifest lists every aligned file: large for a large dataset
+                data = read_json(self.path, "align manifest", max_bytes=2**31)
+                if data.get("key") == self.key:
+                    self.files = dict(data.get("files", {}))
+            except (OSError, ValueError, TypeError):
+                log.warning("align: %s is not readable; re-aligning everything", self.path)
+
+    def lookup(self, src: Path, dst: Path | None) -> tuple[str, str | None, int, str] | None:
+        entry = self.files.get(str(src))
+        try:
+            if entry is None or entry[:2] != _stamp(src):
+                return None
+        except OSError:
+            return None
+        if entry[2] in WRITTEN and (dst is None or not dst.is_file()):
+            return None
+        faces, how = [*entry[4:6], 0, ""][:2]
+        return entry[2], entry[3], int(faces), str(how or "")
+
+    def record(self, src: Path, outcome: str, message: str | None, faces: int, how: str) -> None:
+        with contextlib.suppress(OSError):  # vanished meanwhile: nothing to remember
+            self.files[str(src)] = [*_stamp(src), outcome, message, faces, how]
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        record = {"key": self.key, "options": self.options, "files": self.files}
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.path)

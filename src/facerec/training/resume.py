@@ -1,0 +1,46 @@
+"""Resume a run from its checkpoint, naming the file when it is not a training checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facerec.files import checkpoint
+from facerec.files.checkpoint import TrainState
+from facerec.model import Recognizer
+
+__all__ = ["first_line", "resume"]
+
+log = logging.getLogger("facerec")
+
+
+def resume(
+    path: Path, ckpt: dict[str, Any], recognizer: Recognizer, classes: list[str],
+    optimizer: torch.optim.Optimizer, **stateful: Any,
+) -> TrainState:  # fmt: skip
+    """Load checkpoint ``path`` into the run's objects; the criterion loads its own part.
+
+    Raises:
+        ValueError: naming ``path``: another run's data or architecture, or a file that holds
+            ``model`` and ``step`` but not the rest of a training checkpoint.
+    """
+    try:
+        state = checkpoint.restore_training(ckpt, path, recognizer.model, classes, **stateful)
+        recognizer.criterion.restore(ckpt, path, optimizer)
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as error:
+        what = (f"no {error.args[0]!r} entry" if isinstance(error, KeyError)
+                else f"{type(error).__name__}: {first_line(error)}")  # fmt: skip
+        raise ValueError(
+            f"trainer.resume={path} is not a complete facerec training checkpoint ({what});"
+            " resume takes a run's checkpoints/last.pt, trainer.init_from a trained model"
+        ) from None
+    log.info("resumed from %s at step %d", path, state.step)
+    return state
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (torch's can run to a page)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
