@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 from safetensors.torch import load_file, save_file
 
 from facerec import inference
 from facerec.cli.commands import main as facerec
-from facerec.configs import CONFIG_DIR
 from facerec.inference import folder as pretrained
 
 
@@ -33,8 +32,7 @@ def exported(lfw_root, tiny_pairs, tmp_path_factory):
         "data.batch_size=8", "data.num_workers=0", f"data.val.lfw_devtest.pairs_file={pairs}",
         "trainer.eval_batch_size=16", "name=pretrained",
     ]  # fmt: skip
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        metrics = run(compose("train", overrides=overrides))
+    metrics = run(compose_train(*overrides))
     ckpt = Path(metrics["run_dir"]) / "checkpoints" / "last.pt"
     assert facerec(["evaluate", str(ckpt), "--workers", "0"]) == 0  # a threshold to ship
     folder = tmp / "exported"

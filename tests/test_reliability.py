@@ -18,10 +18,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 
 from facerec import distributed
-from facerec.configs import CONFIG_DIR
 from facerec.files import checkpoint, checkpoint_write
 from facerec.training.run_dir import RunLock, create_run_dir
 
@@ -130,8 +129,7 @@ def test_too_few_pairs_for_ten_folds_fails_before_step_one(tmp_path):
 def test_impossible_values_are_one_line_errors_naming_the_key(override, key):
     from facerec.training.validate import check_config
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["data.root=/nowhere", *override.split()])
+    cfg = compose_train("data.root=/nowhere", *override.split())
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         check_config(cfg, torch.device("cpu"))
 
@@ -234,9 +232,8 @@ def test_disk_full_mid_run_then_resume_finishes(tmp_path, monkeypatch):
     from facerec.training.run import run
 
     data = faces(tmp_path / "d")
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=args(data, tmp_path / "o"))
-        resumed = compose("train", overrides=args(data, tmp_path / "o", "trainer.resume=auto"))
+    cfg = compose_train(*args(data, tmp_path / "o"))
+    resumed = compose_train(*args(data, tmp_path / "o", "trainer.resume=auto"))
     real_save, calls = torch.save, []
 
     def fails_at_step_3(obj, f, *a, **k):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 from test_reliability import args, faces
 
 from facerec import distributed
@@ -25,8 +25,7 @@ from facerec.training.validate import check_config, check_input_size, startup_wa
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=["data.root=/nowhere", *overrides])
+    return compose_train("data.root=/nowhere", *overrides)
 
 
 def refused(overrides: str, key: str) -> str:
@@ -130,8 +129,7 @@ def test_one_identity_stops_before_the_run_folder(tmp_path):
     from facerec.training.run import run
 
     data = faces(tmp_path / "d", people=1)
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=args(data, tmp_path / "o"))
+    cfg = compose_train(*args(data, tmp_path / "o"))
     with pytest.raises(ValueError, match=r"1 identity \(p0\).*needs 2 or more"):
         run(cfg)
     assert not (tmp_path / "o").exists()
@@ -207,8 +205,7 @@ def test_a_resume_file_that_is_not_a_training_checkpoint_is_one_line(tmp_path):
     # model + step + classes, but none of the optimizer, schedule, RNG states
     data = faces(tmp_path / "d")
     resume = f"trainer.resume={tmp_path / 'w.pt'}"
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=args(data, tmp_path / "o", resume))
+    cfg = compose_train(*args(data, tmp_path / "o", resume))
     weights = build_face_model(cfg).state_dict()
     classes = sorted(p.name for p in data.iterdir())
     checkpoint.save({"model": weights, "step": 3, "classes": classes}, tmp_path / "w.pt")

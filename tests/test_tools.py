@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 
 from facerec import inference
-from facerec.configs import CONFIG_DIR
 from facerec.data.binpack_writer import pack_pairs
 from facerec.data.transforms import normalize
 from facerec.eval import evaluate_pairs, hardest_pairs
@@ -127,8 +126,7 @@ def tiny_run(lfw_root, tmp_path_factory):
         "trainer.eval_batch_size=16",
         "name=tools",
     ]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(*overrides)
     metrics = run(cfg)
     return Path(metrics["run_dir"]) / "checkpoints" / "last.pt", pairs
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 from omegaconf import OmegaConf
 
-from facerec.configs import CONFIG_DIR
 from facerec.files import checkpoint
 from facerec.training.run import run
 
@@ -47,14 +46,9 @@ def smoke_overrides(lfw_root: Path, tmp_path: Path, *extra: str) -> list[str]:
     ]
 
 
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
 def test_smoke_run_writes_checkpoint_metrics_and_config(lfw_root, tmp_path):
     cfg = compose_train(
-        smoke_overrides(lfw_root, tmp_path, "trainer.max_steps=2", "head.s=32", "head.m=0.4")
+        *smoke_overrides(lfw_root, tmp_path, "trainer.max_steps=2", "head.s=32", "head.m=0.4")
     )
     metrics = run(cfg)
     run_dir = Path(metrics["run_dir"])
@@ -109,14 +103,14 @@ def test_resume_continues_at_saved_step_with_identical_state(lfw_root, tmp_path)
     """4 steps straight == 2 steps, stop, resume=auto for 2 more: same weights and states."""
     common = ["trainer.eval_every=0", "sched.milestones=[3]", "sched.unit=step", "sched.warmup=1"]
     straight = run(
-        compose_train(smoke_overrides(lfw_root, tmp_path / "a", "trainer.max_steps=4", *common))
+        compose_train(*smoke_overrides(lfw_root, tmp_path / "a", "trainer.max_steps=4", *common))
     )
     first = run(
-        compose_train(smoke_overrides(lfw_root, tmp_path / "b", "trainer.max_steps=2", *common))
+        compose_train(*smoke_overrides(lfw_root, tmp_path / "b", "trainer.max_steps=2", *common))
     )
     resumed = run(
         compose_train(
-            smoke_overrides(
+            *smoke_overrides(
                 lfw_root, tmp_path / "b", "trainer.max_steps=4", "trainer.resume=auto", *common
             )
         )
