@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_train
 from omegaconf import OmegaConf
-from test_train import compose_train, smoke_overrides
+from test_train import smoke_overrides
 
 from facerec.files import checkpoint
 from facerec.inference import folder as pretrained
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def trained_checkpoint(tmp_path: Path, backbone: str = "mobilefacenet", classes: int = 9) -> Path:
     """A checkpoint of a recognizer over ``classes`` identities whose weights are not the
     initialisation (so loading them is visible)."""
-    cfg = compose_train([f"backbone={backbone}", "embedding.embedding_size=32"])
+    cfg = compose_train(f"backbone={backbone}", "embedding.embedding_size=32")
     torch.manual_seed(123)
     recognizer = build_recognizer(cfg, classes)
     with torch.no_grad():
@@ -45,7 +46,7 @@ def trained_checkpoint(tmp_path: Path, backbone: str = "mobilefacenet", classes:
 def test_init_from_loads_backbone_and_embedding_and_keeps_the_new_head(tmp_path):
     path = trained_checkpoint(tmp_path)
     saved = torch.load(path)
-    cfg = compose_train(["embedding.embedding_size=32"])
+    cfg = compose_train("embedding.embedding_size=32")
     torch.manual_seed(0)
     recognizer = build_recognizer(cfg, 5)  # other identities: a head of another size
     head_before = copy.deepcopy(recognizer.criterion.head.state_dict())
@@ -62,7 +63,7 @@ def test_init_from_loads_backbone_and_embedding_and_keeps_the_new_head(tmp_path)
 
 def test_init_from_an_exported_model_folder(tmp_path):
     """``facerec export``'s folder (safetensors + JSON) starts a run like a checkpoint."""
-    cfg = compose_train(["embedding.embedding_size=32"])
+    cfg = compose_train("embedding.embedding_size=32")
     torch.manual_seed(7)
     source = build_face_model(cfg)
     folder = pretrained.save_pretrained(source, OmegaConf.to_container(cfg, resolve=True),
@@ -80,17 +81,17 @@ def test_init_from_an_exported_model_folder(tmp_path):
 
 def test_init_from_another_architecture_names_the_layer(tmp_path):
     path = trained_checkpoint(tmp_path, backbone="resnet18")
-    model = build_face_model(compose_train(["embedding.embedding_size=32"]))
+    model = build_face_model(compose_train("embedding.embedding_size=32"))
     with pytest.raises(ValueError, match=r"init_from=.*resnet18\.pt.*layer \S+") as error:
         finetune.init_from(path, model)
     assert "\n" not in str(error.value)
-    other = build_face_model(compose_train(["embedding.embedding_size=64"]))
+    other = build_face_model(compose_train("embedding.embedding_size=64"))
     with pytest.raises(ValueError, match=r"layer embedding\.\S+ is \(32, .*\) there, \(64, "):
         finetune.init_from(trained_checkpoint(tmp_path), other)
 
 
 def test_init_from_refuses_missing_and_hostile_files(tmp_path):
-    model = build_face_model(compose_train([]))
+    model = build_face_model(compose_train())
     with pytest.raises(FileNotFoundError, match=r"nothing\.pt"):
         finetune.init_from(tmp_path / "nothing.pt", model)
 
@@ -106,7 +107,7 @@ def test_init_from_refuses_missing_and_hostile_files(tmp_path):
 
 
 def test_lr_scale_groups_multiply_each_parts_learning_rate():
-    recognizer = build_recognizer(compose_train(["embedding.embedding_size=16"]), 4)
+    recognizer = build_recognizer(compose_train("embedding.embedding_size=16"), 4)
     parts = recognizer.parts
     plain = finetune.lr_scaled_groups(parts, {}, 0.1, 5e-4, param_groups)
     reference = param_groups([recognizer], 5e-4)  # every multiplier 1: the usual two groups
@@ -129,7 +130,7 @@ def test_lr_scale_groups_multiply_each_parts_learning_rate():
 
 
 def test_frozen_backbone_keeps_weights_and_batchnorm_statistics_then_thaws():
-    recognizer = build_recognizer(compose_train(["embedding.embedding_size=16"]), 4).train()
+    recognizer = build_recognizer(compose_train("embedding.embedding_size=16"), 4).train()
     backbone = recognizer.model.backbone
     built = []
 
@@ -169,14 +170,14 @@ def test_experiment_finetune_runs_a_triplet_fine_tune_from_a_trained_run(
     """Train 2 steps with ArcFace, then ``experiment=finetune trainer.init_from=`` its
     checkpoint for 3 steps with the triplet loss on P x K batches: the weights start equal,
     the triplet scalars are logged, and the run's config records where it started."""
-    base = run(compose_train(smoke_overrides(lfw_root, tmp_path / "base", "trainer.max_steps=2")))
+    base = run(compose_train(*smoke_overrides(lfw_root, tmp_path / "base", "trainer.max_steps=2")))
     base_ckpt = Path(base["run_dir"]) / "checkpoints" / "last.pt"
     overrides = smoke_overrides(lfw_root, tmp_path / "ft", "experiment=finetune",
                                 f"trainer.init_from={base_ckpt}", "trainer.max_steps=3",
                                 "trainer.log_every=1", "data.batch_size=8",
                                 "sampler.images_per_identity=4", "data.preload=false",
                                 "trainer.freeze_backbone_steps=1", "name=ft")  # fmt: skip
-    cfg = compose_train(overrides)
+    cfg = compose_train(*overrides)
     assert cfg.criterion._target_.endswith("TripletLoss.build")
     with caplog.at_level(logging.INFO, logger="facerec"):
         metrics = run(cfg)
