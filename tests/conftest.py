@@ -96,3 +96,21 @@ def live_server(serve_folder, tmp_path_factory) -> Iterator[str]:
     gallery = tmp_path_factory.mktemp("served") / "people"
     with served(app_for(serve_folder, gallery=gallery)) as url:
         yield url
+
+
+def save_flatten_onnx(path: Path, props: dict[str, str]) -> Path:
+    """A minimal ONNX model (a Flatten of (N, 3, 4, 4) to (N, 48)) carrying ``props``
+    as metadata: enough for a loader to read, check and run the facerec.* keys."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["images"], ["embeddings"])], "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 3, 4, 4])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [None, 48])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+    return path

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import save_flatten_onnx
 from safetensors.torch import save_file
 
 from facerec.files import checkpoint
@@ -160,23 +161,14 @@ def test_a_pack_header_records_how_its_images_were_made(tmp_path):
 
 def test_an_onnx_file_carries_its_preprocessing(tmp_path):
     """The export's ``facerec.preprocessing_json`` is read back whole (alignment included)."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper
-
     from facerec.align import AlignOptions
     from facerec.inference.onnx import preprocessing_metadata
 
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["images"], ["embeddings"])], "g",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 3, 4, 4])],
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [None, 48])],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     prep = Preprocessing(112, 150, AlignOptions(size=112, select="center"))
-    helper.set_model_props(model, {"facerec.image_size": "112", **preprocessing_metadata(prep)})
-    onnx.save(model, str(tmp_path / "m.onnx"))
+    props = {"facerec.image_size": "112", **preprocessing_metadata(prep)}
+    save_flatten_onnx(tmp_path / "m.onnx", props)
     loaded = FaceEmbedder.load(tmp_path / "m.onnx", "cpu").preprocessing
     assert loaded.alignment == prep.alignment and loaded.center_crop == 150
     assert not loaded.channels_last  # the graph takes NCHW

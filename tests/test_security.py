@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import save_flatten_onnx
 
 from facerec import inference
 from facerec.inference.preprocessing import Preprocessing
@@ -364,21 +365,10 @@ def test_a_checkpoints_align_cache_is_not_where_evaluate_writes(tmp_path, monkey
 
 def test_an_onnx_image_size_out_of_range_is_refused_in_one_line(tmp_path):
     """``facerec.image_size=20000`` in ONNX metadata: refused before any image is resized."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["images"], ["embeddings"])], "g",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 3, 4, 4])],
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [None, 48])],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     for size, why in (("20000", "outside 16..1024"), ("1e9", "not an integer")):
-        helper.set_model_props(model, {"facerec.image_size": size})
-        path = tmp_path / f"m{size}.onnx"
-        onnx.save(model, str(path))
+        path = save_flatten_onnx(tmp_path / f"m{size}.onnx", {"facerec.image_size": size})
         with pytest.raises(ValueError) as error:
             inference.load_model(path, "cpu")
         message = str(error.value)
