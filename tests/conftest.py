@@ -98,15 +98,24 @@ def live_server(serve_folder, tmp_path_factory) -> Iterator[str]:
         yield url
 
 
-def save_flatten_onnx(path: Path, props: dict[str, str]) -> Path:
+def save_flatten_onnx(path: Path, props: dict[str, str], image_size: int = 4) -> Path:
     """A minimal ONNX model (a Flatten of (N, 3, 4, 4) to (N, 48)) carrying ``props``
-    as metadata: enough for a loader to read, check and run the facerec.* keys."""
+    as metadata: enough for a loader to read, check and run the facerec.* keys.
+
+    ``image_size`` > 4 (a multiple of 4): (N, 3, S, S) images are average-pooled to 4 x 4.
+    """
     import onnx
     from onnx import TensorProto, helper
 
+    pool = image_size // 4  # 1: an identity
+    nodes = [
+        helper.make_node("AveragePool", ["images"], ["pooled"], kernel_shape=[pool, pool],
+                         strides=[pool, pool]),
+        helper.make_node("Flatten", ["pooled"], ["embeddings"]),
+    ]  # fmt: skip
+    size = [None, 3, image_size, image_size]
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["images"], ["embeddings"])], "g",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 3, 4, 4])],
+        nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, size)],
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [None, 48])],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -4,10 +4,12 @@ the trainer uses; in float64 each equals the plain cross-entropy of the unsharde
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_distill import save_teacher
 from triplet_reference import naive
 
 from facerec.configs import CONFIG_DIR
@@ -19,14 +21,21 @@ CRITERIA = sorted(p.stem for p in (CONFIGS / "criterion").glob("*.yaml"))
 CLASSES = 6
 
 
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    """A 16-d teacher checkpoint for ``criterion=distill``."""
+    return save_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt", size=16)
+
+
 @pytest.fixture
-def recognizer(compose_train):
+def recognizer(compose_train, teacher):
     """``recognizer(criterion, head="arcface", *overrides)``: that model in float64 with 16-d
     embeddings and ``CLASSES`` classes, initialised from seed 0, in training mode."""
 
     def build(criterion: str, head: str = "arcface", *overrides: str):
+        needs = [f"criterion.teacher={teacher}"] if criterion == "distill" else []
         cfg = compose_train(f"criterion={criterion}", f"head={head}",
-                            "embedding.embedding_size=16", *overrides)  # fmt: skip
+                            "embedding.embedding_size=16", *needs, *overrides)  # fmt: skip
         torch.manual_seed(0)
         return build_recognizer(cfg, CLASSES).double().train()
 
@@ -66,9 +75,17 @@ def weighted_sum(model, embeddings, labels):
     return total
 
 
+def distillation(model, embeddings, labels):
+    """The cross-entropy + λ × (1 - cos) to the teacher's embeddings of the same batch."""
+    target = model.criterion.teacher(batch()[0]).double()
+    cos = (embeddings * target).sum(dim=1) / (embeddings.norm(dim=1) * target.norm(dim=1))
+    weight = model.criterion.weight
+    return cross_entropy(model, embeddings, labels) + weight * (1 - cos).mean()
+
+
 # Every criterion class is checked against an independent reference of what it computes.
 REFERENCE_OF = {"MarginLoss": cross_entropy, "PartialFC": cross_entropy, "TripletLoss": triplet,
-                "WeightedSum": weighted_sum}  # fmt: skip
+                "WeightedSum": weighted_sum, "DistillationLoss": distillation}  # fmt: skip
 
 
 def test_every_criterion_config_has_a_reference(recognizer):

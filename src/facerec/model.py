@@ -116,7 +116,7 @@ class Recognizer(nn.Module):
         Returns:
             Scalar loss (float32, or float64 for a float64 model).
         """
-        return self.criterion(self.model(images), labels)
+        return self.criterion.loss(self.model, images, labels)
 
     def no_sync(self) -> contextlib.AbstractContextManager:
         """DDP's no_sync of the model when only the model is DDP-wrapped (sharded criterion)."""

@@ -55,6 +55,23 @@ class Criterion(nn.Module):
         """
         raise NotImplementedError
 
+    def loss(self, model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+        """The loss of a batch of images: what the :class:`~facerec.model.Recognizer` calls.
+
+        The model runs here, inside the module DDP wraps, so its gradients are synchronised
+        as before. A criterion that needs the images too (distillation runs a teacher on
+        them) overrides this; every other one only sees the embeddings.
+
+        Args:
+            model: ``images (B, 3, H, W) -> embeddings (B, D)``.
+            images: ``(B, 3, H, W)`` uint8 (or float normalised to [-1, 1]).
+            labels: ``(B,)`` int64 class indices.
+
+        Returns:
+            The 0-d loss of :meth:`forward`.
+        """
+        return self(model(images), labels)
+
     def scalars(self) -> dict[str, float]:
         """Values worth a TensorBoard curve, e.g. the head's (possibly adaptive) scale ``s``."""
         scale = getattr(getattr(self, "head", None), "s", None)

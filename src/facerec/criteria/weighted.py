@@ -26,8 +26,8 @@ class WeightedSum(Criterion):
         weights: a weight per name, >= 0.
 
     Raises:
-        ValueError: a term is sharded (its parameters differ per rank), or more than one term
-            has a margin head (the checkpoint holds one head).
+        ValueError: a term is sharded (its parameters differ per rank), needs the images
+            (distillation), or more than one term has a margin head (the checkpoint holds one).
     """
 
     def __init__(self, terms: Mapping[str, Criterion], weights: Mapping[str, float]) -> None:
@@ -42,6 +42,9 @@ class WeightedSum(Criterion):
         for name, term in terms.items():
             if not term.replicated:
                 raise ValueError(f"criterion.terms.{name}: a sharded criterion cannot be a term")
+            if type(term).loss is not Criterion.loss:  # only embeddings reach a term
+                raise ValueError(f"criterion.terms.{name}: needs the images (e.g. a teacher's "
+                                 "embeddings), so it cannot be a term")  # fmt: skip
         heads = [name for name, term in terms.items() if getattr(term, "head", None) is not None]
         if len(heads) > 1:
             raise ValueError(f"criterion.terms {heads}: only one term may have a margin head")
