@@ -243,6 +243,17 @@ def test_a_short_run_distils_from_a_checkpoint_teacher(lfw_root, tmp_path, caplo
     assert saved["config"]["criterion"]["teacher"] == str(teachers["lfw"])
 
 
+def test_a_teacher_that_does_not_run_at_the_recorded_size_is_refused_in_one_line(tmp_path):
+    """An ONNX graph built for 4 x 4 inputs whose metadata says 112: onnxruntime's error on the
+    blank probe image becomes one line."""
+    pytest.importorskip("onnxruntime")
+    meta = preprocessing_metadata(Preprocessing(image_size=112, center_crop=150))
+    onnx = save_flatten_onnx(tmp_path / "teacher.onnx", meta)
+    with pytest.raises(ValueError, match=r"refused: it does not run on 112x112 images \(") as error:
+        build_with(onnx, "embedding.embedding_size=48")
+    assert "\n" not in str(error.value)
+
+
 def test_an_onnx_teacher_is_run_in_onnxruntime_for_a_training_step(tmp_path):
     """An ONNX export as the teacher (a whole run costs as much as the checkpoint one; the
     teacher is what differs): 48 pooled pixels of the 112 px images, the distance to them

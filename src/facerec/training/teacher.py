@@ -108,8 +108,8 @@ def check_teacher(teacher: Preprocessing, student: Preprocessing, source: str) -
     """Refuse a teacher that would see other pixels than the student.
 
     Raises:
-        ValueError: ``criterion.teacher <source> refused: <field> is <t> there, <s> in this
-            run (<config key>)``.
+        ValueError: ``criterion.teacher <source> refused: its <field> is <t>, this run's
+            <config key> is <s> (...)``, for the first field of :data:`COMPARED` that differs.
     """
     seen_t, seen_s = _seen(teacher), _seen(student)
     for field, key in COMPARED:
@@ -130,10 +130,20 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _embedding_size(model: nn.Module, image_size: int) -> int:
-    """``D`` of the teacher, from one blank image (also checks it runs at this size)."""
-    with torch.no_grad():
-        out = model(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8))
+def _embedding_size(teacher: Teacher, image_size: int, source: str) -> int:
+    """``D`` of the teacher, from one blank image (also checks it runs at this size).
+
+    Raises:
+        ValueError: one line, when the model fails on that image.
+    """
+    try:
+        with torch.no_grad():
+            out = teacher(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8))
+    except Exception as error:  # the model's own failure (torch or onnxruntime) on this input
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ValueError(
+            f"{KEY} {source} refused: it does not run on {image_size}x{image_size} images ({first})"
+        ) from None
     return int(out.shape[-1])
 
 
@@ -166,7 +176,8 @@ def build_distillation(
     loaded = load_teacher(teacher)
     mine = from_config({"data": dict(student)}, "the training config")
     check_teacher(loaded.spec.preprocessing, mine, str(teacher))
-    size = _embedding_size(loaded.model, mine.image_size)
+    runner = Teacher(loaded.model)
+    size = _embedding_size(runner, mine.image_size, str(teacher))
     if size != embedding_size:
         raise ValueError(
             f"{KEY} {teacher} refused: its embeddings have {size} dimensions, this run's "
@@ -174,4 +185,4 @@ def build_distillation(
         )
     base = MarginLoss.build(make_head, num_classes, embedding_size,
                             label_smoothing=label_smoothing, **context)  # fmt: skip
-    return DistillationLoss(base, Teacher(loaded.model), weight, distance)
+    return DistillationLoss(base, runner, weight, distance)
