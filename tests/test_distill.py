@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import distill_worker as worker
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import compose_train, save_flatten_onnx
 from omegaconf import OmegaConf
-from test_train import smoke_overrides
+from test_partial_fc import free_port
+from test_train import ROOT, smoke_overrides
 from torch import nn
 
 from facerec.cli.train import train_status
@@ -130,6 +136,34 @@ def test_a_distillation_term_in_a_weighted_sum_is_refused():
 def test_a_bad_weight_or_distance_is_refused_naming_the_key(weight, distance, message):
     with pytest.raises(ValueError, match=message):
         DistillationLoss(MarginLoss(CosFace(8, 5)), Linear(8, seed=2), weight, distance)
+
+
+def test_under_ddp_each_rank_gets_the_gradient_of_the_mean_of_the_ranks_losses(tmp_path):
+    """2 gloo ranks through ``Recognizer.data_parallel`` (DDP around model + criterion): the
+    averaged gradient equals that of the mean of the two ranks' losses written out here; the
+    teacher gets none."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               f"--master_port={free_port()}", str(ROOT / "tests" / "distill_worker.py"),
+               str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(worker.WORLD)]
+    student, teacher, head = worker.Pixels(seed=1), worker.Pixels(seed=2), worker.head()
+    images, labels = worker.batch()
+    emb, target = student(images), teacher(images).detach()
+    cos = F.normalize(emb, dim=1) @ F.normalize(head.weight, dim=1).T
+    logits = S * (cos - M * F.one_hot(labels, worker.CLASSES).double())
+    per_sample = F.cross_entropy(logits, labels, reduction="none") + worker.WEIGHT * (
+        1 - F.cosine_similarity(emb, target, dim=1))  # fmt: skip
+    losses = [part.mean() for part in per_sample.split(worker.SIZES)]
+    torch.stack(losses).mean().backward()
+    params = [*student.parameters(), head.weight]
+    for r, got in enumerate(ranks):
+        torch.testing.assert_close(got["loss"], losses[r].detach(), rtol=1e-10, atol=0)
+        assert got["teacher_grads"] == [None, None]
+        for g, p in zip(got["grads"], params, strict=True):
+            torch.testing.assert_close(g, p.grad, rtol=1e-9, atol=1e-12)
 
 
 def save_teacher(path: Path, *overrides: str, size: int = 32) -> Path:
