@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import distill_worker as worker
@@ -18,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from conftest import compose_train, save_flatten_onnx
 from omegaconf import OmegaConf
-from test_partial_fc import free_port
-from test_train import ROOT, smoke_overrides
+from test_partial_fc import run_ranks
+from test_train import smoke_overrides
 from torch import nn
 
 from facerec.cli.train import train_status
@@ -142,13 +139,7 @@ def test_under_ddp_each_rank_gets_the_gradient_of_the_mean_of_the_ranks_losses(t
     """2 gloo ranks through ``Recognizer.data_parallel`` (DDP around model + criterion): the
     averaged gradient equals that of the mean of the two ranks' losses written out here; the
     teacher gets none."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               f"--master_port={free_port()}", str(ROOT / "tests" / "distill_worker.py"),
-               str(tmp_path)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(worker.WORLD)]
+    ranks = run_ranks("distill_worker.py", tmp_path, worker.WORLD)
     student, teacher, head = worker.Pixels(seed=1), worker.Pixels(seed=2), worker.head()
     images, labels = worker.batch()
     emb, target = student(images), teacher(images).detach()

@@ -42,15 +42,18 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     """Every case of the worker, run once on 2 gloo ranks: one result dict per rank."""
-    out = tmp_path_factory.mktemp("partial_fc")
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        f"--master_port={free_port()}", str(ROOT / "tests" / "partial_fc_worker.py"), str(out),
-    ]  # fmt: skip
+    return run_ranks("partial_fc_worker.py", tmp_path_factory.mktemp("partial_fc"))
+
+
+def run_ranks(script: str, out: Path, world: int = 2) -> list[dict]:
+    """``torchrun --nproc_per_node=<world> tests/<script> <out>`` (gloo, one thread per rank);
+    each rank's ``out/rank<r>.pt``, loaded."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
+               f"--master_port={free_port()}", str(ROOT / "tests" / script), str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt") for r in range(worker.WORLD)]
+    return [torch.load(out / f"rank{r}.pt") for r in range(world)]
 
 
 def reference_step(head: nn.Module, model: nn.Module, inputs, labels) -> dict:

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import triplet_worker as worker
-from test_partial_fc import free_port
+from test_partial_fc import run_ranks
 from triplet_reference import naive
 
 from facerec.criteria import TripletLoss
@@ -134,13 +131,7 @@ def test_bad_options_name_the_key(option, value):
 def test_global_mining_under_ddp_is_the_mean_of_the_ranks_losses(tmp_path):
     """2 gloo ranks with 5 and 3 samples: each rank's loss is its anchors against the gathered
     batch (the naive loop), and DDP's averaged gradient is the gradient of their mean."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               f"--master_port={free_port()}", str(ROOT / "tests" / "triplet_worker.py"),
-               str(tmp_path)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(worker.WORLD)]
+    ranks = run_ranks("triplet_worker.py", tmp_path, worker.WORLD)
     labels = torch.cat(worker.LABELS)
     for mining in worker.MININGS:
         model = worker.model()
