@@ -127,7 +127,8 @@ def test_a_distillation_term_in_a_weighted_sum_is_refused():
 
 @pytest.mark.parametrize(
     ("weight", "distance", "message"),
-    [(-1.0, "cosine", r"criterion\.weight=-1\.0 must be >= 0"),
+    [(-1.0, "cosine", r"criterion\.weight=-1\.0 must be a finite number >= 0"),
+     (math.inf, "cosine", r"criterion\.weight=inf must be a finite number >= 0"),
      (1.0, "l1", r"criterion\.distance='l1' is not one of cosine, l2")],
 )  # fmt: skip
 def test_a_bad_weight_or_distance_is_refused_naming_the_key(weight, distance, message):

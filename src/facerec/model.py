@@ -87,7 +87,8 @@ class Recognizer(nn.Module):
 
     Args:
         model: images -> embeddings (a :class:`FaceModel`, or a compiled/DDP wrapper of one).
-        criterion: embeddings, labels -> loss.
+        criterion: embeddings, labels -> loss; the recognizer calls its
+            ``loss(model, images, labels)`` (a distillation criterion also runs a teacher there).
     """
 
     def __init__(self, model: nn.Module, criterion: Criterion) -> None:

@@ -12,6 +12,7 @@ side's (:mod:`facerec.training.teacher`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -77,15 +78,16 @@ class DistillationLoss(Criterion):
         distance: a key of :data:`DISTANCES`.
 
     Raises:
-        ValueError: ``base`` is sharded, ``weight`` < 0 or ``distance`` unknown (naming the key).
+        ValueError: ``base`` is sharded, ``weight`` not finite and >= 0, or ``distance`` unknown
+            (naming the key).
     """
 
     def __init__(self, base: Criterion, teacher: Teacher, weight: float, distance: str) -> None:
         super().__init__()
         if not base.replicated:
             raise ValueError("criterion=distill: the margin loss must be replicated")
-        if not float(weight) >= 0:
-            raise ValueError(f"criterion.weight={weight} must be >= 0")
+        if not (math.isfinite(float(weight)) and float(weight) >= 0):
+            raise ValueError(f"criterion.weight={weight} must be a finite number >= 0")
         if distance not in DISTANCES:
             raise ValueError(
                 f"criterion.distance={distance!r} is not one of {', '.join(DISTANCES)}"
