@@ -102,7 +102,7 @@ def checkpoint_dict(config: dict) -> dict:
 
     state = checkpoint.TrainState(step=3)
     return checkpoint.training_checkpoint(
-        Weights(), state, 1, ["a", "b"], config, {}, {}, preprocessing_entry(config)
+        {"model": Weights()}, state, 1, ["a", "b"], config, {}, {}, preprocessing_entry(config)
     )
 
 

@@ -5,7 +5,9 @@ files detected and skipped. The writes live in :mod:`facerec.files.checkpoint_wr
 A training checkpoint is a dict; :func:`training_checkpoint` writes its layout and
 :func:`restore_training` / :func:`summary` read it, so writer and readers cannot drift apart:
 
-    model        backbone + embedding state_dict (all the tools need)
+    model        backbone + embedding state_dict (all the tools need): the weight average
+                 when ``trainer.ema`` is enabled (facerec.training.ema)
+    train_model  with ``trainer.ema`` only: the raw training weights, which resume continues
     head, optimizer
                  the criterion's entries (a sharded criterion keeps them in per-rank files)
     scheduler, scaler, guard
@@ -68,7 +70,7 @@ class TrainState:
 
 
 def training_checkpoint(
-    model: nn.Module,
+    modules: Mapping[str, nn.Module],
     state: TrainState,
     epoch: int,
     classes: list[str],
@@ -80,7 +82,8 @@ def training_checkpoint(
     """The checkpoint of a training run (the layout in the module docstring).
 
     Args:
-        model: backbone + embedding (eager, plain state-dict keys).
+        modules: backbone + embedding modules (eager, plain state-dict keys) by entry name:
+            ``model`` (what the tools read) and, with a weight average, ``train_model``.
         state: the loop's counters and verification results.
         epoch: completed epochs.
         classes: identity names in label order.
@@ -93,8 +96,9 @@ def training_checkpoint(
     """
     ckpt = {name: obj.state_dict() for name, obj in stateful.items()}
     ckpt.update(entries)
+    ckpt.update({name: module.state_dict() for name, module in modules.items()})
     ckpt.update({
-        "model": model.state_dict(), "step": state.step, "epoch": epoch, "state": asdict(state),
+        "step": state.step, "epoch": epoch, "state": asdict(state),
         "rng": rng_state(), "classes": classes, "config": config,
         "preprocessing": dict(preprocessing),
     })  # fmt: skip
@@ -138,9 +142,11 @@ def load_module_state(module: nn.Module, ckpt: Mapping[str, Any], name: str, pat
 
 
 def restore_training(
-    ckpt: Mapping[str, Any], path: Path, model: nn.Module, classes: list[str], **stateful: Any
-) -> TrainState:
-    """Load :func:`training_checkpoint`'s entries into ``model`` and ``stateful`` objects
+    ckpt: Mapping[str, Any], path: Path, modules: Mapping[str, nn.Module], classes: list[str],
+    **stateful: Any,
+) -> TrainState:  # fmt: skip
+    """Load :func:`training_checkpoint`'s entries into ``modules`` (by entry name, as saved)
+    and ``stateful`` objects
     (scheduler, scaler, guard ...) and the random generators; the criterion loads its own.
 
     Raises:
@@ -152,7 +158,8 @@ def restore_training(
             f"checkpoint {path} was trained on {saved} identities, this data has {len(classes)}"
             " (or their names differ): resume with the same data"
         )
-    load_module_state(model, ckpt, "model", path)
+    for name, module in modules.items():
+        load_module_state(module, ckpt, name, path)
     for name, obj in stateful.items():
         obj.load_state_dict(ckpt[name])
     set_rng_state(ckpt["rng"])

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from facerec import distributed
 from facerec.files.checkpoint import TrainState
 from facerec.model import Recognizer
+from facerec.training.ema import NoAverage, WeightEma
 from facerec.training.engine import NonFiniteGuard
 from facerec.training.finetune import BackboneFreeze
 from facerec.training.report import Reporter
@@ -67,6 +68,7 @@ class Training:
     run_dir: Path
     recognizer: Recognizer  # eager modules: verification and checkpoints
     stepper: BackboneFreeze  # .module(step): what the step trains through (compiled/DDP)
+    average: NoAverage | WeightEma  # trainer.ema: the model verified, checkpointed, exported
     loader: Any
     verifiers: dict[str, Verifier]
     optimizer: torch.optim.Optimizer

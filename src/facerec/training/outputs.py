@@ -18,12 +18,13 @@ log = logging.getLogger("facerec")
 
 
 def evaluate(t: Training) -> None:
-    """Rank 0 verifies on every set; the others wait at the barrier; a new best is saved."""
+    """Rank 0 verifies on every set (the weight average when ``trainer.ema`` is on); the others
+    wait at the barrier; a new best is saved."""
     t.report.pause()
     improved = False
     if t.env.is_main:
         for name, verifier in t.verifiers.items():
-            result = verifier.evaluate(t.recognizer.model, t.env.device,
+            result = verifier.evaluate(t.average.model(t.recognizer.model), t.env.device,
                                        amp_dtype=t.loop.amp_dtype,
                                        channels_last=t.loop.channels_last,
                                        show_progress=t.loop.progress)  # fmt: skip
@@ -48,8 +49,9 @@ def save(t: Training, tag: str) -> None:
     )
     if t.env.is_main:
         ckpt = checkpoint.training_checkpoint(
-            t.recognizer.model, t.state, t.state.step // t.loop.steps_per_epoch, t.classes,
-            t.config, {"scheduler": t.scheduler, "scaler": t.scaler, "guard": t.guard}, entries,
+            t.average.modules(t.recognizer.model), t.state,
+            t.state.step // t.loop.steps_per_epoch, t.classes, t.config,
+            {"scheduler": t.scheduler, "scaler": t.scaler, "guard": t.guard}, entries,
             preprocessing_entry(t.config),
         )  # fmt: skip
         if tag == "best":

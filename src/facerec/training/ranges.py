@@ -31,6 +31,7 @@ MINIMUMS: dict[str, int] = {
     "trainer.lr_reference_batch": 1,
     "trainer.freeze_backbone_steps": 0,
     "trainer.eval_batch_size": 1,
+    "trainer.ema.every": 1,
 }
 # Must be finite and > 0 where set (a NaN learning rate trains to NaN weights and exits 0).
 POSITIVE = ("optim.lr", "trainer.grad_clip", "head.s")
@@ -78,6 +79,8 @@ RANGES: dict[str, Range] = {
     "data.image_size": IMAGE_SIZES,
     "data.center_crop": CENTER_CROPS,
     "trainer.preempt_exit_code": Range(0, 255),
+    "trainer.ema.decay": Range(0, 1, high_open=True),  # 1 never leaves the initial weights
+    "trainer.ema.warmup_power": Range(0, low_open=True),  # 0: a decay of 0, no averaging
 }
 
 

@@ -11,6 +11,7 @@ import torch
 from facerec.files import checkpoint
 from facerec.files.checkpoint import TrainState
 from facerec.model import Recognizer
+from facerec.training.ema import NoAverage, WeightEma
 
 __all__ = ["first_line", "resume"]
 
@@ -18,17 +19,19 @@ log = logging.getLogger("facerec")
 
 
 def resume(
-    path: Path, ckpt: dict[str, Any], recognizer: Recognizer, classes: list[str],
-    optimizer: torch.optim.Optimizer, **stateful: Any,
+    path: Path, ckpt: dict[str, Any], recognizer: Recognizer, average: NoAverage | WeightEma,
+    classes: list[str], optimizer: torch.optim.Optimizer, **stateful: Any,
 ) -> TrainState:  # fmt: skip
-    """Load checkpoint ``path`` into the run's objects; the criterion loads its own part.
+    """Load checkpoint ``path`` into the run's objects; the criterion loads its own part, the
+    weight average says which entries hold the training weights and the average.
 
     Raises:
         ValueError: naming ``path``: another run's data or architecture, or a file that holds
             ``model`` and ``step`` but not the rest of a training checkpoint.
     """
     try:
-        state = checkpoint.restore_training(ckpt, path, recognizer.model, classes, **stateful)
+        state = checkpoint.restore_training(ckpt, path, average.modules(recognizer.model), classes,
+                                           **stateful)  # fmt: skip
         recognizer.criterion.restore(ckpt, path, optimizer)
     except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as error:
         what = (f"no {error.args[0]!r} entry" if isinstance(error, KeyError)

@@ -33,6 +33,7 @@ from facerec.files.checkpoint import TrainState
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.training import finetune
+from facerec.training.ema import build_average
 from facerec.training.engine import NonFiniteGuard, Preemption, train_step
 from facerec.training.inputs import build_data, train_loader
 from facerec.training.loop import (
@@ -135,6 +136,7 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     if tcfg.init_from and resume_from is None:
         log.info(finetune.init_from(tcfg.init_from, recognizer.model))
     recognizer.to(env.device, memory_format=loop.memory_format)
+    average = build_average(recognizer.model, **tcfg.ema)  # after .to(): the copy's device
     compile_step = resolve_compile(tcfg.compile, env.device)
     lr = scaled_lr(cfg, loop.global_batch)
     groups = finetune.lr_scaled_groups(recognizer.parts, tcfg.lr_scale, lr, cfg.optim.weight_decay,
@@ -153,7 +155,7 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
         if tcfg.init_from:
             log.info("trainer.init_from is not read: resuming the run from its own checkpoint")
         check_same_run(resume_from[1].get("config"), cfg, resume_from[0])
-        state = resume(*resume_from, recognizer, scan.classes, optimizer,
+        state = resume(*resume_from, recognizer, average, scan.classes, optimizer,
                        scheduler=scheduler, scaler=scaler, guard=guard)  # fmt: skip
     if run_dir is None:
         run_dir = create_run_dir(run_root(cfg), env)
@@ -162,7 +164,7 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
         log.info("run dir %s | %s | %s", run_dir, scan.summary(),
                  describe(loop, env, lr, tcfg.lr_reference_batch, amp, compile_step))  # fmt: skip
     report = Reporter(run_dir, env.is_main, loop.total_steps, state.step, tcfg.progress)
-    return Training(env, loop, run_dir, recognizer, stepper, loader, verifiers, optimizer,
+    return Training(env, loop, run_dir, recognizer, stepper, average, loader, verifiers, optimizer,
                     scheduler, scaler, guard, state, report, scan.classes,
                     OmegaConf.to_container(cfg, resolve=True), lock)  # fmt: skip
 
@@ -203,6 +205,7 @@ def train_one_epoch(t: Training, preemption: Preemption) -> None:
         else:
             loss = norm = skip_empty_step(t, lr)
         state.step += 1
+        t.average.update(t.recognizer.model, state.step)
         t.report.count(loop.global_batch)
         done = state.step >= loop.total_steps
         if done or state.step % loop.log_every == 0:

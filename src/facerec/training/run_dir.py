@@ -120,8 +120,10 @@ def run_dir_of(path: Path) -> Path | None:
 
 
 # What makes a run the run it is: resuming with another value is another experiment. (Another
-# backbone or embedding is refused by the weights themselves, which do not fit.)
-SAME_RUN = ("head", "criterion", "sampler", "optim._target_", "sched._target_")
+# backbone or embedding is refused by the weights themselves, which do not fit.) trainer.ema:
+# the checkpoint's `model` is the average or the raw weights depending on it, and an average
+# continued with another decay is neither run's.
+SAME_RUN = ("head", "criterion", "sampler", "optim._target_", "sched._target_", "trainer.ema")
 
 
 def leaves(node: Any, prefix: str) -> dict[str, Any]:

@@ -59,6 +59,11 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "trainer.freeze_backbone_steps": (int,),
     "trainer.eval_batch_size": (int,),
     "trainer.preempt_exit_code": (int,),
+    "trainer.ema.enabled": (bool,),
+    "trainer.ema.decay": NUMBERS,
+    "trainer.ema.warmup": (bool,),
+    "trainer.ema.warmup_power": NUMBERS,
+    "trainer.ema.every": (int,),
     "data.image_size": (int,),
     "data.center_crop": (int, type(None)),
 }
