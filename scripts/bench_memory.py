@@ -4,24 +4,26 @@
 Each run is a fresh process training ``python train.py <overrides>`` in-process (Hydra compose,
 then :func:`facerec.training.run.run`), so the figures are the trainer's own. Phases:
 
-- ``start``: config checks, model, optimizer, training loader (with ``data.preload``: the
-  decode of every training image);
+- ``setup``: config checks, model, optimizer, training loader (with ``data.preload``: the
+  decode of every training image); inside it
 - ``data``: :func:`facerec.training.inputs.build_data` (scan, alignment if the cache is cold,
   the verification images' decode);
 - ``train``: the training steps (``train_one_epoch`` without the nested phases below);
 - ``evaluate``: verification on every set;
-- ``save``: checkpoints; ``finish``: metrics.json.
+- ``save``: checkpoints; ``finish``: metrics.json; ``other``: imports, config, the exit.
 
 A phase's peak is the kernel's high-water mark of the process (``VmHWM``), reset through
 ``/proc/self/clear_refs`` at every phase switch, so even a millisecond-long peak is caught.
 Child processes (DataLoader workers) are separate processes with peaks of their own: a thread
 samples their ``VmHWM`` every 0.2 s. ``/usr/bin/time -v`` reports the largest single process,
-which is the trainer here (``max RSS`` below is its ``ru_maxrss``).
+which is the trainer here (``max RSS`` below: the largest of its phase peaks; its own
+``ru_maxrss`` is unusable once ``clear_refs`` has reset the high-water mark).
 
 Variants alternate run by run, their order rotating, so machine load hits them alike; the
 images/s ratio against the first variant is taken within each round.
 
 Usage:
+    python scripts/bench_memory.py --activations -- experiment=demo
     python scripts/bench_memory.py --runs 2 --variant malloc_off=trainer.malloc=false \\
         -- experiment=demo trainer.max_images=2560
 """
@@ -31,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,8 @@ from pathlib import Path
 
 MARK = "BENCH_MEMORY "
 # The trainer functions that start a phase, as facerec.training.run names them.
-PHASES = {"build_data": "data", "train_one_epoch": "train", "evaluate": "evaluate",
-          "save": "save", "finish": "finish"}  # fmt: skip
+PHASES = {"setup": "setup", "build_data": "data", "train_one_epoch": "train",
+          "evaluate": "evaluate", "save": "save", "finish": "finish"}  # fmt: skip
 
 
 def status_kb(field: str, pid: int | str = "self") -> int:
@@ -61,7 +62,7 @@ class PhaseMemory:
     """Per-phase peak RSS (MB) and seconds of this process; phases nest (a stack)."""
 
     def __init__(self) -> None:
-        self.stack = ["start"]
+        self.stack = ["other"]
         self.peak_mb: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
         self.t = time.perf_counter()
@@ -120,14 +121,44 @@ def child(overrides: list[str]) -> dict:
     sampler = threading.Thread(target=sample_children, args=(workers, stop), daemon=True)
     sampler.start()
     metrics = run_module.run(cfg)
-    memory.switch(push="end")
+    memory.switch(push="other")
     stop.set()
     images = metrics["step"] * cfg.data.batch_size * cfg.trainer.accumulate
     return {"peak_mb": memory.peak_mb, "seconds": memory.seconds,
             "images_per_s": images / memory.seconds["train"],
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            # ru_maxrss forgets what clear_refs resets: the largest phase peak is the process's
+            "max_rss_mb": max(memory.peak_mb.values()),
             "worker_peak_mb": max(workers.values(), default=0.0), "workers": len(workers),
             "accuracy": metrics.get("accuracy"), "load": os.getloadavg()[0]}  # fmt: skip
+
+
+def saved_activations(overrides: list[str], batch: int = 16) -> dict:
+    """What autograd keeps for the backward pass of one training batch: the bytes of the
+    distinct tensors a forward pass saves (``saved_tensors_hooks``), measured on ``batch``
+    images and scaled to ``data.batch_size``."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from facerec.configs import CONFIG_DIR
+    from facerec.model import build_recognizer
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    recognizer = build_recognizer(cfg, 1000).to(memory_format=torch.channels_last).train()
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    images = torch.randint(0, 256, (batch, 3, 112, 112), dtype=torch.uint8)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        recognizer(images.contiguous(memory_format=torch.channels_last),
+                   torch.randint(1000, (batch,)))  # fmt: skip
+    per_image = sum(storages.values()) / batch
+    return {"mb_per_image": per_image / 2**20,
+            "gib_per_batch": per_image * cfg.data.batch_size / 2**30,
+            "batch_size": cfg.data.batch_size}  # fmt: skip
 
 
 def launch(overrides: list[str], log: Path) -> dict:
@@ -141,7 +172,7 @@ def launch(overrides: list[str], log: Path) -> dict:
 
 
 def row(label: str, r: dict, ratio: float | None) -> str:
-    phases = "  ".join(f"{k} {v:5.0f}" for k, v in r["peak_mb"].items() if k != "end")
+    phases = "  ".join(f"{k} {v:5.0f}" for k, v in r["peak_mb"].items())
     vs = f"{ratio:5.2f}x" if ratio is not None else "   -  "
     return (f"{label:<16} max RSS {r['max_rss_mb']:6.0f} MB  {r['images_per_s']:5.1f} img/s {vs}"
             f"  load {r['load']:4.1f}  workers {r['workers']} (peak {r['worker_peak_mb']:4.0f})"
@@ -155,9 +186,17 @@ def main() -> None:
                         help="extra overrides (space-separated) against the base run")  # fmt: skip
     parser.add_argument("--log", type=Path, default=Path("bench_memory.log"))
     parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument(
+        "--activations",
+        action="store_true",
+        help="print what autograd saves for one training batch, then exit",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="train.py overrides of every variant")
     args = parser.parse_args()
+    if args.activations:
+        print(json.dumps(saved_activations(args.overrides)))
+        return
     if args.child:
         print(MARK + json.dumps(child(args.overrides)), flush=True)
         return
