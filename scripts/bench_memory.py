@@ -8,7 +8,8 @@ then :func:`facerec.training.run.run`), so the figures are the trainer's own. Ph
   decode of every training image); inside it
 - ``data``: :func:`facerec.training.inputs.build_data` (scan, alignment if the cache is cold,
   the verification images' decode);
-- ``train``: the training steps (``train_one_epoch`` without the nested phases below);
+- ``train``: the training steps (``train_one_epoch`` until its first nested phase below;
+  what follows one is ``train after save`` etc.);
 - ``evaluate``: verification on every set;
 - ``save``: checkpoints; ``finish``: metrics.json; ``other``: imports, config, the exit.
 
@@ -63,6 +64,7 @@ class PhaseMemory:
 
     def __init__(self) -> None:
         self.stack = ["other"]
+        self.returned_from = ""  # a stretch after a nested phase is named after it too
         self.peak_mb: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
         self.t = time.perf_counter()
@@ -72,13 +74,14 @@ class PhaseMemory:
         """Close the current phase's stretch (its peak since the last switch), then push
         ``push`` or, without one, pop back to the enclosing phase."""
         now, phase = time.perf_counter(), self.stack[-1]
+        if self.returned_from and phase != "other":
+            phase = f"{phase} after {self.returned_from}"
         self.peak_mb[phase] = max(self.peak_mb.get(phase, 0.0), status_kb("VmHWM") / 1024)
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self.t
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM back to the current RSS
         self.t = now
-        if push is None:
-            self.stack.pop()
-        else:
+        self.returned_from = self.stack.pop() if push is None else ""
+        if push is not None:
             self.stack.append(push)
 
     def wrap(self, name: str, fn):
@@ -125,7 +128,7 @@ def child(overrides: list[str]) -> dict:
     stop.set()
     images = metrics["step"] * cfg.data.batch_size * cfg.trainer.accumulate
     return {"peak_mb": memory.peak_mb, "seconds": memory.seconds,
-            "images_per_s": images / memory.seconds["train"],
+            "images_per_s": images / memory.seconds["train"],  # the steps, no eval/save
             # ru_maxrss forgets what clear_refs resets: the largest phase peak is the process's
             "max_rss_mb": max(memory.peak_mb.values()),
             "worker_peak_mb": max(workers.values(), default=0.0), "workers": len(workers),

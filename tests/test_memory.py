@@ -84,3 +84,31 @@ def test_verification_starts_on_a_released_heap(monkeypatch):
                         state=SimpleNamespace(results={}, step=1, best=0.0))  # fmt: skip
     outputs.evaluate(t)
     assert calls == ["release", "verify", "verify"]
+
+
+def test_a_verification_pass_is_no_bigger_than_a_demo_training_batch(compose_train):
+    """Each image goes through with its mirror: 2 x eval_batch_size images per forward pass.
+    At 256 (512 images) the CPU verification needed about 2 GB beside the training heap."""
+    cfg = compose_train("experiment=demo")
+    assert 2 * cfg.trainer.eval_batch_size <= cfg.data.batch_size
+
+
+def test_chunked_verification_embeds_as_one_pass():
+    """The smaller verification batches give the embeddings of one big pass (the numbers of a
+    run do not depend on trainer.eval_batch_size)."""
+    import torch
+
+    from facerec.backbones import MobileFaceNet
+    from facerec.model import embed_batches
+
+    torch.manual_seed(0)
+    model = MobileFaceNet(num_features=32).to(memory_format=torch.channels_last)
+    with torch.no_grad():  # running statistics that are not the initial ones
+        model.train()(torch.randn(8, 3, 112, 112))
+    model.eval()
+    images, cpu = torch.randn(24, 3, 112, 112), torch.device("cpu")
+    one_pass = embed_batches(model, images, cpu, 24, True, None, True)
+    chunked = embed_batches(model, images, cpu, 8, True, None, True)
+    for whole, parts in zip(one_pass, chunked, strict=True):
+        torch.testing.assert_close(torch.from_numpy(parts), torch.from_numpy(whole), rtol=0,
+                                   atol=1e-5)  # fmt: skip
