@@ -9,8 +9,8 @@ the heap from shrinking, so the second step reuses the first step's pages (the s
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment, without a relaunch).
 The cost: the heap keeps its high-water mark, about the peak of one step (measured in
 docs/performance.md with ``scripts/bench_malloc.py``), and pages freed by training stay resident
-through a verification run, whose batches (512 images with the mirrors) do not fit the holes
-the training step left: the demo's verification stacked 2-3 GB on top of the training heap.
+through a verification run, whose passes need not fit the holes the training step left: the
+demo's verification (then 512 images a pass) stacked 1-3 GB on top of a 7-8 GB training heap.
 :func:`release_freed_memory` hands the free pages back between the phases
 (``scripts/bench_memory.py``, docs/performance.md "Peak memory of the demo").
 """

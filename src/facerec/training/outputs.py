@@ -23,8 +23,8 @@ def evaluate(t: Training) -> None:
     t.report.pause()
     improved = False
     if t.env.is_main:
-        # The training heap's free pages go back first: verification's bigger batches would
-        # otherwise be stacked on top of them (the demo: 7 GB of training heap + 3 GB).
+        # The training heap's free pages go back first: verification's passes would
+        # otherwise be stacked on top of them (the demo was OOM-killed there at 8-11 GB).
         release_freed_memory()
         for name, verifier in t.verifiers.items():
             result = verifier.evaluate(t.recognizer.model, t.env.device,
