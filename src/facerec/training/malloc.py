@@ -8,7 +8,11 @@ step, so each step page-faults them in again: 28% of the demo's CPU time was sys
 the heap from shrinking, so the second step reuses the first step's pages (the same as
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment, without a relaunch).
 The cost: the heap keeps its high-water mark, about the peak of one step (measured in
-docs/performance.md with ``scripts/bench_malloc.py``).
+docs/performance.md with ``scripts/bench_malloc.py``), and pages freed by training stay resident
+through a verification run, whose passes need not fit the holes the training step left: the
+demo's verification (then 512 images a pass) stacked 1-3 GB on top of a 7-8 GB training heap.
+:func:`release_freed_memory` hands the free pages back between the phases
+(``scripts/bench_memory.py``, docs/performance.md "Peak memory of the demo").
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import ctypes.util
 import logging
 import os
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "release_freed_memory"]
 
 log = logging.getLogger("facerec")
 
@@ -63,3 +67,15 @@ def keep_freed_memory(enabled: bool | str = "auto", device_type: str = "cpu") ->
     if ok:
         log.debug("malloc: mmap off, trim threshold 2 GiB (freed activations are reused)")
     return ok
+
+
+def release_freed_memory() -> bool:
+    """Give the free pages of every glibc arena back to the OS (``malloc_trim(0)``), also those
+    inside the heap, where the trim threshold never reaches.
+
+    For a phase boundary (before verification): the next training step faults its pages in
+    once, which a verification run's length makes negligible. Returns whether glibc released
+    anything (False off glibc).
+    """
+    libc = _libc()
+    return bool(libc is not None and libc.malloc_trim(0))

@@ -11,6 +11,7 @@ from facerec import distributed
 from facerec.files import checkpoint
 from facerec.inference.preprocessing import preprocessing_entry
 from facerec.training.loop import Training
+from facerec.training.malloc import release_freed_memory
 
 __all__ = ["evaluate", "finish", "save"]
 
@@ -23,6 +24,9 @@ def evaluate(t: Training) -> None:
     t.report.pause()
     improved = False
     if t.env.is_main:
+        # The training heap's free pages go back first: verification's passes would
+        # otherwise be stacked on top of them (the demo was OOM-killed there at 8-11 GB).
+        release_freed_memory()
         for name, verifier in t.verifiers.items():
             result = verifier.evaluate(t.average.model(t.recognizer.model), t.env.device,
                                        amp_dtype=t.loop.amp_dtype,

@@ -44,7 +44,7 @@ from facerec.training.loop import (
     loop_settings,
     scaled_lr,
 )
-from facerec.training.malloc import keep_freed_memory
+from facerec.training.malloc import keep_freed_memory, release_freed_memory
 from facerec.training.outputs import evaluate, finish, save
 from facerec.training.report import Reporter
 from facerec.training.resume import resume
@@ -125,6 +125,7 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     configure_kernels(env.device, tcfg.deterministic, tcfg.tf32)
     amp = resolve_amp(tcfg.amp, env.device)
     data, scan, verifiers = build_data(cfg, env)
+    release_freed_memory()  # a cold cache's alignment (MTCNN) and the decoding: not for the steps
     run_dir, resume_from = resolve_run_dir(cfg)  # run_dir None: a new run
     for warning in startup_warnings(cfg, resuming=resume_from is not None) if env.is_main else ():
         log.warning(warning)
