@@ -159,6 +159,13 @@ def truth(image: np.ndarray, detector: FaceDetector) -> Face | None:
     return choose_face(faces, image.shape) if faces else None
 
 
+def write_jpeg(path: Path, image: np.ndarray) -> None:
+    """An RGB ``(H, W, 3)`` or grey ``(H, W)`` uint8 image as a JPEG of quality 95."""
+    bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        raise OSError(f"{path}: could not be written")
+
+
 def write_set(folder: Path, rows: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
     """``folder/<name>`` JPEGs and ``folder/landmarks.csv`` for ``(name, image, (5, 2))``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,8 +173,7 @@ def write_set(folder: Path, rows: list[tuple[str, np.ndarray, np.ndarray]]) -> N
         out = csv.writer(f)
         out.writerow(["image", *(f"{a}{i}" for i in range(1, 6) for a in "xy")])
         for name, image, points in rows:
-            bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-            cv2.imwrite(str(folder / name), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            write_jpeg(folder / name, image)
             out.writerow([name, *(f"{v:.2f}" for v in points.reshape(-1))])
 
 

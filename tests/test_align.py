@@ -242,7 +242,8 @@ def test_the_align_tool_on_a_folder(messy_folder, tmp_path, detector):
 
 def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, tmp_path, caplog):
     """``data.align``: the training images and the pairs' images are aligned once into the
-    cache (same layout, so the pairs file still resolves) and the module reads them there."""
+    cache (same layout, so the pairs file still resolves) and the module reads them there; a
+    set in another folder (a degraded copy) is aligned into its own cached copy."""
     import shutil
 
     from facerec.align.prepare import face_data_module
@@ -258,7 +259,14 @@ def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, 
     cv2.imwrite(str(raw / "Nobody" / "Nobody_0001.jpg"), np.full((250, 250, 3), 200, np.uint8))
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\t1\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t1\tColin_Powell\t2\n")
-    val = {"p": PairsSet(str(pairs), str(raw), center_crop=150)}
+    # a degraded copy of the pairs' images in a folder of its own (scripts/degrade_pairs.py)
+    dark = tmp_path / "degraded" / "dark"
+    for name, i in (("Aaron_Peirsol", 1), ("Aaron_Peirsol", 2), ("Colin_Powell", 2)):
+        (dark / name).mkdir(parents=True, exist_ok=True)
+        image = cv2.imread(str(raw / name / f"{name}_{i:04d}.jpg"))
+        cv2.imwrite(str(dark / name / f"{name}_{i:04d}.jpg"), (image * 0.5).astype(np.uint8))
+    val = {"p": PairsSet(str(pairs), str(raw), center_crop=150),
+           "dark": PairsSet(str(pairs), str(dark), center_crop=150)}  # fmt: skip
     module = face_data_module(root=str(raw.parent), image_dir="lfw-deepfunneled", min_images=1,
                               center_crop=150, batch_size=2, num_workers=0, val=val,
                               align={"select": "largest", "on_missing": "center"},
@@ -271,6 +279,10 @@ def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, 
     assert all(module.image_root in p.parents for p in scan.paths) and module.center_crop is None
     assert val["p"].image_root == module.image_root and val["p"].center_crop is None
     assert all(p.is_file() for p in val["p"].load().images)
+    # the other folder's set is aligned too, into its own cached copy, not centre-cropped
+    assert val["dark"].image_root == (tmp_path / "cache" / f"dark-{key}").resolve()
+    assert val["dark"].center_crop is None and val["dark"].image_size == 112
+    assert all(cv2.imread(str(p)).shape == (112, 112, 3) for p in val["dark"].load().images)
     log = caplog.text
     assert "5 images: 4 aligned, 1 without a detected face centre-cropped" in log
     assert "Nobody_0001.jpg: no face detected" in log

@@ -2,8 +2,8 @@
 
 :class:`facerec.data.FaceDataModule` calls :func:`align_training_data` from ``setup()`` when
 its config has ``align``: the training images it scanned and the images of its verification
-sets that live in the same folder are aligned into ``<cache>/<folder>-<options key>/`` (same
-layout and file names, so pairs files resolve unchanged), and the module reads from there.
+sets are aligned into ``<cache>/<folder>-<options key>/`` (one per source folder; same layout
+and file names, so pairs files resolve unchanged), and the module reads from there.
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ def align_training_data(
     Args:
         image_root: the raw identity folder.
         paths: training images under it.
-        val: verification sets; each with ``image_root`` equal to ``image_root`` (a
-            :class:`facerec.data.PairsSet`) gets its images aligned too and is switched to the
-            aligned folder with no centre crop.
+        val: verification sets; each with an ``image_root`` (a :class:`facerec.data.PairsSet`)
+            gets its images aligned too and is switched to the aligned folder with no centre
+            crop: with the training images when its folder is ``image_root``, else into the
+            cached copy of its own folder.
         options: :class:`AlignOptions` or its fields.
         cache: folder for aligned copies (None: beside the data).
         device: where the detector runs.
@@ -78,11 +79,21 @@ def align_training_data(
         log.warning("align: %s is not writable; aligned copies go to %s", dst, fallback)
         dst = fallback
     files = {Path(p).resolve() for p in paths}
-    aligned_sets = []
+    aligned_sets, elsewhere = [], {}
     for name, pairs_set in val.items():
-        if Path(getattr(pairs_set, "image_root", "")).resolve() == image_root:
+        if not hasattr(pairs_set, "image_root"):
+            continue  # a .bin pack: aligned already
+        if Path(pairs_set.image_root).resolve() == image_root:
             files.update(Path(p).resolve() for p in pairs_set.load().images)
             aligned_sets.append(name)
+        else:
+            elsewhere[name] = pairs_set
+    # A set in another folder (a degraded copy, another benchmark) is aligned into its own
+    # cached copy, as `facerec evaluate` aligns it: a model of aligned faces is verified on
+    # aligned faces, never on a centre crop.
+    for name, pairs_set in elsewhere.items():
+        align_training_data(pairs_set.image_root, [], {name: pairs_set}, options, cache, device,
+                            progress)  # fmt: skip
     log.info("align: %d images of %s (training + %s) -> %s", len(files), image_root,
              ", ".join(aligned_sets) or "no verification set", dst)  # fmt: skip
     detector = FaceDetector(device, min_face=options.min_face)

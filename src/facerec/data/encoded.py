@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facerec.data.decode import decode_image
-from facerec.data.transforms import augmentation, geometry, to_tensor
+from facerec.data.transforms import augmentation, geometry, seed_augmentation, to_tensor
 from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
 
 __all__ = ["DatasetInfo", "EncodedImages", "EncodedSource"]
@@ -147,7 +147,7 @@ class EncodedImages(Dataset):
             return blank_image(self.image_size), UNREADABLE
         if self.augment.transforms:  # an empty Compose still costs a call per sample
             if seed is not None:
-                self.augment.set_random_seed(seed)
+                seed_augmentation(self.augment, seed)
             image = self.augment(image=image)["image"]
         return to_tensor(image), label
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facerec.data.decode import read_image
-from facerec.data.transforms import to_tensor
+from facerec.data.transforms import seed_augmentation, to_tensor
 from facerec.data.unreadable import UNREADABLE, blank_image, read_or_blank
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class FaceFolder(Dataset):
         """``item``: an index, or ``(index, seed)`` to fix this sample's augmentation."""
         index, seed = item if isinstance(item, tuple) else (item, None)
         if seed is not None:
-            self.augment.set_random_seed(seed)
+            seed_augmentation(self.augment, seed)
         label = int(self.labels[index])
         image, ok = read_or_blank(lambda: self.load(index), lambda: None)
         if not ok or label == UNREADABLE:  # UNREADABLE: found so while preloading

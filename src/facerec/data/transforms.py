@@ -19,7 +19,15 @@ import torch
 # The guarded decoder, importable from here as before (the tools and tests read images so).
 from facerec.data.decode import decode_image, read_image
 
-__all__ = ["augmentation", "decode_image", "geometry", "normalize", "read_image", "to_tensor"]
+__all__ = [
+    "augmentation",
+    "decode_image",
+    "geometry",
+    "normalize",
+    "read_image",
+    "seed_augmentation",
+    "to_tensor",
+]
 
 # DataLoader workers are already one process per core; OpenCV's own thread pool on top of
 # them only oversubscribes the CPU.
@@ -52,6 +60,21 @@ def augmentation(hflip: bool = True, extra: A.BaseCompose | None = None) -> A.Co
     if extra is not None:
         steps += list(extra.transforms)
     return A.Compose(steps)
+
+
+def seed_augmentation(steps: A.BaseCompose, seed: int) -> None:
+    """Fix one sample's random transforms from the sampler's ``seed``, each transform from
+    its own stream.
+
+    albumentations 2 gives every transform of a Compose the Compose's seed, so their first
+    draws (whether to apply) are equal: a ToGray of p 0.1 would only ever come with a flip
+    of p 0.5, and the per-step probabilities of an ``augment`` config would not hold. The
+    first transform (the flip) keeps ``seed`` itself, so the flips are those of before and
+    of device decoding (:mod:`facerec.data.device_decode`).
+    """
+    steps.set_random_seed(seed)
+    for i, transform in enumerate(steps.transforms[1:], start=1):
+        transform.set_random_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
