@@ -294,11 +294,11 @@ def test_data_module_trains_and_verifies_on_an_aligned_copy(detector, lfw_root, 
     ("overrides", "options"),
     [
         (["data=lfw"], None),
-        (["data=lfw_aligned"], {"select": "largest", "on_missing": "center"}),
+        (["data=lfw_aligned"], {"select": "largest", "on_missing": "auto"}),
         (["data=lfw_aligned", "data.align=null"], None),
         (
             ["data=lfw_aligned", "data.align.select=center"],
-            {"select": "center", "on_missing": "center"},
+            {"select": "center", "on_missing": "auto"},
         ),
     ],
 )

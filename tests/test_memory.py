@@ -79,6 +79,7 @@ def test_verification_starts_on_a_released_heap(monkeypatch):
     t = SimpleNamespace(report=report, env=SimpleNamespace(is_main=True, device="cpu"),
                         verifiers={"v": Verifier(), "w": Verifier()},
                         recognizer=SimpleNamespace(model=None),
+                        average=SimpleNamespace(model=lambda raw: raw),
                         loop=SimpleNamespace(amp_dtype=None, channels_last=False, progress=False,
                                              best_metric="none"),
                         state=SimpleNamespace(results={}, step=1, best=0.0))  # fmt: skip
