@@ -30,6 +30,7 @@ from facerec.criteria.distill import DistillationLoss
 from facerec.criteria.margin import MarginLoss
 from facerec.inference.loader import LoadedModel, load
 from facerec.inference.preprocessing import Preprocessing, from_config
+from facerec.training.resume import first_line
 
 __all__ = ["Teacher", "build_distillation", "check_teacher", "load_teacher"]
 
@@ -140,9 +141,9 @@ def _embedding_size(teacher: Teacher, image_size: int, source: str) -> int:
         with torch.no_grad():
             out = teacher(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8))
     except Exception as error:  # the model's own failure (torch or onnxruntime) on this input
-        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ValueError(
-            f"{KEY} {source} refused: it does not run on {image_size}x{image_size} images ({first})"
+            f"{KEY} {source} refused: it does not run on {image_size}x{image_size} images"
+            f" ({first_line(error)})"
         ) from None
     return int(out.shape[-1])
 
