@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from facerec.cli.train import train_status
@@ -202,6 +203,36 @@ def test_how_a_run_ends_is_its_exit_status_and_one_line(raised, status, line, ca
     assert train_status(run, None) == status
     stderr = capsys.readouterr().err
     assert stderr.startswith(line) and len(stderr.strip().splitlines()) == 1, stderr
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_ranks_meet_before_the_group_goes_unless_this_one_leaves_on_an_error(monkeypatch, fails):
+    """Gloo ranks that destroy their group unsynchronised can abort at exit (SIGABRT); a rank
+    leaving on an error must not wait at a barrier the others may never reach."""
+    from facerec import distributed
+    from facerec.training import run as run_module
+
+    calls = []
+    monkeypatch.setattr(distributed, "init", lambda device: None)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+
+    def fit(cfg, env):
+        if fails:
+            raise ValueError("data.root: no such folder")
+        calls.append("fit")
+        return {"accuracy": 1.0}, None
+
+    monkeypatch.setattr(run_module, "fit", fit)
+    cfg = OmegaConf.create({"trainer": {"device": "cpu"}})
+    if fails:
+        with pytest.raises(ValueError, match=r"data\.root"):
+            run_module.run(cfg)
+        assert calls == ["destroy"]
+    else:
+        assert run_module.run(cfg) == {"accuracy": 1.0}
+        assert calls == ["fit", "barrier", "destroy"]
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path, caplog):

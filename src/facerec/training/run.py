@@ -89,9 +89,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     env = distributed.init(cfg.trainer.device)
     try:
-        return fit(cfg, env)[0]
-    finally:
-        distributed.cleanup()
+        metrics = fit(cfg, env)[0]
+    except BaseException:
+        distributed.cleanup(synchronize=False)
+        raise
+    distributed.cleanup()
+    return metrics
 
 
 def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recognizer]:
