@@ -23,7 +23,7 @@ LAYERS = [
     {"training"},
     {"inference"},
     {"model", "backbones", "embedding", "heads", "criteria", "optim", "align"},
-    {"data", "eval", "distributed", "configs", "files"},
+    {"data", "eval", "distributed", "configs", "files", "messages"},
 ]
 LAYER_OF = {room: depth for depth, rooms in enumerate(LAYERS) for room in rooms}
 

@@ -420,3 +420,20 @@ def test_pack_dataset_errors_are_one_line(case, tmp_path):
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("pack_dataset.py: error:")
     assert str(root if case == "missing root" else out) in line
+
+
+def test_an_error_without_text_still_gives_its_one_line():
+    """``str(error).splitlines()[0]`` raised IndexError on an empty message: a missing optional
+    package whose ImportError has no text ended a tool in a traceback instead of one line."""
+    from facerec.cli.args import extras_as_errors
+    from facerec.messages import first_line
+
+    assert first_line(RuntimeError("shape mismatch\n  at layer 3\n")) == "shape mismatch"
+    assert first_line(OSError()) == "OSError"
+    assert first_line(ValueError("  \n")) == "ValueError"
+
+    def needs_an_extra():
+        raise ImportError()
+
+    with pytest.raises(ValueError, match="^ImportError$"):
+        extras_as_errors(needs_an_extra)()

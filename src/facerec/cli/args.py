@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from facerec.messages import first_line
+
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, batches: bool = True) -> None:
     """``--device``, and with ``batches`` also ``--batch-size`` and ``--workers``."""
@@ -50,6 +52,6 @@ def extras_as_errors(body):
         try:
             return body()
         except ImportError as error:
-            raise ValueError(str(error).splitlines()[0]) from None
+            raise ValueError(first_line(error)) from None
 
     return guarded

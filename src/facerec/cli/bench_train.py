@@ -66,6 +66,7 @@ from facerec.cli.bench_train_report import (
 )
 from facerec.configs import CONFIG_DIR
 from facerec.distributed import resolve_device
+from facerec.messages import first_line
 from facerec.model import Recognizer, build_recognizer
 from facerec.optim import param_groups
 from facerec.training.engine import train_step
@@ -236,7 +237,7 @@ def try_row(row: Row, args: argparse.Namespace, device: torch.device, macs: int)
     except torch.OutOfMemoryError:
         row.note = "out of memory"
     except Exception as error:  # a failed row (e.g. a compile error) must not end the grid
-        row.note = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
+        row.note = f"failed: {type(error).__name__}: {first_line(error)[:120]}"
     finally:
         gc.collect()
         if device.type != "cpu":

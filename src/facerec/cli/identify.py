@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from facerec.cli.args import add_align_argument, add_runtime_arguments, extras_as_errors
+from facerec.messages import first_line
 
 PROG = "facerec identify"
 
@@ -102,7 +103,7 @@ def identify(args: argparse.Namespace) -> int:
             answers = searcher.photo(photo, args.top_k, threshold, args.faces)
         except OSError as error:
             problems["unreadable"] += 1
-            print(f"{photo}: unreadable, skipped ({str(error).splitlines()[0]})")
+            print(f"{photo}: unreadable, skipped ({first_line(error)})")
             continue
         if not answers:
             problems["no face"] += 1

@@ -28,6 +28,7 @@ from facerec.data.decode import UnreadableImage, check_header, decode_image
 from facerec.data.encoded import EncodedSource
 from facerec.data.transforms import to_tensor
 from facerec.data.unreadable import UNREADABLE, read_or_blank
+from facerec.messages import first_line
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class EncodedBatch:
             images = decode_batch(parts, device)
         except RuntimeError as error:
             log.warning("device JPEG decoding failed (%s); this batch is decoded on the CPU",
-                        str(error).splitlines()[0])  # fmt: skip
+                        first_line(error))  # fmt: skip
             images = torch.stack([decode_cpu(p) for p in parts])
         # Off CUDA, torchvision decodes on the CPU whatever the device: move the result.
         images = images.to(device, non_blocking=non_blocking)

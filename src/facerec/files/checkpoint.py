@@ -48,6 +48,7 @@ from facerec.files.checkpoint_write import (
     write_error,
 )
 from facerec.files.pt_file import check_archive, check_tensors
+from facerec.messages import first_line
 
 __all__ = ["STEP_GLOB", "TMP_SUFFIX", "TrainState", "load", "load_latest", "load_module_state",
            "prune", "remove_leftovers", "restore_training", "rng_state", "save", "save_step",
@@ -137,7 +138,7 @@ def load_module_state(module: nn.Module, ckpt: Mapping[str, Any], name: str, pat
         saved = (ckpt.get("config") or {}).get("backbone", {}).get("_target_")
         raise ValueError(
             f"checkpoint {path} does not fit this {name} (it was saved with backbone"
-            f" {saved}): {str(error).splitlines()[0]}"
+            f" {saved}): {first_line(error)}"
         ) from error
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from facerec.messages import first_line
+
 __all__ = ["STEP_GLOB", "TMP_SUFFIX", "prune", "remove_leftovers", "save", "save_step",
            "tensor_bytes", "write_error"]  # fmt: skip
 
@@ -79,7 +81,7 @@ def write_error(error: BaseException) -> OSError | None:
         chain.add(id(seen))
         seen = seen.__cause__ or seen.__context__
     if any(mark in str(error) for mark in _ZIP_WRITER_FAILURES):
-        return OSError(errno.EIO, str(error).strip().splitlines()[0])
+        return OSError(errno.EIO, first_line(error))
     return None
 
 

@@ -22,6 +22,7 @@ from facerec.data.decode import read_image
 from facerec.data.folder import IMAGE_EXTENSIONS
 from facerec.inference.gallery import Gallery, ImageRecord, fingerprint
 from facerec.inference.images import prepare_arrays
+from facerec.messages import first_line
 
 __all__ = ["Report", "add_folders", "build_gallery", "check_model", "embed_photos",
            "identity_folders", "model_record", "remove_from"]  # fmt: skip
@@ -103,7 +104,7 @@ def embed_photos(embedder, paths: Sequence[Path], report: Report, progress: bool
         try:
             crop, faces = embedder.face_crop(read_image(path))
         except (OSError, ValueError) as error:
-            report.unreadable.append(str(error).splitlines()[0] if str(error) else str(path))
+            report.unreadable.append(first_line(error) if str(error).strip() else str(path))
             continue
         if crop is None:
             report.no_face.append(str(path))

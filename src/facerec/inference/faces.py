@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facerec.messages import first_line
+
 __all__ = ["DetectedFace", "detect_faces", "detector"]
 
 
@@ -47,7 +49,7 @@ def detector(options, device: torch.device):
     try:
         return FaceDetector(device, min_face=options.min_face)
     except MissingExtra as error:
-        raise ImportError(f"finding faces in a photo: {str(error).splitlines()[0]}") from None
+        raise ImportError(f"finding faces in a photo: {first_line(error)}") from None
 
 
 def detect_faces(image: np.ndarray, found_by, options) -> list[DetectedFace]:

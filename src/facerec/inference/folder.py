@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from facerec.files import jsonfile
 from facerec.inference.spec import ModelSpec, read_spec, rebuild
+from facerec.messages import first_line
 from facerec.model import FaceModel
 
 __all__ = [
@@ -212,9 +213,7 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     try:
         weights = load_file(str(path))  # safetensors: a header of JSON + raw tensor bytes
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(
-            f"{path}: not a readable safetensors file ({str(error).splitlines()[0]})"
-        ) from None
+        raise ValueError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
     stray = sorted(k for k in weights if not k.startswith(_PREFIXES))
     if stray:
         raise ValueError(

@@ -21,6 +21,7 @@ from facerec.files import checkpoint
 from facerec.inference import folder
 from facerec.inference.preprocessing import Preprocessing
 from facerec.inference.spec import ModelSpec, read_spec, rebuild
+from facerec.messages import first_line
 
 __all__ = ["LoadedModel", "is_onnx", "load", "load_model"]
 
@@ -88,7 +89,7 @@ def _from_checkpoint(path: Path) -> Loaded:
         if isinstance(error.__cause__, Exception):  # torch.load itself failed
             raise ValueError(
                 f"{path} is not a facerec checkpoint, or is truncated (torch.load: "
-                f"{str(error.__cause__).splitlines()[0]})"
+                f"{first_line(error.__cause__)})"
             ) from None
         raise
     cfg = state.get("config")

@@ -26,6 +26,7 @@ from torch import nn
 from facerec.inference.components import component_targets
 from facerec.inference.preprocessing import Preprocessing
 from facerec.inference.spec import ModelSpec
+from facerec.messages import first_line
 from facerec.model import FaceModel
 
 __all__ = ["PREPROCESSING_KEY", "OnnxFaceModel", "load_onnx", "preprocessing_metadata"]
@@ -107,9 +108,7 @@ def load_onnx(path: Path) -> tuple[OnnxFaceModel, ModelSpec, dict[str, Any], dic
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own types for a bad graph
-        raise ValueError(
-            f"{path}: not a readable ONNX model ({str(error).splitlines()[0]})"
-        ) from None
+        raise ValueError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
     props = session.get_modelmeta().custom_metadata_map
     prep = _preprocessing(props, path)
     cfg = {"preprocessing": prep.to_dict()}

@@ -26,6 +26,7 @@ import torch
 
 from facerec.inference.components import Component, check_components, read_component
 from facerec.inference.preprocessing import Preprocessing, from_config
+from facerec.messages import first_line
 from facerec.model import FaceModel
 
 __all__ = ["ModelSpec", "read_spec", "rebuild"]
@@ -114,7 +115,7 @@ def rebuild(spec: ModelSpec, weights: Mapping[str, Any], path: Path | str) -> Fa
     except Exception as error:  # a component's own check of its arguments
         raise ValueError(
             f"{path}: cannot rebuild the model from its saved config "
-            f"(backbone {target}): {str(error).splitlines()[0] if str(error) else error!r}"
+            f"(backbone {target}): {first_line(error)}"
         ) from None
     _check_fit(shapes, weights, path, target)
     model = spec.build()
@@ -122,8 +123,7 @@ def rebuild(spec: ModelSpec, weights: Mapping[str, Any], path: Path | str) -> Fa
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as error:
         raise ValueError(
-            f"{path}: the weights do not fit the saved architecture ({target}): "
-            f"{str(error).splitlines()[0]}"
+            f"{path}: the weights do not fit the saved architecture ({target}): {first_line(error)}"
         ) from None
     return model
 

@@ -10,10 +10,11 @@ import torch
 
 from facerec.files import checkpoint
 from facerec.files.checkpoint import TrainState
+from facerec.messages import first_line
 from facerec.model import Recognizer
 from facerec.training.ema import NoAverage, WeightEma
 
-__all__ = ["first_line", "resume"]
+__all__ = ["resume"]
 
 log = logging.getLogger("facerec")
 
@@ -42,8 +43,3 @@ def resume(
         ) from None
     log.info("resumed from %s at step %d", path, state.step)
     return state
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (torch's can run to a page)."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

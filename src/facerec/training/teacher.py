@@ -30,7 +30,7 @@ from facerec.criteria.distill import DistillationLoss
 from facerec.criteria.margin import MarginLoss
 from facerec.inference.loader import LoadedModel, load
 from facerec.inference.preprocessing import Preprocessing, from_config
-from facerec.training.resume import first_line
+from facerec.messages import first_line
 
 __all__ = ["Teacher", "build_distillation", "check_teacher", "load_teacher"]
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from facerec.messages import first_line
 from facerec.training.ranges import (
     RANGES,
     check_finite,
@@ -134,7 +135,7 @@ def check_input_size(cfg: DictConfig) -> None:
             with torch.no_grad():
                 model(torch.empty(2, 3, side, side, device="meta"))
         except RuntimeError as error:  # a shape that does not fit
-            return str(error).strip().splitlines()[0]
+            return first_line(error)
         return None
 
     try:
