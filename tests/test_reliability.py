@@ -124,6 +124,8 @@ def test_too_few_pairs_for_ten_folds_fails_before_step_one(tmp_path):
         ("head.m=-1", "head.m=-1"),
         ("head=sphereface head.m=9", "head.m=9"),
         ("head=combined head.m2=2.5", "head.m2=2.5"),
+        ("head=softmax ++head.s=32", "head.s: Softmax takes no s"),
+        ("head=cosface ++head.t=1", "head.t: CosFace takes no t"),
     ],
 )
 def test_impossible_values_are_one_line_errors_naming_the_key(override, key):
@@ -435,5 +437,5 @@ def test_an_error_without_text_still_gives_its_one_line():
     def needs_an_extra():
         raise ImportError()
 
-    with pytest.raises(ValueError, match="^ImportError$"):
+    with pytest.raises(ValueError, match=r"^ImportError$"):
         extras_as_errors(needs_an_extra)()

@@ -72,6 +72,20 @@ def test_misspelt_sweep_value_is_one_line_before_any_run(lfw_root, tiny_pairs, t
     assert not (tmp_path / "multirun").exists()  # nothing started
 
 
+def test_a_head_without_a_scale_in_a_demo_sweep_is_one_line_before_any_run(
+    lfw_root, tiny_pairs, tmp_path
+):
+    """experiment=demo sets head.s for every head; Softmax has none: the sweep stops at once."""
+    args = tiny_args(lfw_root, tiny_pairs, tmp_path)
+    result = train("--multirun", "head=arcface,softmax", "++head.s=32", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0] == ("facerec: error: sweep job head=softmax: head.s: Softmax takes no s"
+                        " (it takes: nothing); remove it with ~head.s")  # fmt: skip
+    assert not (tmp_path / "multirun").exists()
+
+
 def test_threads_per_job_share_the_cores():
     assert threads_per_job(2, 16) == 8
     assert threads_per_job(3, 16) == 5
@@ -95,8 +109,9 @@ def has_joblib_launcher() -> bool:
 )
 def test_joblib_launcher_runs_jobs_in_parallel_on_their_share(lfw_root, tiny_pairs, tmp_path):
     args = tiny_args(lfw_root, tiny_pairs, tmp_path)
+    # data.num_workers=1: DataLoader workers inside loky's job processes (they could not start)
     result = train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   "head=arcface,cosface", "seed=1", *args)  # fmt: skip
+                   "head=arcface,cosface", "seed=1", *args, "data.num_workers=1")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     runs = {p.parent for p in tmp_path.rglob("metrics.json")}
     assert len(runs) == 2  # started in the same second, yet two folders

@@ -143,10 +143,22 @@ def check_overrides(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> DictC
     for job in jobs:
         try:
             composed.append(compose_checked(job + extra, config_dir))
+            head_checked(composed[-1])
         except UsageError as error:
             label = " ".join(o for o in job if o.split("=", 1)[0] in swept)
             raise UsageError(f"sweep job {label}: {error}" if label else str(error)) from None
     return composed[0]
+
+
+def head_checked(cfg: DictConfig) -> None:
+    """The head's keys and ranges (as at start-up): a sweep over heads learns that one of them
+    cannot be built before its first job trains, not after it loaded the data."""
+    from facerec.training.ranges import check_head
+
+    try:
+        check_head(cfg.head)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def compose_checked(overrides: list[str], config_dir: Path) -> DictConfig:

@@ -20,6 +20,7 @@ its share of the cores (cores // ``hydra.launcher.n_jobs``).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -91,6 +92,18 @@ def threads_per_job(n_jobs: int | None, cores: int) -> int | None:
     return max(1, cores // parallel)
 
 
+def platform_start_method() -> None:
+    """Give this process the platform's default start method if a launcher replaced it.
+
+    The joblib launcher runs each job in a loky worker, whose default start method is loky's
+    own; DataLoader workers started with it fail ("'Process' object has no attribute 'env'"),
+    so every parallel sweep with ``data.num_workers > 0`` stopped at its first batch.
+    """
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method is not None and method not in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
+
+
 def sweep_job(cfg: DictConfig) -> None:
     """A job of a sweep trains under its own job folder, on its share of the cores.
 
@@ -103,6 +116,7 @@ def sweep_job(cfg: DictConfig) -> None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return
     cfg.paths.output_dir = hydra_cfg.runtime.output_dir
+    platform_start_method()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = threads_per_job(hydra_cfg.launcher.get("n_jobs"), cores or 1)
     if threads is not None:

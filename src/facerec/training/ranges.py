@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-__all__ = ["RANGES", "Range", "check_finite", "check_head", "check_numbers", "check_ranges",
-           "is_number"]  # fmt: skip
+__all__ = ["RANGES", "Range", "check_finite", "check_head", "check_head_keys", "check_numbers",
+           "check_ranges", "is_number"]  # fmt: skip
 
 # Lower bounds (inclusive) of numbers typed in validate.CONFIG_TYPES; null passes where the
 # type allows it.
@@ -160,11 +161,29 @@ def check_numbers(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value} must be a finite number > 0")
 
 
+def check_head_keys(head: DictConfig, cls: type | None) -> None:
+    """Every key of ``head`` is an argument of its class: a scale given to a head that has none
+    stops here in one line, not in a traceback when the head is built after the data loaded."""
+    if cls is None:
+        return
+    parameters = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    given = {k for k in head if not (isinstance(k, str) and k.startswith("_"))}
+    for key in sorted(given - set(parameters)):
+        takes = sorted(set(parameters) - {"self", "embedding_size", "num_classes"})
+        # experiment=demo sets head.s for every head; the heads without a scale need it removed.
+        hint = "; remove it with ~head.s" if key == "s" else ""
+        raise ValueError(f"head.{key}: {cls.__name__} takes no {key} (it takes: "
+                         f"{', '.join(takes) or 'nothing'}){hint}")  # fmt: skip
+
+
 def check_head(head: DictConfig) -> None:
     """The head's hyper-parameters inside the ranges its class declares (``bounds``), e.g.
     ``head.m=-1`` for ArcFace: one line naming the key, instead of training to nonsense."""
     target = head.get("_target_")
     cls = get_class(target) if isinstance(target, str) else None
+    check_head_keys(head, cls)
     for key, (low, high) in getattr(cls, "bounds", {}).items():
         value = head.get(key)
         if value is None:
