@@ -513,3 +513,32 @@ def test_given_landmarks_are_used_instead_of_detecting(tmp_path):
     for name in ("a.png", "b.png"):
         got = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "p" / name)), cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(got, expected)
+
+
+def _write_many(folder: str, rounds: int) -> None:
+    """One process of the race below: the same manifest and image written ``rounds`` times."""
+    from facerec.align.folder import write_image
+    from facerec.align.manifest import Manifest
+
+    manifest = Manifest(Path(folder), AlignOptions())
+    image = np.zeros((8, 8, 3), np.uint8)
+    for _ in range(rounds):
+        manifest.save()
+        write_image(Path(folder) / "a" / "face.jpg", image)
+
+
+def test_two_processes_writing_one_cache_do_not_take_each_others_files(tmp_path):
+    """Parallel sweep jobs align the same cache: with one shared temporary name, a job's rename
+    found its file already renamed by the other (ENOENT) and the job died."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_write_many, args=(str(tmp_path), 300)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert json.loads((tmp_path / MANIFEST).read_text())["key"] == AlignOptions().key
+    assert cv2.imread(str(tmp_path / "a" / "face.jpg")).shape == (8, 8, 3)
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -51,7 +51,9 @@ def write_image(path: Path, image: np.ndarray) -> None:
     if not ok:
         raise OSError(f"{path}: OpenCV cannot write {ext} images")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # The process id in the name: parallel sweep jobs align the same cache at once, and a
+    # shared temporary name let one rename the other's file away (ENOENT) mid-write.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data.tobytes())
     os.replace(tmp, path)
 

@@ -63,7 +63,7 @@ class Manifest:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # see write_image
         record = {"key": self.key, "options": self.options, "files": self.files}
         tmp.write_text(json.dumps(record))
         os.replace(tmp, self.path)
