@@ -15,10 +15,7 @@ from facerec.training.run import fit
 if __name__ == "__main__":
     out, overrides = Path(sys.argv[1]), sys.argv[2:]
     cfg = compose_train(*overrides)
-    env = distributed.init(cfg.trainer.device)
-    try:
+    with distributed.process_group(cfg.trainer.device) as env:
         _, recognizer = fit(cfg, env)
         out.mkdir(parents=True, exist_ok=True)
         torch.save(recognizer.state_dict(), out / f"rank{env.rank}.pt")
-    finally:
-        distributed.cleanup()

@@ -147,8 +147,7 @@ def run_case(
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    env = distributed.init("cpu")
-    try:
+    with distributed.process_group("cpu") as env:
         assert env.world_size == WORLD, env
         torch.set_num_threads(1)
         results = {}
@@ -159,5 +158,3 @@ if __name__ == "__main__":
             results[name] = run_case(name, head_name, SAMPLE_C, (3, 3), rate, env.rank)
         out.mkdir(parents=True, exist_ok=True)
         torch.save(results, out / f"rank{env.rank}.pt")
-    finally:
-        distributed.cleanup()

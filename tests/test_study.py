@@ -86,6 +86,23 @@ def test_a_head_without_a_scale_in_a_demo_sweep_is_one_line_before_any_run(
     assert not (tmp_path / "multirun").exists()
 
 
+def test_a_launchers_start_method_gives_way_to_the_platforms(monkeypatch):
+    """Inside a loky worker the default start method is "loky", which DataLoader workers cannot
+    be started with; the platform's default is put back, another stdlib one is left alone."""
+    import multiprocessing
+
+    from facerec.cli.train import platform_start_method
+
+    chosen = []
+    monkeypatch.setattr(multiprocessing, "set_start_method", lambda m, force: chosen.append(m))
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none: "loky")
+    platform_start_method()
+    assert chosen == [multiprocessing.get_all_start_methods()[0]]
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none: "spawn")
+    platform_start_method()
+    assert len(chosen) == 1
+
+
 def test_threads_per_job_share_the_cores():
     assert threads_per_job(2, 16) == 8
     assert threads_per_job(3, 16) == 5

@@ -7,12 +7,19 @@ device: NCCL for CUDA, gloo for CPU.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from facerec.messages import first_line
+
+log = logging.getLogger("facerec")
 
 
 @dataclass(frozen=True)
@@ -154,5 +161,27 @@ def cleanup(synchronize: bool = True) -> None:
     """
     if dist.is_available() and dist.is_initialized():
         if synchronize:
-            dist.barrier()
+            try:
+                dist.barrier()
+            except RuntimeError as error:  # a rank left on an error after all: do not wait
+                log.warning("distributed: the ranks did not meet before closing (%s)",
+                            first_line(error))  # fmt: skip
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: str, together: tuple[type[BaseException], ...] = ()) -> Iterator[Dist]:
+    """``init(device)`` for the body; on the way out the group is destroyed, after a barrier
+    when the body finished or raised one of ``together`` (exceptions every rank raises at the
+    same step, such as a preemption), without one after any other error (the other ranks may
+    never arrive)."""
+    env = init(device)
+    try:
+        yield env
+    except together:
+        cleanup()
+        raise
+    except BaseException:
+        cleanup(synchronize=False)
+        raise
+    cleanup()

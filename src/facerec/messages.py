@@ -6,6 +6,6 @@ from __future__ import annotations
 __all__ = ["first_line"]
 
 
-def first_line(error: BaseException | None) -> str:
+def first_line(error: BaseException) -> str:
     """The first non-empty line of ``error``'s message; its type's name when it has none."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -128,8 +128,9 @@ def check_overrides(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> DictC
     """Compose the config from ``argv`` and turn composition errors into a :class:`UsageError`.
 
     ``--config-dir`` and ``hydra.searchpath=[...]`` count: a user's folder adds choices. With
-    ``-m`` every job of the sweep is composed (as Hydra does before it launches any), so a typo
-    in a swept value stops the sweep before its first run, naming the job.
+    ``-m`` every job of the sweep is composed (as Hydra does before it launches any) and its
+    head's keys checked against the head's class, so a typo in a swept value or a scale given
+    to a head without one stops the sweep before its first run, naming the job.
 
     Returns:
         The composed config (of the sweep's first job).

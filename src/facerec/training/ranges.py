@@ -13,6 +13,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from facerec.messages import first_line
+
 __all__ = ["RANGES", "Range", "check_finite", "check_head", "check_head_keys", "check_numbers",
            "check_ranges", "is_number"]  # fmt: skip
 
@@ -164,16 +166,20 @@ def check_numbers(cfg: DictConfig) -> None:
 def check_head_keys(head: DictConfig, cls: type | None) -> None:
     """Every key of ``head`` is an argument of its class: a scale given to a head that has none
     stops here in one line, not in a traceback when the head is built after the data loaded."""
-    if cls is None:
+    try:
+        parameters = inspect.signature(cls).parameters.values() if cls is not None else None
+    except (TypeError, ValueError):  # a class whose signature cannot be read: not checked here
+        parameters = None
+    if parameters is None or any(p.kind is p.VAR_KEYWORD for p in parameters):
         return
-    parameters = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
+    keywords = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     given = {k for k in head if not (isinstance(k, str) and k.startswith("_"))}
-    for key in sorted(given - set(parameters)):
-        takes = sorted(set(parameters) - {"self", "embedding_size", "num_classes"})
-        # experiment=demo sets head.s for every head; the heads without a scale need it removed.
-        hint = "; remove it with ~head.s" if key == "s" else ""
+    for key in sorted(given - keywords):
+        takes = sorted(keywords - {"self", "embedding_size", "num_classes"})
+        # experiment=demo sets head.s for every head; the heads without a scale need it removed
+        # (in a sweep, their own sweep: ~head.s would take the scale from the others too).
+        hint = ("; remove it with ~head.s (in a sweep: the heads without a scale in a sweep of"
+                " their own, docs/studies.md)") if key == "s" else ""  # fmt: skip
         raise ValueError(f"head.{key}: {cls.__name__} takes no {key} (it takes: "
                          f"{', '.join(takes) or 'nothing'}){hint}")  # fmt: skip
 
@@ -182,7 +188,10 @@ def check_head(head: DictConfig) -> None:
     """The head's hyper-parameters inside the ranges its class declares (``bounds``), e.g.
     ``head.m=-1`` for ArcFace: one line naming the key, instead of training to nonsense."""
     target = head.get("_target_")
-    cls = get_class(target) if isinstance(target, str) else None
+    try:
+        cls = get_class(target) if isinstance(target, str) else None
+    except (ImportError, ValueError) as error:  # a user's --config-dir head that does not import
+        raise ValueError(f"head._target_={target}: {first_line(error)}") from None
     check_head_keys(head, cls)
     for key, (low, high) in getattr(cls, "bounds", {}).items():
         value = head.get(key)

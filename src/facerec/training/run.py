@@ -87,14 +87,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         Preempted: after SIGTERM/SIGUSR1 or Ctrl-C, once the checkpoint is written.
     """
-    env = distributed.init(cfg.trainer.device)
-    try:
-        metrics = fit(cfg, env)[0]
-    except BaseException:
-        distributed.cleanup(synchronize=False)
-        raise
-    distributed.cleanup()
-    return metrics
+    with distributed.process_group(cfg.trainer.device, together=(Preempted,)) as env:
+        return fit(cfg, env)[0]
 
 
 def fit(cfg: DictConfig, env: distributed.Dist) -> tuple[dict[str, Any], Recognizer]:
