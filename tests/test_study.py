@@ -82,7 +82,8 @@ def test_a_head_without_a_scale_in_a_demo_sweep_is_one_line_before_any_run(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0] == ("facerec: error: sweep job head=softmax: head.s: Softmax takes no s"
-                        " (it takes: nothing); remove it with ~head.s")  # fmt: skip
+                        " (it takes: nothing); remove it with ~head.s (in a sweep: the heads"
+                        " without a scale in a sweep of their own, docs/studies.md)")  # fmt: skip
     assert not (tmp_path / "multirun").exists()
 
 
