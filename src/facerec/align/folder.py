@@ -10,7 +10,6 @@ second run re-aligns only what changed.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from facerec.align.search import search
 from facerec.align.transform import warp_face
 from facerec.data.decode import read_image
 from facerec.data.folder import IMAGE_EXTENSIONS
+from facerec.files.atomic import write_atomic
 
 __all__ = ["align_files", "align_folder", "list_folder", "write_image"]
 
@@ -51,11 +51,7 @@ def write_image(path: Path, image: np.ndarray) -> None:
     if not ok:
         raise OSError(f"{path}: OpenCV cannot write {ext} images")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The process id in the name: parallel sweep jobs align the same cache at once, and a
-    # shared temporary name let one rename the other's file away (ENOENT) mid-write.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_bytes(data.tobytes()))
 
 
 _MISSING = {

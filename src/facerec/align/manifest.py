@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from pathlib import Path
 
 from facerec.align.options import AlignOptions
 from facerec.align.outcomes import WRITTEN
+from facerec.files.atomic import write_atomic
 from facerec.files.jsonfile import read_json
 
 __all__ = ["MANIFEST", "Manifest"]
@@ -63,7 +63,5 @@ class Manifest:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # see write_image
         record = {"key": self.key, "options": self.options, "files": self.files}
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, lambda tmp: tmp.write_text(json.dumps(record)))

@@ -24,7 +24,6 @@ defined once.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from facerec.files import jsonfile
+from facerec.files.atomic import write_atomic
 from facerec.inference.spec import ModelSpec, read_spec, rebuild
 from facerec.messages import first_line
 from facerec.model import FaceModel
@@ -51,7 +51,6 @@ __all__ = [
     "read_json",
     "read_pretrained",
     "save_pretrained",
-    "write_atomic",
 ]
 
 FORMAT = "facerec-pretrained"
@@ -121,17 +120,6 @@ def _training(cfg: Mapping[str, Any], meta: Mapping[str, Any] | None) -> dict[st
 def _set_file(node: Any) -> Any:
     """The pairs or ``.bin`` file a verification set's config names (None: neither)."""
     return (node.get("pairs_file") or node.get("bin_file")) if isinstance(node, Mapping) else None
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """``write(tmp)`` then rename: a file in the folder is either old or complete (the model
-    folder's files, a gallery's)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_pretrained(

@@ -32,7 +32,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from facerec.eval.identification import identity_templates
-from facerec.inference.folder import read_json, write_atomic
+from facerec.files.atomic import write_atomic
+from facerec.inference.folder import read_json
 
 __all__ = ["FORMAT", "INDEX", "TENSORS", "Gallery", "ImageRecord", "fingerprint", "read_gallery",
            "write_gallery"]  # fmt: skip

@@ -216,7 +216,7 @@ def build_index(
             return cached
     index = FaissIndex(templates, **options)
     if cache is not None:
-        from facerec.inference.folder import write_atomic
+        from facerec.files.atomic import write_atomic
 
         # a read-only gallery is searched all the same (and indexed again next time)
         with contextlib.suppress(OSError):
