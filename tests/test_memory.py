@@ -3,6 +3,7 @@ before verification (docs/performance.md, "Peak memory of the demo")."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -11,7 +12,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from torch import nn
 
+from facerec.backbones.mobilefacenet import MobileFaceNet
+from facerec.backbones.recompute import recomputes, run_chain
 from facerec.training import outputs
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -113,3 +118,89 @@ def test_chunked_verification_embeds_as_one_pass():
     for whole, parts in zip(one_pass, chunked, strict=True):
         torch.testing.assert_close(torch.from_numpy(parts), torch.from_numpy(whole), rtol=0,
                                    atol=1e-5)  # fmt: skip
+
+
+# --- Recomputed BN + PReLU (facerec.backbones.recompute): the demo's activation memory ---
+
+
+def _twin_mobilefacenets(dtype: torch.dtype = torch.float32):
+    """The same MobileFaceNet twice: memory-efficient, and the plain module chain."""
+    torch.manual_seed(0)
+    chained = MobileFaceNet(num_features=64).to(dtype)
+    for m in chained.modules():  # BN weights away from 1 / 0 so a wrong BN backward shows
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.5, 0.5)
+        if isinstance(m, nn.PReLU):
+            nn.init.uniform_(m.weight, -0.3, 0.6)  # negative slopes too
+    plain = copy.deepcopy(chained)
+    for m in plain.modules():
+        if hasattr(m, "memory_efficient"):
+            m.memory_efficient = False
+    return chained, plain
+
+
+def _saved_bytes(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``model(x)`` and the bytes autograd keeps for its backward pass."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        return model(x), total
+
+
+def test_memory_efficient_training_gives_the_plain_chains_outputs_and_gradients_bit_for_bit():
+    chained, plain = _twin_mobilefacenets()
+    x = torch.randn(4, 3, 112, 112)
+    y_chained, kept_chained = _saved_bytes(chained, x)
+    y_plain, kept_plain = _saved_bytes(plain, x)
+    grad = torch.randn_like(y_plain)
+    y_chained.backward(grad)
+    y_plain.backward(grad)
+    assert torch.equal(y_chained, y_plain)
+    for (name, p), q in zip(chained.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), name
+    for (name, b), c in zip(chained.named_buffers(), plain.buffers(), strict=True):
+        assert torch.equal(b, c), name  # running statistics updated once, as the plain BN does
+    # What the change is for: one kept tensor per layer where the plain chain keeps three.
+    assert kept_chained < 0.5 * kept_plain, (kept_chained, kept_plain)
+
+
+def test_the_recomputing_layer_passes_a_finite_difference_gradient_check():
+    """float64 central differences, independent of autograd's own BN and PReLU backward."""
+    torch.manual_seed(1)
+    units = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 6, 1, bias=False), nn.BatchNorm2d(6), nn.PReLU(6)),
+        nn.Sequential(nn.Conv2d(6, 6, 3, padding=1, stride=2, groups=6, bias=False),
+                      nn.BatchNorm2d(6), nn.PReLU(6)),
+        nn.Sequential(nn.Conv2d(6, 4, 1, bias=False), nn.BatchNorm2d(4)),
+    ).double()  # fmt: skip
+    for m in units.modules():
+        if isinstance(m, nn.PReLU):
+            nn.init.uniform_(m.weight, -0.5, 0.5)
+    params = [p for p in units.parameters()]
+    x = torch.randn(3, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+
+    def chain(x: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
+        return run_chain(units, x)
+
+    assert torch.autograd.gradcheck(chain, (x, *params), eps=1e-6, atol=1e-5)
+
+
+def test_inference_autocast_and_eval_take_the_plain_path():
+    chained, plain = _twin_mobilefacenets()
+    x = torch.randn(2, 3, 112, 112)
+    for model in (chained, plain):
+        model.eval()
+    with torch.no_grad():
+        assert torch.equal(chained(x), plain(x))
+    chained.train()
+    assert recomputes(chained, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not recomputes(chained, x)
+    with torch.no_grad():
+        assert not recomputes(chained, x)

@@ -7,10 +7,16 @@ position of the final 7x7 map. The paper's last layer (linear conv1x1 to 128) is
 
 With ``Embedding((512,), 128)`` the whole network has 1.00M parameters and 0.221 GMACs at
 112x112 (paper: 0.99M, 221M MAdds).
+
+With ``memory_efficient`` (the default), a training pass keeps one tensor per layer for the
+backward pass instead of three (:mod:`facerec.backbones.recompute`): the same outputs and
+gradients, bit for bit, for 2.6x less activation memory (docs/performance.md).
 """
 
 import torch
 from torch import nn
+
+from facerec.backbones.recompute import recomputes, run_chain
 
 __all__ = ["Bottleneck", "MobileFaceNet"]
 
@@ -61,9 +67,18 @@ class Bottleneck(nn.Module):
         out_channels: channels of the output map.
         stride: stride of the depthwise conv.
         expansion: width multiplier of the hidden layer (``t`` in the paper).
+        memory_efficient: recompute BN + PReLU in the backward pass instead of keeping their
+            outputs (:func:`facerec.backbones.recompute.run_chain`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        expansion: int,
+        memory_efficient: bool = True,
+    ) -> None:
         super().__init__()
         hidden = in_channels * expansion
         self.block = nn.Sequential(
@@ -72,10 +87,12 @@ class Bottleneck(nn.Module):
             _conv_bn(hidden, out_channels, 1, act=False),
         )
         self.residual = stride == 1 and in_channels == out_channels
+        self.memory_efficient = memory_efficient
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, C_out, H / stride, W / stride)``."""
-        out = self.block(x)
+        chained = self.memory_efficient and recomputes(self, x)
+        out = run_chain(self.block, x) if chained else self.block(x)
         return x + out if self.residual else out
 
 
@@ -84,12 +101,14 @@ class MobileFaceNet(nn.Module):
 
     Args:
         num_features: width of the last 1x1 conv and of the GDC output (512 in the paper).
+        memory_efficient: in training, recompute each BN + PReLU output in the backward pass
+            rather than keep it (bit-identical gradients; one more elementwise pass per layer).
 
     Attributes:
         feature_shape: per-sample output shape, ``(num_features,)``.
     """
 
-    def __init__(self, num_features: int = 512) -> None:
+    def __init__(self, num_features: int = 512, memory_efficient: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = [
             _conv_bn(3, 64, 3, stride=2),  # 112 -> 56
@@ -98,7 +117,8 @@ class MobileFaceNet(nn.Module):
         in_channels = 64
         for t, c, n, s in _BOTTLENECKS:  # 56 -> 28 -> 14 -> 7
             for i in range(n):
-                layers.append(Bottleneck(in_channels, c, s if i == 0 else 1, t))
+                stride = s if i == 0 else 1
+                layers.append(Bottleneck(in_channels, c, stride, t, memory_efficient))
                 in_channels = c
         layers += [
             _conv_bn(in_channels, num_features, 1),
@@ -107,6 +127,7 @@ class MobileFaceNet(nn.Module):
         ]
         self.features = nn.Sequential(*layers)
         self.feature_shape: tuple[int, ...] = (num_features,)
+        self.memory_efficient = memory_efficient
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -117,4 +138,8 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, 112, 112) -> (B, num_features)``."""
-        return self.features(x).flatten(1)
+        if not (self.memory_efficient and recomputes(self, x)):
+            return self.features(x).flatten(1)
+        # The stem and the tail are chains of their own; each bottleneck chains its block.
+        stem, blocks, tail = self.features[:2], self.features[2:-2], self.features[-2:]
+        return run_chain(tail, blocks(run_chain(stem, x))).flatten(1)

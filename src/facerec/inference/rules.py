@@ -100,6 +100,7 @@ RULES: dict[str, Rule] = {
     "freeze_scale": BOOL,
     "conv_init_std": _float(0.0, 10.0, nullable=True),
     "zero_init_residual": BOOL,
+    "memory_efficient": BOOL,
     "model_name": Rule("str"),
     # timm.create_model options a timm backbone may carry (+backbone.<key>=...)
     "drop_rate": _float(0.0, 0.99),
