@@ -17,20 +17,22 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["recomputes", "run_chain"]
 
 
-def _normalize(norm: nn.BatchNorm2d, a: torch.Tensor) -> torch.Tensor:
-    """BN on the batch's own statistics, running statistics untouched (they were updated
-    once, by the forward pass)."""
-    return F.batch_norm(a, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
+aten = torch.ops.aten
 
 
 class _NormActConv(torch.autograd.Function):
-    """``a (B, C, H, W) -> conv(prelu(bn(a))) (B, C', H', W')``, keeping only ``a``."""
+    """``a (B, C, H, W) -> conv(prelu(bn(a))) (B, C', H', W')``, keeping only ``a``.
+
+    The backward calls the kernels autograd would call for the plain chain (the BN's batch
+    statistics are recomputed, as the BN output is), and drops each layer-sized temporary as
+    soon as it is used: the recomputed PReLU output after the conv's backward, the BN output
+    after the PReLU's.
+    """
 
     @staticmethod
     def forward(ctx, a, norm, act, conv, *params):
@@ -44,17 +46,23 @@ class _NormActConv(torch.autograd.Function):
     def backward(ctx, grad_out):
         (a,) = ctx.saved_tensors
         norm, act, conv = ctx.modules
-        with torch.enable_grad():
-            a = a.detach().requires_grad_()
-            p = act(_normalize(norm, a))
-        grad_p, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad_out, p.detach(), conv.weight, None, conv.stride, conv.padding, conv.dilation,
-            False, [0, 0], conv.groups, [True, True, False],
-        )  # fmt: skip
-        grad_a, *grad_params = torch.autograd.grad(
-            p, (a, norm.weight, norm.bias, act.weight), grad_p
+        b, mean, invstd = aten.native_batch_norm(
+            a, norm.weight, norm.bias, None, None, True, 0.0, norm.eps
         )
-        return grad_a, None, None, None, *grad_params, grad_w
+        slope = act.weight.view(1, -1, *([1] * (a.dim() - 2)))  # as F.prelu broadcasts it
+        p = aten._prelu_kernel(b, slope)
+        grad_p, grad_conv, _ = aten.convolution_backward(
+            grad_out, p, conv.weight, None, conv.stride, conv.padding, conv.dilation,
+            False, [0] * (a.dim() - 2), conv.groups, [True, True, False],
+        )  # fmt: skip
+        del p
+        grad_b, grad_slope = aten._prelu_kernel_backward(grad_p, b, slope)
+        del grad_p, b
+        grad_slope = grad_slope.sum_to_size(slope.shape).view_as(act.weight)
+        grad_a, grad_gamma, grad_beta = aten.native_batch_norm_backward(
+            grad_b, a, norm.weight, None, None, mean, invstd, True, norm.eps, [True, True, True]
+        )
+        return grad_a, None, None, None, grad_gamma, grad_beta, grad_slope, grad_conv
 
 
 def _fusable(unit: nn.Sequential, following: nn.Sequential) -> bool:
