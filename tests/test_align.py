@@ -542,3 +542,43 @@ def test_two_processes_writing_one_cache_do_not_take_each_others_files(tmp_path)
     assert json.loads((tmp_path / MANIFEST).read_text())["key"] == AlignOptions().key
     assert cv2.imread(str(tmp_path / "a" / "face.jpg")).shape == (8, 8, 3)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_copied_dataset_keeps_its_aligned_faces_and_a_changed_file_is_aligned_again(tmp_path):
+    """The cache is keyed on size + mtime, with a digest of the bytes behind it: a copy of the
+    data (new mtimes, same bytes) re-aligns nothing; the same size with other bytes is
+    aligned again."""
+    import os
+
+    src = tmp_path / "src"
+    (src / "p").mkdir(parents=True)
+    image = np.full((300, 400, 3), 90, np.uint8)
+    landmarks = apply(similarity(2.1, 0.3, 120.0, 40.0), template())
+    for name in ("a.bmp", "b.bmp"):  # uncompressed: a pixel changes bytes, not the size
+        cv2.imwrite(str(src / "p" / name), image)
+    marks = tmp_path / "marks.csv"
+    flat = ",".join(f"{v:.4f}" for v in landmarks.reshape(-1))
+    marks.write_text(f"a.bmp,{flat}\nb.bmp,{flat}\n")
+    dst = tmp_path / "out"
+    first = align_folder(src, dst, AlignOptions(), None, None, progress=False, landmarks=marks)
+    assert first.cached == 0 and len(first.aligned) == 2
+
+    for path in (src / "p").iterdir():  # what cp without -p does: same bytes, new mtime
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    copied = align_folder(src, dst, AlignOptions(), None, None, progress=False, landmarks=marks)
+    assert copied.cached == 2
+
+    changed = image.copy()
+    changed[150:200, 150:250] = 200  # inside the face's crop
+    cv2.imwrite(str(src / "p" / "b.bmp"), changed)
+    size = (src / "p" / "b.bmp").stat().st_size
+    assert size == (src / "p" / "a.bmp").stat().st_size
+    again = align_folder(src, dst, AlignOptions(), None, None, progress=False, landmarks=marks)
+    assert again.cached == 1 and len(again.aligned) == 2
+    expected, _ = warp_face(changed, landmarks)
+    got = cv2.cvtColor(cv2.imread(str(dst / "p" / "b.bmp")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(got, expected)
+    # The new mtimes were remembered: a further run reads no file.
+    entries = json.loads((dst / MANIFEST).read_text())["files"]
+    for path in (src / "p").iterdir():
+        assert entries[str(path)][1] == path.stat().st_mtime_ns
