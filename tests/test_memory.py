@@ -153,9 +153,13 @@ def _saved_bytes(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         return model(x), total
 
 
-def test_memory_efficient_training_gives_the_plain_chains_outputs_and_gradients_bit_for_bit():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_memory_efficient_training_gives_the_plain_chains_outputs_and_gradients_bit_for_bit(
+    layout: torch.memory_format,
+):
     chained, plain = _twin_mobilefacenets()
-    x = torch.randn(4, 3, 112, 112)
+    chained, plain = chained.to(memory_format=layout), plain.to(memory_format=layout)
+    x = torch.randn(4, 3, 112, 112).contiguous(memory_format=layout)
     y_chained, kept_chained = _saved_bytes(chained, x)
     y_plain, kept_plain = _saved_bytes(plain, x)
     grad = torch.randn_like(y_plain)

@@ -70,6 +70,8 @@ class Manifest:
         """Same size and mtime, or same size and bytes (then the new mtime is remembered)."""
         stamp = _stamp(src)
         if entry[:2] == stamp:
+            if len(entry) == 6:  # a manifest from before digests: the next copy is covered too
+                entry.append(_digest(src))
             return True
         if entry[0] != stamp[0] or len(entry) < 7 or entry[6] != _digest(src):
             return False
