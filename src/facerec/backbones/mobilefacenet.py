@@ -8,9 +8,10 @@ position of the final 7x7 map. The paper's last layer (linear conv1x1 to 128) is
 With ``Embedding((512,), 128)`` the whole network has 1.00M parameters and 0.221 GMACs at
 112x112 (paper: 0.99M, 221M MAdds).
 
-With ``memory_efficient`` (the default), a training pass keeps one tensor per layer for the
-backward pass instead of three (:mod:`facerec.backbones.recompute`): the same outputs and
-gradients, bit for bit, for 2.6x less activation memory (docs/performance.md).
+With ``memory_efficient``, a training pass keeps one tensor per layer for the backward pass
+instead of three (:mod:`facerec.backbones.recompute`): the same outputs and gradients, bit for
+bit, for 2.2x less activation memory and about 9% more CPU time per step (docs/performance.md);
+the demo turns it on.
 """
 
 import torch
@@ -77,7 +78,7 @@ class Bottleneck(nn.Module):
         out_channels: int,
         stride: int,
         expansion: int,
-        memory_efficient: bool = True,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         hidden = in_channels * expansion
@@ -108,7 +109,7 @@ class MobileFaceNet(nn.Module):
         feature_shape: per-sample output shape, ``(num_features,)``.
     """
 
-    def __init__(self, num_features: int = 512, memory_efficient: bool = True) -> None:
+    def __init__(self, num_features: int = 512, memory_efficient: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = [
             _conv_bn(3, 64, 3, stride=2),  # 112 -> 56
