@@ -24,10 +24,11 @@ from facerec.training.run_dir import leaves, target_name
 
 __all__ = ["IGNORED", "Arm", "Run", "find_runs", "group_arms", "load_run"]
 
-# Keys that say where or how a run was watched, not what was trained: never an arm's difference.
+# Keys that say where or how a run was watched, not what was trained: never an arm's difference
+# (backbone.memory_efficient changes the memory, not one bit of the gradients).
 IGNORED = ("seed", "name", "paths", "trainer.resume", "trainer.progress", "trainer.log_every",
            "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.eval_batch_size",
-           "data.num_workers")  # fmt: skip
+           "data.num_workers", "backbone.memory_efficient")  # fmt: skip
 
 
 @dataclass
