@@ -225,9 +225,15 @@ def test_a_missing_or_non_model_teacher_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("teacher", [None, "missing.pt", "bad-crop"])
 def test_facerec_train_reports_a_teacher_refusal_in_one_line(
-    lfw_root, tmp_path, capsys, teachers, teacher
+    lfw_root, tmp_path, capsys, teachers, teacher, monkeypatch
 ):
-    """Through ``facerec train``: exit status 2, one line, no run folder."""
+    """Through ``facerec train``: exit status 2, one line, no run folder, and before the data
+    is read (aligning a dataset first could take minutes)."""
+
+    def no_data(*_: object) -> None:
+        raise AssertionError("the data was read before the teacher was checked")
+
+    monkeypatch.setattr("facerec.training.run.build_data", no_data)
     extra = [] if teacher is None else [f"criterion.teacher={tmp_path / teacher}"]
     if teacher == "bad-crop":
         extra = [f"criterion.teacher={teachers['lfw']}", "data.center_crop=120"]

@@ -63,6 +63,7 @@ from facerec.training.speed import (
 )
 from facerec.training.validate import (
     check_config,
+    check_criterion,
     check_input_size,
     startup_warnings,
 )
@@ -114,6 +115,7 @@ def setup(cfg: DictConfig, env: distributed.Dist) -> Training:
     """
     check_config(cfg, env.device)
     check_input_size(cfg)
+    check_criterion(cfg)  # a distillation teacher before the data (alignment can take minutes)
     seed_everything(cfg.seed)
     tcfg = cfg.trainer
     keep_freed_memory(tcfg.get("malloc", "auto"), env.device.type)  # CPU: no page fault per step

@@ -32,7 +32,14 @@ from facerec.inference.loader import LoadedModel, load
 from facerec.inference.preprocessing import Preprocessing, from_config
 from facerec.messages import first_line
 
-__all__ = ["Teacher", "build_distillation", "check_teacher", "load_teacher"]
+__all__ = [
+    "Teacher",
+    "build_distillation",
+    "check_distillation",
+    "check_teacher",
+    "load_teacher",
+    "prepared_teacher",
+]
 
 KEY = "criterion.teacher"
 
@@ -148,6 +155,33 @@ def _embedding_size(teacher: Teacher, image_size: int, source: str) -> int:
     return int(out.shape[-1])
 
 
+def prepared_teacher(teacher: str, student: Mapping[str, Any], embedding_size: int) -> Teacher:
+    """The loaded teacher, once it is known to see the student's images and to give embeddings
+    of ``embedding_size``.
+
+    Raises:
+        FileNotFoundError, ValueError: one line, naming ``criterion.teacher`` and the file.
+    """
+    loaded = load_teacher(teacher)
+    mine = from_config({"data": dict(student)}, "the training config")
+    check_teacher(loaded.spec.preprocessing, mine, str(teacher))
+    runner = Teacher(loaded.model)
+    size = _embedding_size(runner, mine.image_size, str(teacher))
+    if size != embedding_size:
+        raise ValueError(
+            f"{KEY} {teacher} refused: its embeddings have {size} dimensions, this run's "
+            f"embedding.embedding_size is {embedding_size}"
+        )
+    return runner
+
+
+def check_distillation(node: Mapping[str, Any], embedding_size: int) -> None:
+    """The start-up check of ``criterion=distill`` (``node``: the resolved ``criterion``
+    section): the teacher is loaded and checked before the data is read or aligned, so a wrong
+    path or a teacher that does not fit costs seconds, not the alignment of a dataset."""
+    prepared_teacher(node["teacher"], node["student"], embedding_size)
+
+
 def build_distillation(
     make_head: Callable[[int], nn.Module],
     num_classes: int,
@@ -174,16 +208,10 @@ def build_distillation(
     Raises:
         FileNotFoundError, ValueError: one line, naming ``criterion.teacher`` and the file.
     """
-    loaded = load_teacher(teacher)
-    mine = from_config({"data": dict(student)}, "the training config")
-    check_teacher(loaded.spec.preprocessing, mine, str(teacher))
-    runner = Teacher(loaded.model)
-    size = _embedding_size(runner, mine.image_size, str(teacher))
-    if size != embedding_size:
-        raise ValueError(
-            f"{KEY} {teacher} refused: its embeddings have {size} dimensions, this run's "
-            f"embedding.embedding_size is {embedding_size}"
-        )
+    runner = prepared_teacher(teacher, student, embedding_size)
     base = MarginLoss.build(make_head, num_classes, embedding_size,
                             label_smoothing=label_smoothing, **context)  # fmt: skip
     return DistillationLoss(base, runner, weight, distance)
+
+
+build_distillation.check = check_distillation  # type: ignore[attr-defined]

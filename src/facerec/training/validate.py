@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from facerec.messages import first_line
@@ -110,6 +111,21 @@ def check_config(cfg: DictConfig, device: torch.device) -> None:
         raise ValueError("set trainer.epochs >= 1, trainer.max_steps or trainer.max_images")
     if tcfg.sync_bn and device.type == "cpu":
         raise ValueError("trainer.sync_bn=true needs GPUs: PyTorch's SyncBatchNorm has no CPU path")
+
+
+def check_criterion(cfg: DictConfig) -> None:
+    """A criterion factory with a ``check`` attribute (``criterion=distill``: its teacher) is
+    checked here, before the data is read: ``check(resolved criterion section, embedding
+    size)`` raises its own one-line error."""
+    target = OmegaConf.select(cfg, "criterion._target_")
+    try:
+        factory = get_method(target) if isinstance(target, str) else None
+    except (ImportError, ValueError) as error:
+        raise ValueError(f"criterion._target_={target}: {first_line(error)}") from None
+    check = getattr(factory, "check", None)
+    if check is not None:
+        section = OmegaConf.to_container(cfg.criterion, resolve=True)
+        check(section, int(cfg.embedding.embedding_size))
 
 
 def check_input_size(cfg: DictConfig) -> None:
