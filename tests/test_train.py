@@ -129,7 +129,10 @@ def free_port() -> int:
 
 
 def test_two_process_gloo_ddp_ends_with_identical_weights(lfw_root, tmp_path):
-    overrides = smoke_overrides(lfw_root, tmp_path, "trainer.max_steps=3", "trainer.eval_every=0")
+    # backbone.memory_efficient: its recomputing layers hand DDP their parameters' gradients
+    # through their own backward (a gradient DDP never saw would leave the ranks apart).
+    overrides = smoke_overrides(lfw_root, tmp_path, "trainer.max_steps=3", "trainer.eval_every=0",
+                                "backbone.memory_efficient=true")  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
