@@ -174,6 +174,21 @@ def test_memory_efficient_training_gives_the_plain_chains_outputs_and_gradients_
     assert kept_chained < 0.5 * kept_plain, (kept_chained, kept_plain)
 
 
+def test_a_batchnorm_frozen_inside_a_training_model_keeps_its_running_statistics_gradients():
+    """A BN put in eval mode on its own uses its running statistics: not recomputable from
+    the batch's, so its layer runs as it is; the gradients stay the plain chain's."""
+    chained, plain = _twin_mobilefacenets()
+    for model in (chained, plain):
+        model.features[3].block[0][1].eval()
+    x = torch.randn(2, 3, 112, 112)
+    y_chained, y_plain = chained(x), plain(x)
+    y_chained.sum().backward()
+    y_plain.sum().backward()
+    assert torch.equal(y_chained, y_plain)
+    for (name, p), q in zip(chained.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), name
+
+
 def test_the_recomputing_layer_passes_a_finite_difference_gradient_check():
     """float64 central differences, independent of autograd's own BN and PReLU backward."""
     torch.manual_seed(1)
