@@ -30,14 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import status_kb  # a sibling script, not a package
+
 MARK = "BENCH_STEP "
-
-
-def peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child(overrides: list[str], steps: int, classes: int) -> dict:
@@ -68,7 +64,8 @@ def child(overrides: list[str], steps: int, classes: int) -> dict:
         train_step(recognizer, [(images, labels)], optimizer, scheduler, scaler, None)
         seconds.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - cpu_start)
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": peak_mb(), "batch": batch}
+    peak_mb = status_kb("VmHWM") / 1024
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": peak_mb, "batch": batch}
 
 
 def launch(overrides: list[str], steps: int, classes: int) -> dict:
